@@ -1,0 +1,60 @@
+"""Reductions over axes: sum, mean, max."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+import numpy as np
+
+from scratch_model.autograd.tensor import Tensor, op
+
+
+def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    for a in axes:
+        if not -ndim <= a < builtins.max(ndim, 1):
+            raise ValueError(f"axis {a} is out of range for a tensor of rank {ndim}")
+    return tuple(sorted(a % builtins.max(ndim, 1) for a in axes))
+
+
+def _keep(grad: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    """Reinsert reduced axes so ``grad`` broadcasts against the input."""
+    return grad if keepdims else np.expand_dims(grad, axes)
+
+
+@op
+def sum(a: Tensor, axis: Any = None, keepdims: bool = False):  # noqa: A001
+    axes = _axes(axis, a.ndim)
+
+    def backward(g):
+        return (np.broadcast_to(_keep(g, axes, keepdims), a.shape).copy(),)
+
+    return np.sum(a.data, axis=axes, keepdims=keepdims), backward
+
+
+@op
+def mean(a: Tensor, axis: Any = None, keepdims: bool = False):
+    axes = _axes(axis, a.ndim)
+    count = int(np.prod([a.shape[i] for i in axes])) if axes else 1
+
+    def backward(g):
+        return (np.broadcast_to(_keep(g, axes, keepdims) / count, a.shape).astype(a.dtype),)
+
+    return np.mean(a.data, axis=axes, keepdims=keepdims), backward
+
+
+@op
+def max(a: Tensor, axis: Any = None, keepdims: bool = False):  # noqa: A001
+    """Maximum; where several elements tie, the gradient is shared equally among them."""
+    axes = _axes(axis, a.ndim)
+    out = np.max(a.data, axis=axes, keepdims=True)
+
+    def backward(g):
+        winners = a.data == out
+        share = winners / winners.sum(axis=axes, keepdims=True)
+        return ((_keep(g, axes, keepdims) * share).astype(a.dtype),)
+
+    return (out if keepdims else np.squeeze(out, axis=axes)), backward

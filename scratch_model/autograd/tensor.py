@@ -1,0 +1,308 @@
+"""The Tensor, the `op` decorator that links results to their inputs, and the backward engine.
+
+Every primitive is a function decorated with :func:`op`. It returns ``(out_array, backward)``
+where ``backward(grad_out)`` gives one gradient array (or ``None``) per tensor argument. The
+decorator turns that into a graph node. ``Tensor.backward`` walks the graph once, in reverse
+topological order found without recursion, so its cost is linear in the graph size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Run ops without recording a graph (results never require grad)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    """How a node was made: the primitive, its arguments, and their tensor positions."""
+
+    name: str
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+class Tensor:
+    """A numpy array with an optional gradient and a link to the op that produced it."""
+
+    __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "_record")
+    __array_priority__ = 1000  # so `ndarray * Tensor` defers to Tensor.__rmul__
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None,
+                 name: str | None = None) -> None:
+        array = np.asarray(data, dtype=dtype)
+        if array.dtype not in FLOAT_DTYPES:
+            if dtype is not None or not np.issubdtype(array.dtype, np.number):
+                raise TypeError(f"Tensor needs float32 or float64 data, got dtype {array.dtype}")
+            array = array.astype(np.float64)
+        self.data: np.ndarray = array
+        self.grad: np.ndarray | None = None
+        self.requires_grad = bool(requires_grad)
+        self.name = name
+        self._parents: tuple[Tensor, ...] = ()
+        self._backward: Callable[[np.ndarray], Sequence[np.ndarray | None]] | None = None
+        self._record: OpRecord | None = None
+
+    # --- array-like surface -------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def op(self) -> OpRecord | None:
+        """The primitive that produced this tensor (None for leaves and untracked results)."""
+        return self._record
+
+    @property
+    def parents(self) -> tuple[Tensor, ...]:
+        return self._parents
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._backward is None
+
+    def numpy(self) -> np.ndarray:
+        return self.data
+
+    def item(self) -> float:
+        return float(self.data.item())
+
+    def detach(self) -> Tensor:
+        return Tensor(self.data, dtype=self.data.dtype)
+
+    def astype(self, dtype: Any) -> Tensor:
+        """A leaf copy in another float dtype (for casting weights, not inside a graph)."""
+        return Tensor(self.data.astype(dtype), requires_grad=self.requires_grad)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor(shape={self.shape}, dtype={self.dtype}{grad})"
+
+    # --- backward -------------------------------------------------------------------------
+    def backward(self, grad: np.ndarray | None = None) -> None:
+        """Accumulate d(self)/d(x) into ``x.grad`` for every tensor x in the graph."""
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad "
+                               "(it has no path to any parameter)")
+        if grad is None:
+            if self.data.size != 1:
+                raise ValueError(f"backward() without a gradient needs a scalar, got shape {self.shape}")
+            grad = np.ones_like(self.data)
+        grad = np.asarray(grad, dtype=self.dtype)
+        if grad.shape != self.shape:
+            raise ValueError(f"gradient shape {grad.shape} does not match tensor shape {self.shape}")
+
+        pending: dict[int, np.ndarray] = {id(self): grad}
+        for node in reversed(topological_order(self)):
+            g = pending.pop(id(node), None)
+            if g is None:
+                continue
+            node.grad = g if node.grad is None else node.grad + g
+            if node._backward is None:
+                continue
+            for parent, pg in zip(node._parents, node._backward(g), strict=True):
+                if pg is None or not parent.requires_grad:
+                    continue
+                key = id(parent)
+                pending[key] = pg if key not in pending else pending[key] + pg
+
+    # --- operators (looked up at call time, so a primitive can be swapped by name) ---------
+    def __add__(self, other: Any) -> Tensor:
+        return _ops().add(self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return _ops().add(other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return _ops().sub(self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return _ops().sub(other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return _ops().mul(self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return _ops().mul(other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return _ops().div(self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return _ops().div(other, self)
+
+    def __neg__(self) -> Tensor:
+        return _ops().neg(self)
+
+    def __pow__(self, exponent: Any) -> Tensor:
+        return _ops().pow(self, exponent)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return _ops().matmul(self, other)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return _ops().getitem(self, index)
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return _ops().sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return _ops().mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return _ops().max(self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _ops().reshape(self, shape)
+
+    def transpose(self, *axes: int) -> Tensor:
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return _ops().transpose(self, axes or None)
+
+    permute = transpose
+
+    def swapaxes(self, axis1: int, axis2: int) -> Tensor:
+        return _ops().swapaxes(self, axis1, axis2)
+
+    def exp(self) -> Tensor:
+        return _ops().exp(self)
+
+    def log(self) -> Tensor:
+        return _ops().log(self)
+
+    def sqrt(self) -> Tensor:
+        return _ops().sqrt(self)
+
+    def relu(self) -> Tensor:
+        return _ops().relu(self)
+
+
+def _ops() -> Any:
+    from scratch_model import autograd
+
+    return autograd
+
+
+def topological_order(root: Tensor) -> list[Tensor]:
+    """Every node that requires grad and reaches ``root``, parents before children.
+
+    An explicit stack instead of recursion: deep graphs never hit the recursion limit, and each
+    node is expanded once, so shared subgraphs cost nothing extra.
+    """
+    order: list[Tensor] = []
+    expanded: set[int] = set()
+    done: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            if id(node) not in done:
+                done.add(id(node))
+                order.append(node)
+            continue
+        if id(node) in expanded:
+            continue
+        expanded.add(id(node))
+        stack.append((node, True))
+        for parent in node._parents:
+            if parent.requires_grad and id(parent) not in expanded:
+                stack.append((parent, False))
+    return order
+
+
+def as_tensor(value: Any, like: Tensor | None = None) -> Tensor:
+    """Wrap a constant so it takes part in an op; a Python or numpy scalar takes ``like``'s dtype."""
+    if isinstance(value, Tensor):
+        return value
+    dtype = like.dtype if like is not None else None
+    array = np.asarray(value)
+    if array.dtype not in FLOAT_DTYPES or (like is not None and array.ndim == 0):
+        array = array.astype(dtype or np.float64)
+    return Tensor(array)
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum a broadcast gradient back down to the input's ``shape``."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape)
+
+
+def check_same_dtype(name: str, tensors: Sequence[Tensor]) -> None:
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) > 1:
+        shown = ", ".join(str(t.dtype) for t in tensors)
+        raise TypeError(f"{name}: inputs have different dtypes ({shown}); cast one explicitly")
+
+
+def op(fn: Callable[..., tuple[np.ndarray, Callable[[np.ndarray], Sequence[np.ndarray | None]]]]
+       ) -> Callable[..., Tensor]:
+    """Make a primitive from ``fn(*tensors_and_args) -> (out_array, backward)``.
+
+    Tensor arguments are the graph parents, in order; ``backward(g)`` returns one gradient
+    per Tensor argument. The record of the call lets tools re-run the primitive on perturbed
+    inputs (finite differences) and name it in a report.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Tensor:
+        out, backward = fn(*args, **kwargs)
+        result = Tensor(out)
+        parents = tuple(a for a in args if isinstance(a, Tensor))
+        if _grad_enabled and any(p.requires_grad for p in parents):
+            result.requires_grad = True
+            result._parents = parents
+            result._backward = backward
+            result._record = OpRecord(fn.__name__, wrapper, args, kwargs)
+        return result
+
+    wrapper.primitive = fn  # type: ignore[attr-defined]
+    return wrapper

@@ -1,0 +1,172 @@
+"""The functional transformer: pure functions over a flat params dict.
+
+A second implementation of the model in `layers.py`, written independently on the same autograd
+ops (embedding by integer-array indexing, softmax composed from exp/max/sum, LayerNorm variance
+with `pow`), so that comparing the two means something. Parameter names and shapes equal the class
+model's.
+
+Every module boundary of the class model is a call through :func:`_scope`, under the same dotted
+path; a recorder passed to :func:`forward` sees each one (inputs before, output after) and may
+replace the output, just like a forward hook on the class model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from scratch_model import autograd as ag
+from scratch_model import init
+from scratch_model.autograd import Tensor
+from scratch_model.config import TransformerConfig
+from scratch_model.data import validate_tokens
+
+Params = dict[str, Tensor]
+
+
+class Recorder(Protocol):
+    def before(self, path: str, inputs: tuple) -> None: ...
+
+    def after(self, path: str, inputs: tuple, output: Any) -> Any: ...
+
+
+def _scope(recorder: Recorder | None, path: str, fn: Callable[..., Tensor], *inputs: Any) -> Tensor:
+    if recorder is None:
+        return fn(*inputs)
+    recorder.before(path, inputs)
+    out = fn(*inputs)
+    replaced = recorder.after(path, inputs, out)
+    return out if replaced is None else replaced
+
+
+# --- parameters ----------------------------------------------------------------------------
+
+def build_simple_transformer(config: TransformerConfig | None = None, seed: int = 0,
+                             dtype: np.dtype | str = np.float64
+                             ) -> tuple[Params, Callable[..., Tensor]]:
+    """Seeded parameters and ``forward(params, tokens, mask=None, recorder=None)`` for ``config``."""
+    config = config or TransformerConfig()
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    d, f, v = config.embed_dim, config.ff_dim, config.vocab_size
+    arrays: dict[str, np.ndarray] = {"embedding.weight": init.normal(seed, "embedding.weight", (v, d), dtype)}
+    if config.positional == "learned":
+        arrays["pos_embedding.weight"] = init.normal(seed, "pos_embedding.weight", (config.seq_len, d), dtype)
+
+    def linear_params(path: str, fan_in: int, fan_out: int) -> None:
+        shape = (fan_out, fan_in)
+        arrays[f"{path}.weight"] = init.uniform_fan_in(seed, f"{path}.weight", shape, fan_in, dtype)
+        arrays[f"{path}.bias"] = init.uniform_fan_in(seed, f"{path}.bias", (fan_out,), fan_in, dtype)
+
+    for i in range(config.num_layers):
+        block = f"blocks.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            linear_params(f"{block}.attn.{proj}", d, d)
+        for ln in ("ln1", "ln2"):
+            arrays[f"{block}.{ln}.weight"] = np.ones(d, dtype=dtype)
+            arrays[f"{block}.{ln}.bias"] = np.zeros(d, dtype=dtype)
+        linear_params(f"{block}.ffn.fc1", d, f)
+        linear_params(f"{block}.ffn.fc2", f, d)
+    linear_params("head", d, v)
+    params = {name: Tensor(a, requires_grad=True) for name, a in _in_class_order(arrays, config).items()}
+
+    def bound_forward(params: Params, tokens: np.ndarray, mask: np.ndarray | None = None,
+                      recorder: Recorder | None = None) -> Tensor:
+        return forward(params, tokens, config, mask=mask, recorder=recorder)
+
+    return params, bound_forward
+
+
+def _in_class_order(arrays: dict[str, np.ndarray], config: TransformerConfig) -> dict[str, np.ndarray]:
+    """Order names as the class model registers them (blocks: attn, ln1, ffn, ln2), so both list
+    parameters identically. The sort is stable: within a layer, creation order stays."""
+    def rank(name: str) -> tuple:
+        parts = name.split(".")
+        if parts[0] == "blocks":
+            sub = ["attn", "ln1", "ffn", "ln2"].index(parts[2])
+            return (2, int(parts[1]), sub)
+        return ({"embedding": 0, "pos_embedding": 1, "head": 3}[parts[0]], 0, 0)
+
+    return {name: arrays[name] for name in sorted(arrays, key=rank)}
+
+
+# --- layers, as pure functions ---------------------------------------------------------------
+
+def linear(params: Params, path: str, x: Tensor) -> Tensor:
+    return ag.matmul(x, ag.swapaxes(params[f"{path}.weight"], 0, 1)) + params[f"{path}.bias"]
+
+
+def embed(params: Params, tokens: np.ndarray) -> Tensor:
+    return params["embedding.weight"][tokens]  # (B, T) -> (B, T, D)
+
+
+def add_positions(params: Params, config: TransformerConfig, x: Tensor) -> Tensor:
+    t = x.shape[1]
+    if config.positional == "learned":
+        return x + params["pos_embedding.weight"][:t]
+    return x + init.sinusoidal_table(config.seq_len, config.embed_dim, x.dtype)[:t]
+
+
+def softmax_last(scores: Tensor) -> Tensor:
+    exps = ag.exp(scores - scores.max(axis=-1, keepdims=True))
+    return exps / exps.sum(axis=-1, keepdims=True)
+
+
+def attention(params: Params, config: TransformerConfig, path: str, x: Tensor,
+              mask: np.ndarray | None, recorder: Recorder | None) -> Tensor:
+    b, t, d = x.shape
+    h, hd = config.num_heads, config.head_dim
+
+    def project(name: str) -> Tensor:
+        out = _scope(recorder, f"{path}.{name}", lambda z: linear(params, f"{path}.{name}", z), x)
+        return ag.transpose(ag.reshape(out, (b, t, h, hd)), (0, 2, 1, 3))  # (B, h, T, hd)
+
+    q, k, v = project("q_proj"), project("k_proj"), project("v_proj")
+    scores = ag.matmul(q / np.sqrt(hd), ag.transpose(k, (0, 1, 3, 2)))  # (B, h, T, T)
+    if mask is not None:
+        scores = scores + np.where(mask, 0.0, -np.inf).astype(x.dtype)
+    context = ag.matmul(softmax_last(scores), v)  # (B, h, T, hd)
+    merged = ag.reshape(ag.transpose(context, (0, 2, 1, 3)), (b, t, d))  # (B, T, D)
+    return _scope(recorder, f"{path}.out_proj", lambda z: linear(params, f"{path}.out_proj", z), merged)
+
+
+def feed_forward(params: Params, path: str, x: Tensor, recorder: Recorder | None) -> Tensor:
+    hidden = _scope(recorder, f"{path}.fc1", lambda z: linear(params, f"{path}.fc1", z), x)
+    return _scope(recorder, f"{path}.fc2", lambda z: linear(params, f"{path}.fc2", z), ag.relu(hidden))
+
+
+def layer_norm(params: Params, config: TransformerConfig, path: str, x: Tensor) -> Tensor:
+    mu = x.mean(axis=-1, keepdims=True)
+    variance = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
+    normed = (x - mu) * (variance + config.ln_eps) ** -0.5
+    return normed * params[f"{path}.weight"] + params[f"{path}.bias"]
+
+
+def block(params: Params, config: TransformerConfig, path: str, x: Tensor,
+          mask: np.ndarray | None, recorder: Recorder | None) -> Tensor:
+    def sub(name: str, fn: Callable[..., Tensor], *inputs: Any) -> Tensor:
+        return _scope(recorder, f"{path}.{name}", fn, *inputs)
+
+    attended = sub("attn", lambda z: attention(params, config, f"{path}.attn", z, mask, recorder), x)
+    x = sub("ln1", lambda z: layer_norm(params, config, f"{path}.ln1", z), x + attended)
+    transformed = sub("ffn", lambda z: feed_forward(params, f"{path}.ffn", z, recorder), x)
+    return sub("ln2", lambda z: layer_norm(params, config, f"{path}.ln2", z), x + transformed)
+
+
+def forward(params: Params, tokens: np.ndarray, config: TransformerConfig, *,
+            mask: np.ndarray | None = None, recorder: Recorder | None = None) -> Tensor:
+    """Tokens (B, T) -> logits (B, T, vocab). The whole model is the scope named ``""``."""
+    tokens = validate_tokens(tokens, config)
+
+    def model(tokens: np.ndarray) -> Tensor:
+        x = _scope(recorder, "embedding", lambda z: embed(params, z), tokens)
+        x = _scope(recorder, "pos_embedding", lambda z: add_positions(params, config, z), x)
+        for i in range(config.num_layers):
+            x = _scope(recorder, f"blocks.{i}",
+                       lambda z, i=i: block(params, config, f"blocks.{i}", z, mask, recorder), x)
+        return _scope(recorder, "head", lambda z: linear(params, "head", z), x)
+
+    return _scope(recorder, "", model, tokens)

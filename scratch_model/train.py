@@ -1,0 +1,79 @@
+"""Loss, accuracy and the training loop shared by the class-based and the functional model."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from scratch_model import autograd as ag
+from scratch_model.autograd import Tensor
+from scratch_model.config import TrainConfig, TrainResult
+from scratch_model.data import ReversalData
+from scratch_model.optim import SGD, Adam, Optimizer
+
+
+def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
+    """Mean over every token of -log p(target); logits (B, T, V), targets (B, T)."""
+    b, t, v = logits.shape
+    flat = ag.reshape(logits, (b * t, v))  # (B*T, V)
+    log_probs = ag.log_softmax(flat, axis=-1)
+    picked = log_probs[np.arange(b * t), np.asarray(targets).reshape(-1)]  # (B*T,)
+    return -picked.mean()
+
+
+def accuracy(logits: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
+    """(exact-sequence accuracy, per-token accuracy)."""
+    right = np.argmax(logits, axis=-1) == targets
+    return float(right.all(axis=1).mean()), float(right.mean())
+
+
+def make_optimizer(params: Sequence[Tensor], config: TrainConfig) -> Optimizer:
+    if config.optimizer == "adam":
+        return Adam(params, lr=config.lr)
+    return SGD(params, lr=config.lr, momentum=config.momentum)
+
+
+def evaluate(forward: Callable[[np.ndarray], Tensor], inputs: np.ndarray, targets: np.ndarray,
+             batch_size: int = 1000) -> tuple[float, float, float]:
+    """(exact match, token accuracy, mean loss) over a whole set, without building a graph."""
+    logits, losses = [], []
+    with ag.no_grad():
+        for start in range(0, len(inputs), batch_size):
+            out = forward(inputs[start:start + batch_size])
+            logits.append(out.data)
+            losses.append(cross_entropy(out, targets[start:start + batch_size]).item()
+                          * len(out.data))
+    exact, token = accuracy(np.concatenate(logits), targets)
+    return exact, token, float(np.sum(losses) / len(inputs))
+
+
+def train(forward: Callable[[np.ndarray], Tensor], params: Sequence[Tensor], data: ReversalData,
+          config: TrainConfig, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train ``params`` so that ``forward(tokens)`` reverses sequences; ``on_step(step, loss)`` is
+    called after every optimizer step (for progress bars)."""
+    optimizer = make_optimizer(params, config)
+    epoch_losses: list[float] = []
+    step = 0
+    start = time.perf_counter()
+    for epoch in range(config.epochs):
+        total, count = 0.0, 0
+        for inputs, targets in data.batches(epoch, config.batch_size):
+            optimizer.zero_grad()
+            loss = cross_entropy(forward(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            total += loss.item() * len(inputs)
+            count += len(inputs)
+            if on_step is not None:
+                on_step(step, loss.item())
+        epoch_losses.append(total / count)
+    seconds = time.perf_counter() - start
+    exact, token, test_loss = evaluate(forward, data.test_inputs, data.test_targets)
+    return TrainResult(exact, token, test_loss, seconds, step, epoch_losses)
+
+
+def steps_per_epoch(config: TrainConfig) -> int:
+    return -(-config.num_train // config.batch_size)
