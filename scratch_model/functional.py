@@ -27,7 +27,9 @@ Params = dict[str, Tensor]
 
 
 class Recorder(Protocol):
-    def before(self, path: str, inputs: tuple) -> None: ...
+    """Observes module boundaries; either method may return a replacement (inputs or output)."""
+
+    def before(self, path: str, inputs: tuple) -> tuple | None: ...
 
     def after(self, path: str, inputs: tuple, output: Any) -> Any: ...
 
@@ -35,7 +37,9 @@ class Recorder(Protocol):
 def _scope(recorder: Recorder | None, path: str, fn: Callable[..., Tensor], *inputs: Any) -> Tensor:
     if recorder is None:
         return fn(*inputs)
-    recorder.before(path, inputs)
+    replaced_inputs = recorder.before(path, inputs)
+    if replaced_inputs is not None:
+        inputs = replaced_inputs
     out = fn(*inputs)
     replaced = recorder.after(path, inputs, out)
     return out if replaced is None else replaced
@@ -170,3 +174,27 @@ def forward(params: Params, tokens: np.ndarray, config: TransformerConfig, *,
         return _scope(recorder, "head", lambda z: linear(params, "head", z), x)
 
     return _scope(recorder, "", model, tokens)
+
+
+def submodule(params: Params, config: TransformerConfig, path: str) -> Callable[..., Tensor]:
+    """The function behind one module path, callable on that module's inputs alone (as the class
+    model's ``model.get(path)(*inputs)``), for running a module in isolation."""
+    parts = path.split(".") if path else []
+    leaf = parts[-1] if parts else ""
+    if path == "":
+        return lambda tokens, mask=None: forward(params, tokens, config, mask=mask)
+    if path == "embedding":
+        return lambda tokens: embed(params, tokens)
+    if path == "pos_embedding":
+        return lambda x: add_positions(params, config, x)
+    if path == "head" or leaf in ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"):
+        return lambda x: linear(params, path, x)
+    if leaf in ("ln1", "ln2"):
+        return lambda x: layer_norm(params, config, path, x)
+    if leaf == "attn":
+        return lambda x, mask=None: attention(params, config, path, x, mask, None)
+    if leaf == "ffn":
+        return lambda x: feed_forward(params, path, x, None)
+    if len(parts) == 2 and parts[0] == "blocks" and parts[1].isdigit() and int(parts[1]) < config.num_layers:
+        return lambda x, mask=None: block(params, config, path, x, mask, None)
+    raise ValueError(f"no module at path {path!r} in the functional model")

@@ -57,7 +57,9 @@ class Module:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         for hook in list(self._pre_hooks.values()):
-            hook(self, args)
+            replaced = hook(self, args)
+            if replaced is not None:
+                args = replaced if isinstance(replaced, tuple) else (replaced,)
         out = self.forward(*args, **kwargs)
         for hook in list(self._post_hooks.values()):
             replaced = hook(self, args, out)
@@ -65,8 +67,9 @@ class Module:
                 out = replaced
         return out
 
-    def register_forward_pre_hook(self, hook: Callable[[Module, tuple], None]) -> HookHandle:
-        """``hook(module, inputs)`` runs before every forward."""
+    def register_forward_pre_hook(self, hook: Callable[[Module, tuple], Any]) -> HookHandle:
+        """``hook(module, inputs)`` runs before every forward; a non-None return replaces the
+        positional inputs."""
         return self._add_hook(self._pre_hooks, hook)
 
     def register_forward_hook(self, hook: Callable[[Module, tuple, Any], Any]) -> HookHandle:
@@ -92,6 +95,16 @@ class Module:
         for path, module in self.named_modules():
             for name, param in module._parameters.items():
                 yield (f"{path}.{name}" if path else name), param
+
+    def get(self, path: str) -> Module:
+        """The descendant at a dotted ``path`` (``""`` is this module)."""
+        module: Module = self
+        for part in path.split(".") if path else []:
+            if part not in module._modules:
+                raise ValueError(f"no module at path {path!r} (no child {part!r} in "
+                                 f"{type(module).__name__})")
+            module = module._modules[part]
+        return module
 
     def parameters(self) -> list[Parameter]:
         return [p for _, p in self.named_parameters()]

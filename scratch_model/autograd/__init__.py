@@ -2,7 +2,7 @@
 
 from scratch_model.autograd.elementwise import add, div, exp, log, mul, neg, pow, relu, sqrt, sub
 from scratch_model.autograd.linalg import matmul
-from scratch_model.autograd.movement import concatenate, getitem, reshape, swapaxes, transpose
+from scratch_model.autograd.movement import concatenate, getitem, identity, reshape, swapaxes, transpose
 from scratch_model.autograd.nn import embedding, log_softmax, softmax
 from scratch_model.autograd.reduce import max, mean, sum
 from scratch_model.autograd.tensor import (
@@ -17,7 +17,7 @@ from scratch_model.autograd.tensor import (
 
 __all__ = [
     "OpRecord", "Tensor", "add", "as_tensor", "concatenate", "div", "embedding", "exp",
-    "getitem", "is_grad_enabled", "log", "log_softmax", "matmul", "max", "mean", "mul", "neg",
+    "getitem", "identity", "is_grad_enabled", "log", "log_softmax", "matmul", "max", "mean", "mul", "neg",
     "no_grad", "op", "pow", "relu", "reshape", "softmax", "sqrt", "sub", "sum", "swapaxes",
     "topological_order", "transpose",
 ]
