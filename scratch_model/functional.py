@@ -12,6 +12,7 @@ replace the output, just like a forward hook on the class model.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -120,7 +121,7 @@ def softmax_last(scores: Tensor) -> Tensor:
 
 
 def attention(params: Params, config: TransformerConfig, path: str, x: Tensor,
-              mask: np.ndarray | None, recorder: Recorder | None) -> Tensor:
+              mask: np.ndarray | None = None, recorder: Recorder | None = None) -> Tensor:
     b, t, d = x.shape
     h, hd = config.num_heads, config.head_dim
 
@@ -137,7 +138,7 @@ def attention(params: Params, config: TransformerConfig, path: str, x: Tensor,
     return _scope(recorder, f"{path}.out_proj", lambda z: linear(params, f"{path}.out_proj", z), merged)
 
 
-def feed_forward(params: Params, path: str, x: Tensor, recorder: Recorder | None) -> Tensor:
+def feed_forward(params: Params, path: str, x: Tensor, recorder: Recorder | None = None) -> Tensor:
     hidden = _scope(recorder, f"{path}.fc1", lambda z: linear(params, f"{path}.fc1", z), x)
     return _scope(recorder, f"{path}.fc2", lambda z: linear(params, f"{path}.fc2", z), ag.relu(hidden))
 
@@ -150,7 +151,7 @@ def layer_norm(params: Params, config: TransformerConfig, path: str, x: Tensor) 
 
 
 def block(params: Params, config: TransformerConfig, path: str, x: Tensor,
-          mask: np.ndarray | None, recorder: Recorder | None) -> Tensor:
+          mask: np.ndarray | None = None, recorder: Recorder | None = None) -> Tensor:
     def sub(name: str, fn: Callable[..., Tensor], *inputs: Any) -> Tensor:
         return _scope(recorder, f"{path}.{name}", fn, *inputs)
 
@@ -176,25 +177,28 @@ def forward(params: Params, tokens: np.ndarray, config: TransformerConfig, *,
     return _scope(recorder, "", model, tokens)
 
 
-def submodule(params: Params, config: TransformerConfig, path: str) -> Callable[..., Tensor]:
-    """The function behind one module path, callable on that module's inputs alone (as the class
-    model's ``model.get(path)(*inputs)``), for running a module in isolation."""
+def submodule(params: Params, config: TransformerConfig, path: str) -> functools.partial:
+    """The function behind one module path, bound to ``params``: call it on that module's inputs
+    alone (as ``model.get(path)(*inputs)`` on the class model) to run the module in isolation.
+    ``.func`` is the plain function, for pointing at its source."""
     parts = path.split(".") if path else []
     leaf = parts[-1] if parts else ""
     if path == "":
-        return lambda tokens, mask=None: forward(params, tokens, config, mask=mask)
+        return functools.partial(forward, params, config=config)
     if path == "embedding":
-        return lambda tokens: embed(params, tokens)
+        return functools.partial(embed, params)
     if path == "pos_embedding":
-        return lambda x: add_positions(params, config, x)
-    if path == "head" or leaf in ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"):
-        return lambda x: linear(params, path, x)
-    if leaf in ("ln1", "ln2"):
-        return lambda x: layer_norm(params, config, path, x)
-    if leaf == "attn":
-        return lambda x, mask=None: attention(params, config, path, x, mask, None)
-    if leaf == "ffn":
-        return lambda x: feed_forward(params, path, x, None)
-    if len(parts) == 2 and parts[0] == "blocks" and parts[1].isdigit() and int(parts[1]) < config.num_layers:
-        return lambda x, mask=None: block(params, config, path, x, mask, None)
+        return functools.partial(add_positions, params, config)
+    in_block = len(parts) >= 2 and parts[0] == "blocks" and parts[1].isdigit() \
+        and int(parts[1]) < config.num_layers
+    if path == "head" or (in_block and leaf in ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")):
+        return functools.partial(linear, params, path)
+    if in_block and leaf in ("ln1", "ln2"):
+        return functools.partial(layer_norm, params, config, path)
+    if in_block and leaf == "attn":
+        return functools.partial(attention, params, config, path)
+    if in_block and leaf == "ffn":
+        return functools.partial(feed_forward, params, path)
+    if in_block and len(parts) == 2:
+        return functools.partial(block, params, config, path)
     raise ValueError(f"no module at path {path!r} in the functional model")

@@ -1,0 +1,126 @@
+"""Capture: run one implementation on a batch and record every named module call.
+
+For every module, leaf and container, in execution order: its float inputs, output, the gradient
+of the loss w.r.t. the output and w.r.t. each input (through this module alone), plus every
+parameter's gradient and the loss. Model code is never changed: the class model and the torch
+model are observed through forward hooks, the functional model through its scope recorder. Each
+hook puts an identity node on the module's float inputs, so the input gradient read there is the
+one that flows through this module, as torch's full backward hooks define it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+ROOT = ""  # the path of the whole model
+
+
+@dataclass
+class Call:
+    """One module call, as numpy arrays (None where a side has no value, e.g. a missing grad)."""
+
+    path: str
+    enter: int  # position in the order modules were entered (parents before children)
+    exit: int  # position in the order modules returned (children before parents)
+    inputs: list[np.ndarray]  # float inputs only, in argument order
+    output: np.ndarray
+    input_requires_grad: list[bool]
+    output_requires_grad: bool
+    grad_output: np.ndarray | None = None
+    grad_inputs: list[np.ndarray | None] = field(default_factory=list)
+    produced_by: list[str | None] = field(default_factory=list)  # which module returned each input
+
+
+@dataclass
+class Capture:
+    """Everything one forward and backward of one implementation showed."""
+
+    impl: str
+    dtype: str
+    calls: dict[str, Call]  # by module path, in entry order
+    loss: float
+    logits: np.ndarray
+    params: dict[str, np.ndarray]
+    param_grads: dict[str, np.ndarray | None]
+    param_requires_grad: dict[str, bool]
+
+    def ordered(self, by: str = "enter") -> list[Call]:
+        return sorted(self.calls.values(), key=lambda c: getattr(c, by))
+
+    def direct_params(self, path: str) -> list[str]:
+        """Names of the parameters owned by the module at ``path`` itself (not its children)."""
+        return [n for n in self.params if n.rpartition(".")[0] == path]
+
+
+class CallLog:
+    """Hook-side bookkeeping shared by every implementation: entry/exit order, aliases, outputs.
+
+    ``is_tensor``, ``to_numpy``, ``alias`` and ``requires_grad`` adapt it to one framework.
+    """
+
+    def __init__(self, is_tensor: Callable[[Any], bool], alias: Callable[[Any], Any],
+                 requires_grad: Callable[[Any], bool]) -> None:
+        self.is_tensor, self.alias, self.requires_grad = is_tensor, alias, requires_grad
+        self.entries: list[str] = []
+        self.open: dict[str, tuple[int, tuple]] = {}
+        self.raw: dict[str, dict[str, Any]] = {}
+        self.exits = 0
+        self.producer: dict[int, str] = {}  # id(output tensor) -> first module that returned it
+        self.counts: dict[str, int] = {}
+
+    def _unique(self, path: str) -> str:
+        n = self.counts.get(path, 0) + 1
+        self.counts[path] = n
+        return path if n == 1 else f"{path}#{n}"
+
+    def before(self, path: str, inputs: tuple) -> tuple:
+        key = self._unique(path)
+        produced = [self.producer.get(id(x)) for x in inputs if self._is_float(x)]
+        aliased = tuple(self.alias(x) if self._is_float(x) else x for x in inputs)
+        floats = [(x, a) for x, a in zip(inputs, aliased, strict=True) if self._is_float(x)]
+        self.open[path] = (len(self.entries), aliased)
+        self.entries.append(key)
+        self.raw[key] = {"enter": len(self.entries) - 1, "inputs": floats, "produced_by": produced,
+                         "path": path}
+        return aliased
+
+    def after(self, path: str, output: Any) -> None:
+        key = self.entries[self.open.pop(path)[0]]
+        self.raw[key]["output"] = output
+        self.raw[key]["exit"] = self.exits
+        self.exits += 1
+        if self.is_tensor(output):
+            self.producer.setdefault(id(output), key)
+
+    def _is_float(self, x: Any) -> bool:
+        return self.is_tensor(x) and self.float_dtype(x)
+
+    float_dtype: Callable[[Any], bool] = staticmethod(lambda x: True)  # type: ignore[assignment]
+
+
+def finish_calls(log: CallLog, to_numpy: Callable[[Any], np.ndarray],
+                 grad_of: Callable[[Any], np.ndarray | None]) -> dict[str, Call]:
+    """Turn the raw hook records into `Call`s once the backward has run."""
+    calls: dict[str, Call] = {}
+    for key in log.entries:
+        raw = log.raw[key]
+        if "output" not in raw:
+            continue  # the forward raised inside this module
+        out = raw["output"]
+        originals = [x for x, _ in raw["inputs"]]
+        aliases = [a for _, a in raw["inputs"]]
+        calls[key] = Call(
+            path=key, enter=raw["enter"], exit=raw["exit"],
+            inputs=[to_numpy(x) for x in originals],
+            output=to_numpy(out),
+            input_requires_grad=[log.requires_grad(x) for x in originals],
+            output_requires_grad=log.requires_grad(out),
+            grad_output=grad_of(out),
+            grad_inputs=[grad_of(a) for a in aliases],
+            produced_by=raw["produced_by"],
+        )
+    return calls

@@ -1,0 +1,105 @@
+"""Compare one pair of tensors: metrics, and a verdict under the documented tolerance model.
+
+Tolerance model
+---------------
+float64 runs: an element matches when ``|a - r| <= rtol * |r| + atol * S`` with ``rtol = 1e-7``,
+``atol = 1e-9`` and ``S`` the larger of ``max|r|`` and the scale of the computation the tensor
+comes from (for gradients, the module's output gradient). So a gradient that is zero in exact
+arithmetic and holds only round-off, such as a key-projection bias (softmax ignores a constant
+shift of the scores), passes.
+Parity in float64 is near machine precision (errors ~1e-14), so these leave six orders of
+magnitude of room for round-off and none for a bug.
+
+float32 runs are judged against the reference implementation run in float64 (the oracle), with a
+noise floor: the reference's own float32 run shows how much error float32 alone makes on this
+tensor. The scratch tensor matches when ``max|a32 - r64| <= NOISE_FACTOR * max|r32 - r64| +
+FLOAT32_FLOOR * max|r64|``. A correct float32 implementation differs from the oracle by about as
+much as the reference's float32 run does; a bug differs by orders of magnitude more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+RTOL64, ATOL64 = 1e-7, 1e-9
+NOISE_FACTOR, FLOAT32_FLOOR = 8.0, 1e-5
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """How far ``actual`` is from ``expected``; all floats are plain Python numbers (JSON-ready)."""
+
+    match: bool
+    shape_actual: list[int]
+    shape_expected: list[int]
+    max_abs: float | None = None
+    max_rel: float | None = None
+    cosine: float | None = None
+    norm_ratio: float | None = None  # |actual| / |expected|
+    mismatched: int | None = None
+    mismatched_share: float | None = None
+    worst_index: list[int] | None = None
+    nan_actual: int = 0
+    inf_actual: int = 0
+    nan_expected: int = 0
+    inf_expected: int = 0
+    missing: str | None = None  # "actual" or "expected" when one side has no tensor
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.6g}") if np.isfinite(x) else (float("nan") if np.isnan(x) else x)
+
+
+def compare(actual: np.ndarray | None, expected: np.ndarray | None,
+            noise: np.ndarray | None = None, scale: float = 0.0) -> Metrics:
+    """Compare ``actual`` with ``expected``. ``noise`` (optional) is the reference's own float32
+    result for the same tensor: its distance from ``expected`` sets the float32 noise floor.
+    ``scale`` (optional) is the magnitude of the computation the tensor comes from (for a gradient,
+    the module's output gradient): a tensor that is zero in exact arithmetic holds only round-off
+    of that size, so the absolute allowance never falls below ``ATOL64 * scale``."""
+    if actual is None or expected is None:
+        both_missing = actual is None and expected is None
+        shape_a = [] if actual is None else list(np.shape(actual))
+        shape_e = [] if expected is None else list(np.shape(expected))
+        return Metrics(match=both_missing, shape_actual=shape_a, shape_expected=shape_e,
+                       missing=None if both_missing else ("actual" if actual is None else "expected"))
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        return Metrics(match=False, shape_actual=list(a.shape), shape_expected=list(e.shape))
+    nans = (int(np.isnan(a).sum()), int(np.isinf(a).sum()), int(np.isnan(e).sum()), int(np.isinf(e).sum()))
+    if a.size == 0:
+        return Metrics(True, list(a.shape), list(e.shape), 0.0, 0.0, 1.0, 1.0, 0, 0.0, None, *nans)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        diff = np.abs(a - e)
+        scale = max(float(np.max(np.abs(e[np.isfinite(e)]), initial=0.0)), scale)
+        if noise is None:
+            allowed = RTOL64 * np.abs(e) + ATOL64 * scale
+            ok = diff <= allowed
+        else:
+            noise_err = float(np.nanmax(np.abs(np.asarray(noise, dtype=np.float64) - e), initial=0.0))
+            limit = NOISE_FACTOR * noise_err + FLOAT32_FLOOR * scale
+            ok = diff <= limit
+        ok |= (a == e)  # equal infinities
+        bad = ~ok
+        rel = diff / np.maximum(np.abs(e), np.finfo(np.float64).tiny)
+        norm_a, norm_e = float(np.linalg.norm(np.nan_to_num(a))), float(np.linalg.norm(np.nan_to_num(e)))
+        cosine = float(np.sum(np.nan_to_num(a) * np.nan_to_num(e)) / (norm_a * norm_e)) \
+            if norm_a > 0 and norm_e > 0 else (1.0 if norm_a == norm_e else 0.0)
+        ratio = norm_a / norm_e if norm_e > 0 else (1.0 if norm_a == 0 else float("inf"))
+        filled = np.where(np.isnan(diff), np.inf, diff)
+    worst = [int(i) for i in np.unravel_index(int(np.argmax(filled)), a.shape)] if a.ndim else []
+    mismatched = int(bad.sum())
+    return Metrics(
+        match=mismatched == 0,
+        shape_actual=list(a.shape), shape_expected=list(e.shape),
+        max_abs=_round(float(np.max(filled))), max_rel=_round(float(np.nanmax(np.where(np.isnan(rel), np.inf, rel)))),
+        cosine=_round(cosine), norm_ratio=_round(ratio),
+        mismatched=mismatched, mismatched_share=_round(mismatched / a.size),
+        worst_index=worst, nan_actual=nans[0], inf_actual=nans[1], nan_expected=nans[2], inf_expected=nans[3],
+    )

@@ -1,0 +1,196 @@
+"""Pair two captures module by module, judge each phase, and find where a divergence starts.
+
+Rules (module calls are ordered as they ran):
+- forward origin: the first module to *return* (children before parents) whose inputs match but
+  whose output does not. A container is blamed only when every child it called matched, which
+  means its own code (a residual add, a reshape between children) is wrong.
+- backward origin: walking modules in the order their backward finishes (the reverse of the order
+  they were entered), the first whose output gradient matches but whose input gradients or own
+  parameter gradients do not. An input that the scratch side built without a link to the graph
+  (it does not require grad where the reference's does) is not its consumer's fault: it is
+  charged to the code that built it.
+- a module whose output does not require grad although its inputs or parameters do has cut the
+  graph inside its own forward: it is the origin as soon as the walk reaches it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from differential import diagnose
+from differential.capture import Call, Capture
+from differential.compare import Metrics, compare
+
+
+@dataclass
+class Check:
+    """One compared tensor of one module."""
+
+    tensor: str  # "output", "input[0]", "grad_output", "grad_input[0]", "param_grad[weight]"
+    metrics: Metrics
+    actual: np.ndarray | None = field(default=None, repr=False)
+    expected: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def match(self) -> bool:
+        return self.metrics.match
+
+
+@dataclass
+class ModuleResult:
+    path: str
+    forward: list[Check] = field(default_factory=list)  # inputs then output
+    backward: list[Check] = field(default_factory=list)  # grad_output then grad_inputs
+    param_grad: list[Check] = field(default_factory=list)
+    missing: bool = False  # the scratch side never called this module
+    detached_inputs: list[int] = field(default_factory=list)
+    output_detached: bool = False
+
+    def status(self, phase: str) -> str:
+        checks = getattr(self, phase)
+        if self.missing:
+            return "diverged"
+        if not checks:
+            return "not_checked"
+        return "match" if all(c.match for c in checks) else "diverged"
+
+    def inputs_match(self) -> bool:
+        return all(c.match for c in self.forward if c.tensor.startswith("input"))
+
+    def output_match(self) -> bool:
+        return all(c.match for c in self.forward if c.tensor == "output")
+
+
+@dataclass
+class Origin:
+    """Where a divergence starts, before it is dressed up for the report."""
+
+    path: str
+    phase: str  # forward | backward | param_grad
+    check: Check | None
+    container_code: bool = False
+    reason: str = ""  # extra words for the hint (graph breaks)
+    kind: str | None = None
+
+
+def _noise_lookup(noise: Capture | None, path: str) -> Call | None:
+    return None if noise is None else noise.calls.get(path)
+
+
+def judge(actual: Capture, expected: Capture, noise: Capture | None = None) -> dict[str, ModuleResult]:
+    """Compare every module call of ``actual`` with the same path in ``expected``."""
+    results: dict[str, ModuleResult] = {}
+    for path, ref in expected.calls.items():
+        res = ModuleResult(path)
+        results[path] = res
+        got = actual.calls.get(path)
+        if got is None:
+            res.missing = True
+            continue
+        nz = _noise_lookup(noise, path)
+
+        grad_scale = _scale(ref.grad_output)
+
+        def check(name: str, a: np.ndarray | None, e: np.ndarray | None, n: np.ndarray | None,
+                  scale: float = 0.0) -> Check:
+            return Check(name, compare(a, e, n, scale), a, e)
+
+        n_in = max(len(ref.inputs), len(got.inputs))
+        for i in range(n_in):
+            a = got.inputs[i] if i < len(got.inputs) else None
+            e = ref.inputs[i] if i < len(ref.inputs) else None
+            res.forward.append(check(f"input[{i}]", a, e, nz.inputs[i] if nz and i < len(nz.inputs) else None))
+        res.forward.append(check("output", got.output, ref.output, nz.output if nz else None))
+
+        res.backward.append(check("grad_output", got.grad_output, ref.grad_output,
+                                  nz.grad_output if nz else None))
+        for i in range(min(len(ref.grad_inputs), len(got.grad_inputs))):
+            if ref.grad_inputs[i] is None and got.grad_inputs[i] is None:
+                continue
+            n = nz.grad_inputs[i] if nz and i < len(nz.grad_inputs) else None
+            res.backward.append(check(f"grad_input[{i}]", got.grad_inputs[i], ref.grad_inputs[i], n, grad_scale))
+            if ref.input_requires_grad[i] and not got.input_requires_grad[i]:
+                res.detached_inputs.append(i)
+        for name in expected.direct_params(path):
+            n = noise.param_grads.get(name) if noise else None
+            res.param_grad.append(check(f"param_grad[{name.rpartition('.')[2]}]",
+                                        actual.param_grads.get(name), expected.param_grads[name], n, grad_scale))
+        own_params = [actual.param_requires_grad.get(n, False) for n in actual.direct_params(path)]
+        feeds = any(got.input_requires_grad) or any(own_params)
+        res.output_detached = ref.output_requires_grad and not got.output_requires_grad and feeds
+    return results
+
+
+def _scale(array: np.ndarray | None) -> float:
+    return 0.0 if array is None else float(np.max(np.abs(array), initial=0.0))
+
+
+def _children(path: str, calls: dict[str, Call]) -> list[Call]:
+    prefix = f"{path}." if path else ""
+    depth = path.count(".") + 1 if path else 0
+    return [c for p, c in calls.items() if p.startswith(prefix) and p != path
+            and p.split("#")[0].count(".") == depth]
+
+
+def forward_origin(results: dict[str, ModuleResult], expected: Capture) -> Origin | None:
+    for call in expected.ordered("exit"):
+        res = results[call.path]
+        if res.missing:
+            return Origin(call.path, "forward", None, reason="the scratch model never called this module",
+                          kind=diagnose.VALUE)
+        if res.inputs_match() and not res.output_match():
+            out = next(c for c in res.forward if c.tensor == "output")
+            kids = _children(call.path, expected.calls)
+            return Origin(call.path, "forward", out, container_code=bool(kids))
+    return None
+
+
+def _first_bad(checks: list[Check], skip: set[str] = frozenset()) -> Check | None:
+    return next((c for c in checks if not c.match and c.tensor not in skip), None)
+
+
+def backward_origin(results: dict[str, ModuleResult], expected: Capture, actual: Capture) -> Origin | None:
+    for call in reversed(expected.ordered("enter")):
+        res = results[call.path]
+        if res.missing:
+            continue
+        if res.output_detached:
+            return Origin(call.path, "backward", _first_bad(res.backward), kind=diagnose.GRAPH_BREAK,
+                          reason="its output does not require grad although its inputs or parameters do: "
+                                 "the graph is cut inside this module's forward (a result rebuilt from raw "
+                                 "data, or an op without a backward)")
+        grad_out = res.backward[0] if res.backward else None
+        if grad_out is None or not grad_out.match:
+            continue
+        skip = {f"grad_input[{i}]" for i in res.detached_inputs}
+        bad_input = _first_bad(res.backward[1:], skip)
+        if bad_input is not None:
+            origin = Origin(call.path, "backward", bad_input,
+                            container_code=bool(_children(call.path, expected.calls)))
+            detached = _detached_children(call.path, results, expected, actual)
+            if detached:
+                origin.kind = diagnose.GRAPH_BREAK
+                origin.reason = detached
+            return origin
+        bad_param = _first_bad(res.param_grad)
+        if bad_param is not None:
+            return Origin(call.path, "param_grad", bad_param)
+    return None
+
+
+def _detached_children(path: str, results: dict[str, ModuleResult], expected: Capture,
+                       actual: Capture) -> str:
+    """Words on where the chain stops inside ``path``'s own code, if a child got a detached input."""
+    for child in _children(path, expected.calls):
+        res = results[child.path]
+        got = actual.calls.get(child.path)
+        if res.detached_inputs and got is not None:
+            i = res.detached_inputs[0]
+            producer = got.produced_by[i] if i < len(got.produced_by) else None
+            if producer is None:
+                return (f"the input of {child.path} is detached from the graph: it is built in "
+                        f"{path or 'the model'}'s own code from raw data, so no gradient flows back "
+                        "through it")
+    return ""

@@ -1,0 +1,360 @@
+"""The three implementations behind one interface: run a captured forward and backward, run one
+module alone, take an optimizer step, and point at the source of a module.
+
+A side holds its model with weights shared from plain arrays; the report never touches framework
+objects directly.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from differential.capture import CallLog, Capture, finish_calls
+from scratch_model.config import TransformerConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def source_location(obj: Any) -> str:
+    """"path:line" of a function or class, relative to the project when it lives inside it."""
+    target = inspect.unwrap(obj)
+    try:
+        file = Path(inspect.getsourcefile(target) or "?").resolve()
+        line = inspect.getsourcelines(target)[1]
+    except (OSError, TypeError):
+        return "?"
+    try:
+        shown = file.relative_to(PROJECT_ROOT)
+    except ValueError:
+        shown = file
+    return f"{shown}:{line}"
+
+
+class Side:
+    """One implementation (``impl`` in class | functional | torch) in one dtype."""
+
+    impl: str
+    dtype: str
+    config: TransformerConfig
+
+    def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
+        raise NotImplementedError
+
+    def run_module(self, path: str, inputs: list[np.ndarray], tokens: np.ndarray,
+                   grad_output: np.ndarray) -> tuple[np.ndarray, list[np.ndarray | None],
+                                                     dict[str, np.ndarray | None]]:
+        """Run the module at ``path`` alone on ``inputs`` (tokens where it takes tokens), then
+        backward ``grad_output``: (output, input grads, its own parameter grads)."""
+        raise NotImplementedError
+
+    def params(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def source(self, path: str) -> str:
+        raise NotImplementedError
+
+    def optimizer_step(self, grads: dict[str, np.ndarray | None], optimizer: str, lr: float
+                       ) -> dict[str, np.ndarray]:
+        """One step of a fresh optimizer from the current weights with the given gradients (None:
+        no gradient); returns the new weights and restores the old ones."""
+        raise NotImplementedError
+
+    def train_steps(self, batches: list[tuple[np.ndarray, np.ndarray]], optimizer: str, lr: float
+                    ) -> tuple[list[float], list[dict[str, np.ndarray]]]:
+        """One optimizer step per batch: (loss before each step, parameters after each step)."""
+        raise NotImplementedError
+
+
+# --- the scratch side (class and functional) -------------------------------------------------
+
+def _scratch_log() -> CallLog:
+    from scratch_model import autograd as ag
+    from scratch_model.autograd import Tensor
+
+    log = CallLog(is_tensor=lambda x: isinstance(x, Tensor),
+                  alias=lambda x: ag.identity(x) if x.requires_grad else x,
+                  requires_grad=lambda x: bool(getattr(x, "requires_grad", False)))
+    return log
+
+
+def _scratch_grad(t: Any) -> np.ndarray | None:
+    grad = getattr(t, "grad", None)
+    return None if grad is None else np.array(grad)
+
+
+def _as_numpy(t: Any) -> np.ndarray:
+    return np.array(t.data)
+
+
+class ScratchSide(Side):
+    """Shared by both scratch implementations: everything but how the model is called."""
+
+    def __init__(self, impl: str, config: TransformerConfig, arrays: dict[str, np.ndarray], dtype: str) -> None:
+        from scratch_model.functional import build_simple_transformer
+        from scratch_model.layers import ReversalTransformer
+
+        self.impl, self.config, self.dtype = impl, config, dtype
+        if impl == "class":
+            self.model = ReversalTransformer(config, dtype=dtype)
+            self.named = dict(self.model.named_parameters())
+        else:
+            self.named, self.forward_fn = build_simple_transformer(config, dtype=dtype)
+        self.load(arrays)
+
+    # parameters
+    def params(self) -> dict[str, np.ndarray]:
+        return {n: np.array(p.data) for n, p in self.named.items()}
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        for name, p in self.named.items():
+            p.data = np.array(arrays[name], dtype=self.dtype)
+            p.grad = None
+
+    def _zero_grad(self) -> None:
+        for p in self.named.values():
+            p.grad = None
+
+    def _call(self, tokens: np.ndarray, log: CallLog | None = None) -> Any:
+        if self.impl == "class":
+            handles = []
+            if log is not None:
+                for path, module in self.model.named_modules():
+                    handles.append(module.register_forward_pre_hook(
+                        lambda m, args, path=path: log.before(path, args)))
+                    handles.append(module.register_forward_hook(
+                        lambda m, args, out, path=path: log.after(path, out)))
+            try:
+                return self.model(tokens)
+            finally:
+                for h in handles:
+                    h.remove()
+        recorder = None
+        if log is not None:
+            class _Recorder:
+                def before(self, path: str, inputs: tuple) -> tuple:
+                    return log.before(path, inputs)
+
+                def after(self, path: str, inputs: tuple, output: Any) -> None:
+                    log.after(path, output)
+        recorder = _Recorder() if log is not None else None
+        return self.forward_fn(self.named, tokens, recorder=recorder)
+
+    def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
+        from scratch_model.train import cross_entropy
+
+        self._zero_grad()
+        log = _scratch_log()
+        logits = self._call(tokens, log)
+        loss = cross_entropy(logits, targets)
+        if loss.requires_grad:
+            loss.backward()
+        calls = finish_calls(log, _as_numpy, _scratch_grad)
+        return Capture(self.impl, self.dtype, calls, loss.item(), np.array(logits.data), self.params(),
+                       {n: _scratch_grad(p) for n, p in self.named.items()},
+                       {n: p.requires_grad for n, p in self.named.items()})
+
+    def _module_fn(self, path: str) -> Callable[..., Any]:
+        if self.impl == "class":
+            return self.model.get(path)
+        from scratch_model.functional import submodule
+
+        return submodule(self.named, self.config, path)
+
+    def run_module(self, path, inputs, tokens, grad_output):
+        from scratch_model.autograd import Tensor
+
+        self._zero_grad()
+        base = path.split("#")[0]
+        args = [Tensor(np.array(x, dtype=self.dtype), requires_grad=True) for x in inputs]
+        out = self._module_fn(base)(*(args or [tokens]))
+        if out.requires_grad:
+            out.backward(np.asarray(grad_output, dtype=self.dtype))
+        own = {n: _scratch_grad(p) for n, p in self.named.items() if n.rpartition(".")[0] == base}
+        return np.array(out.data), [_scratch_grad(a) for a in args], own
+
+    def source(self, path: str) -> str:
+        base = path.split("#")[0]
+        if self.impl == "class":
+            return source_location(type(self.model.get(base)).forward)
+        return source_location(self._module_fn(base).func)
+
+    def _optimizer(self, optimizer: str, lr: float) -> Any:
+        from scratch_model.optim import SGD, Adam
+
+        params = self.model.parameters() if self.impl == "class" else list(self.named.values())
+        return Adam(params, lr=lr) if optimizer == "adam" else SGD(params, lr=lr, momentum=0.9)
+
+    def optimizer_step(self, grads, optimizer, lr):
+        before = self.params()
+        opt = self._optimizer(optimizer, lr)
+        for name, p in self.named.items():
+            p.grad = None if grads.get(name) is None else np.array(grads[name], dtype=self.dtype)
+        opt.step()
+        after = self.params()
+        self.load(before)
+        return after
+
+    def train_steps(self, batches, optimizer, lr):
+        from scratch_model.train import cross_entropy
+
+        opt = self._optimizer(optimizer, lr)
+        losses, snapshots = [], []
+        for tokens, targets in batches:
+            opt.zero_grad()
+            self._zero_grad()
+            loss = cross_entropy(self._call(tokens), targets)
+            if loss.requires_grad:
+                loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            snapshots.append(self.params())
+        return losses, snapshots
+
+
+# --- the torch reference ----------------------------------------------------------------------
+
+class TorchSide(Side):
+    impl = "torch"
+
+    def __init__(self, config: TransformerConfig, arrays: dict[str, np.ndarray], dtype: str,
+                 device: str = "cpu") -> None:
+        import torch
+
+        from torch_reference.model import ReversalTransformer
+
+        self.torch = torch
+        self.config, self.dtype, self.device = config, dtype, device
+        self.tdtype = getattr(torch, dtype)
+        self.model = ReversalTransformer(config).to(device=device, dtype=self.tdtype)
+        self.load(arrays)
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {n: p.detach().cpu().numpy().copy() for n, p in self.model.named_parameters()}
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        with self.torch.no_grad():
+            for name, p in self.model.named_parameters():
+                p.copy_(self.torch.as_tensor(np.asarray(arrays[name]), dtype=self.tdtype))
+                p.grad = None
+
+    def _tokens(self, tokens: np.ndarray) -> Any:
+        return self.torch.as_tensor(np.asarray(tokens), dtype=self.torch.long, device=self.device)
+
+    def _log(self) -> CallLog:
+        torch = self.torch
+
+        def alias(x: Any) -> Any:
+            if not x.requires_grad:
+                return x
+            a = x.view_as(x)
+            a.retain_grad()
+            return a
+
+        log = CallLog(is_tensor=lambda x: isinstance(x, torch.Tensor), alias=alias,
+                      requires_grad=lambda x: bool(getattr(x, "requires_grad", False)))
+        log.float_dtype = lambda x: x.is_floating_point()  # type: ignore[method-assign]
+        return log
+
+    def _loss(self, logits: Any, targets: np.ndarray) -> Any:
+        v = logits.shape[-1]
+        return self.torch.nn.functional.cross_entropy(logits.reshape(-1, v), self._tokens(targets).reshape(-1))
+
+    def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
+        self.model.zero_grad(set_to_none=True)
+        log = self._log()
+        handles = []
+        for path, module in self.model.named_modules():
+            if isinstance(module, self.torch.nn.ModuleList):
+                continue
+
+            def pre(m: Any, args: tuple, path: str = path) -> tuple:
+                return log.before(path, args)
+
+            def post(m: Any, args: tuple, out: Any, path: str = path) -> None:
+                if out.requires_grad:
+                    out.retain_grad()
+                log.after(path, out)
+
+            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        try:
+            logits = self.model(self._tokens(tokens))
+        finally:
+            for h in handles:
+                h.remove()
+        loss = self._loss(logits, targets)
+        loss.backward()
+        calls = finish_calls(log, self._np, self._grad)
+        named = dict(self.model.named_parameters())
+        return Capture("torch", self.dtype, calls, float(loss.item()), self._np(logits), self.params(),
+                       {n: self._grad(p) for n, p in named.items()},
+                       {n: p.requires_grad for n, p in named.items()})
+
+    @staticmethod
+    def _np(t: Any) -> np.ndarray:
+        return t.detach().cpu().numpy().copy()
+
+    def _grad(self, t: Any) -> np.ndarray | None:
+        return None if t.grad is None else self._np(t.grad)
+
+    def run_module(self, path, inputs, tokens, grad_output):
+        torch = self.torch
+        self.model.zero_grad(set_to_none=True)
+        base = path.split("#")[0]
+        module = self.model.get_submodule(base) if base else self.model
+        args = [torch.tensor(np.asarray(x), dtype=self.tdtype, device=self.device, requires_grad=True)
+                for x in inputs]
+        out = module(*(args or [self._tokens(tokens)]))
+        out.backward(torch.as_tensor(np.asarray(grad_output), dtype=self.tdtype, device=self.device))
+        own = {n: self._grad(p) for n, p in self.model.named_parameters() if n.rpartition(".")[0] == base}
+        return self._np(out), [self._grad(a) for a in args], own
+
+    def source(self, path: str) -> str:
+        base = path.split("#")[0]
+        module = self.model.get_submodule(base) if base else self.model
+        return source_location(type(module).forward)
+
+    def _optimizer(self, optimizer: str, lr: float) -> Any:
+        params = list(self.model.parameters())
+        if optimizer == "adam":
+            return self.torch.optim.Adam(params, lr=lr)
+        return self.torch.optim.SGD(params, lr=lr, momentum=0.9)
+
+    def optimizer_step(self, grads, optimizer, lr):
+        before = self.params()
+        opt = self._optimizer(optimizer, lr)
+        for name, p in self.model.named_parameters():
+            g = grads.get(name)
+            p.grad = None if g is None else self.torch.as_tensor(np.array(g), dtype=self.tdtype, device=self.device)
+        opt.step()
+        after = self.params()
+        self.load(before)
+        return after
+
+    def train_steps(self, batches, optimizer, lr):
+        opt = self._optimizer(optimizer, lr)
+        losses, snapshots = [], []
+        for tokens, targets in batches:
+            opt.zero_grad(set_to_none=True)
+            loss = self._loss(self.model(self._tokens(tokens)), targets)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.item()))
+            snapshots.append(self.params())
+        return losses, snapshots
+
+
+def make_side(impl: str, config: TransformerConfig, arrays: dict[str, np.ndarray], dtype: str,
+              device: str = "cpu") -> Side:
+    if impl == "torch":
+        return TorchSide(config, arrays, dtype, device)
+    if impl in ("class", "functional"):
+        return ScratchSide(impl, config, arrays, dtype)
+    raise ValueError(f"unknown implementation {impl!r}: expected class, functional or torch")

@@ -1,0 +1,79 @@
+"""Check recorded op nodes' backward against finite differences of their own forward.
+
+Used to name the primitive whose backward is wrong once a module has been blamed: each node
+carries the primitive and the arguments it was called with, so it can be re-run on perturbed
+inputs without the model.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import numpy as np
+
+from scratch_model.autograd.tensor import Tensor, no_grad
+
+
+@dataclass(frozen=True)
+class OpCheck:
+    op: str  # the primitive's name
+    function: object  # the primitive itself (for its source location)
+    input_index: int  # which tensor argument's gradient disagrees
+    expected: float  # directional derivative by central differences
+    actual: float  # the same, from the node's backward
+
+    @property
+    def relative_error(self) -> float:
+        return abs(self.actual - self.expected) / max(abs(self.expected), 1e-300)
+
+
+def nodes_between(output: Tensor, stop: set[int]) -> list[Tensor]:
+    """Op nodes on the paths from ``output`` back to the tensors in ``stop`` (ids), in creation
+    order (parents first)."""
+    seen: set[int] = set()
+    found: list[Tensor] = []
+    stack = [output]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen or id(node) in stop or node.op is None:
+            continue
+        seen.add(id(node))
+        found.append(node)
+        stack.extend(node.parents)
+    order = {id(n): i for i, n in enumerate(reversed(found))}
+    return sorted(found, key=lambda n: order[id(n)])
+
+
+def check_node(node: Tensor, rng: np.random.Generator, eps: float = 1e-6, rtol: float = 1e-5
+               ) -> OpCheck | None:
+    """The first tensor argument of ``node``'s op whose backward disagrees with central
+    differences along a random direction, or None when all agree. Needs float64 data."""
+    record = node.op
+    if record is None:
+        return None
+    upstream = rng.standard_normal(node.shape)
+    grads = node._backward(upstream)  # noqa: SLF001 - reading the node's own backward
+    tensors = [a for a in record.args if isinstance(a, Tensor)]
+    for i, (arg, grad) in enumerate(zip(tensors, grads, strict=True)):
+        if not arg.requires_grad:
+            continue
+        direction = rng.standard_normal(arg.shape)
+        actual = 0.0 if grad is None else float(np.sum(np.asarray(grad) * direction))
+
+        def value_at(step: float) -> float:
+            args = [Tensor(a.data + step * direction) if a is arg else a for a in record.args]
+            with no_grad():
+                return float(np.sum(record.fn(*args, **record.kwargs).data * upstream))
+
+        expected = (value_at(eps) - value_at(-eps)) / (2 * eps)
+        scale = max(abs(expected), abs(actual), np.sqrt(np.sum(upstream ** 2)) * 1e-3)
+        if abs(actual - expected) > rtol * scale + 1e-7:
+            return OpCheck(record.name, record.fn, i, expected, actual)
+    return None
+
+
+def primitive_source(fn: object) -> tuple[str, int]:
+    """(file, line) where a primitive's forward and backward are defined."""
+    target = inspect.unwrap(fn)  # type: ignore[arg-type]
+    return inspect.getsourcefile(target) or "?", inspect.getsourcelines(target)[1]
