@@ -56,6 +56,15 @@ class Capture:
         return [n for n in self.params if n.rpartition(".")[0] == path]
 
 
+class ModuleCrash(Exception):
+    """The implementation under test raised while running; ``path`` is the innermost module that
+    was running (None when it raised outside every module, e.g. in backward)."""
+
+    def __init__(self, path: str | None, error: BaseException) -> None:
+        super().__init__(f"{type(error).__name__}: {error}")
+        self.path, self.error = path, error
+
+
 class CallLog:
     """Hook-side bookkeeping shared by every implementation: entry/exit order, aliases, outputs.
 
@@ -95,6 +104,10 @@ class CallLog:
         self.exits += 1
         if self.is_tensor(output):
             self.producer.setdefault(id(output), key)
+
+    def innermost_open(self) -> str | None:
+        """The module that was running when an exception left the forward."""
+        return max(self.open, key=lambda p: self.open[p][0]) if self.open else None
 
     def _is_float(self, x: Any) -> bool:
         return self.is_tensor(x) and self.float_dtype(x)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from differential import training
 
@@ -70,7 +72,91 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true",
                        help="print one JSON object (exact_match, token_accuracy, loss, seconds, ...) "
                             "instead of a table")
+    report = commands.add_parser(
+        "report", help="compare a scratch model with the reference, module by module",
+        description="Run the implementation under test and the reference on one seeded batch with "
+                    "shared weights; report the first module whose forward output or gradient diverges, "
+                    "with its phase, kind, source lines and a hint. Exit 0: everything matches; "
+                    "1: a divergence; 2: bad input.")
+    report.add_argument("--impl", choices=training.IMPLEMENTATIONS, default="class",
+                        help="the implementation under test (default: class)")
+    report.add_argument("--against", choices=training.IMPLEMENTATIONS, default="torch",
+                        help="the reference to compare with; it always runs in float64 as the oracle "
+                             "(default: torch)")
+    report.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help="precision of the implementation under test; float32 is judged against the "
+                             "float64 reference with a noise floor from the reference's own float32 run "
+                             "(default: float64)")
+    report.add_argument("--seed", type=_int, default=0, help="seed for the weights and the batch (default: 0)")
+    report.add_argument("--batch-size", type=_positive_int, default=16, help="sequences in the batch (default: 16)")
+    report.add_argument("--layers", type=_positive_int, default=1, help="transformer blocks (default: 1)")
+    report.add_argument("--isolated", action="store_true",
+                        help="also run every module alone on the reference's inputs and output gradient, "
+                             "so every broken module shows, not only the first")
+    report.add_argument("--steps", type=_non_negative_int, default=0,
+                        help="train both side by side for N steps on the same batches and report the first "
+                             "step where the loss or a parameter diverges (default: 0, skip)")
+    report.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                        help="optimizer for the optimizer-step and training checks (default: adam)")
+    report.add_argument("--lr", type=_positive_float, default=3e-3, help="learning rate (default: 3e-3)")
+    report.add_argument("--weights", metavar="FILE", default=None,
+                        help="start from these weights (.npz or .safetensors, names as in the model) "
+                             "instead of the seeded initial ones")
+    report.add_argument("--format", choices=("text", "json", "html"), default="text",
+                        help="text (terminal), json (stable schema, identical bytes for identical runs) or "
+                             "html (self-contained, with plots; needs -o) (default: text)")
+    report.add_argument("-o", "--output", metavar="FILE", default=None,
+                        help="write the report to FILE instead of standard output")
     return parser
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {value}")
+    return value
+
+
+def _check_writable(path: str) -> Path:
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"scratchdiff report: error: output path {path!r} is a directory")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"scratchdiff report: error: cannot write {path!r}: folder {str(parent)!r} does not exist")
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UsageError(f"scratchdiff report: error: cannot write {path!r}: permission denied")
+    return target
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from differential.formats import FORMATTERS
+    from differential.report import ReportOptions, run_report
+    from scratch_model.config import TransformerConfig
+
+    if args.format == "html" and args.output is None:
+        raise UsageError("scratchdiff report: error: --format html needs -o FILE")
+    target = _check_writable(args.output) if args.output else None
+    weights = None
+    if args.weights is not None:
+        from differential.weights import load_weights
+
+        weights = load_weights(args.weights)
+    model = replace(TransformerConfig(), num_layers=args.layers)
+    options = ReportOptions(impl=args.impl, against=args.against, dtype=args.dtype, seed=args.seed,
+                            batch_size=args.batch_size, model=model, isolated=args.isolated, steps=args.steps,
+                            optimizer=args.optimizer, lr=args.lr, weights=weights)
+    report = run_report(options)
+    text = FORMATTERS[args.format](report)
+    if target is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        temporary = target.with_name(f".{target.name}.partial")
+        temporary.write_text(text)
+        temporary.replace(target)  # all or nothing: never a half-written report
+    return EXIT_OK if report.verdict == "match" else EXIT_DIVERGED
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -95,11 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "train":
             return _run_train(args)
+        if args.command == "report":
+            return _run_report(args)
     except UsageError as err:
         print(str(err), file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, TypeError) as err:
-        print(f"scratchdiff: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as err:
+        message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        print(f"scratchdiff: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("scratchdiff: interrupted", file=sys.stderr)

@@ -19,8 +19,9 @@ PARAM_GRAD = "param_grad_formula"
 NOT_UPDATED = "not_updated"
 VALUE = "value_mismatch"
 LOSS = "loss_mismatch"
+CRASH = "exception"
 
-KINDS = (SHAPE, GRAPH_BREAK, ZERO_GRAD, SCALE, SIGN, PERMUTED, NAN_INF, PARAM_GRAD, NOT_UPDATED, VALUE, LOSS)
+KINDS = (SHAPE, GRAPH_BREAK, ZERO_GRAD, SCALE, SIGN, PERMUTED, NAN_INF, PARAM_GRAD, NOT_UPDATED, VALUE, LOSS, CRASH)
 
 
 def name_factor(factor: float) -> str:

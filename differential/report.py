@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from differential import diagnose
-from differential.capture import Capture
+from differential.capture import Capture, ModuleCrash
 from differential.compare import compare
 from differential.localize import Check, ModuleResult, Origin, backward_origin, forward_origin, judge
-from differential.sides import Side, make_side
+from differential.sides import ScratchSide, Side, make_side, source_location
 from scratch_model.config import TransformerConfig
 from scratch_model.data import make_reversal_data, reverse_targets
 
@@ -142,8 +142,11 @@ def run_report(options: ReportOptions) -> Report:
     noise_side = make_side(options.against, options.model, arrays, "float32", options.device) \
         if options.dtype == "float32" else None
 
-    actual = actual_side.capture(tokens, targets)
     expected = oracle_side.capture(tokens, targets)
+    try:
+        actual = actual_side.capture(tokens, targets)
+    except ModuleCrash as crash:
+        return _crash_report(crash, actual_side, oracle_side, expected, options, batches)
     noise = noise_side.capture(tokens, targets) if noise_side else None
 
     results = judge(actual, expected, noise)
@@ -172,7 +175,7 @@ def run_report(options: ReportOptions) -> Report:
     if isolated and first is None:
         first = isolated[0]
 
-    modules = [_module_entry(results[c.path], actual_side, oracle_side, actual, expected)
+    modules = [_module_entry(results[c.path], actual_side, oracle_side, _depth(c.path, expected))
                for c in expected.ordered("enter")]
     return Report(
         options=_options_dict(options),
@@ -188,6 +191,24 @@ def run_report(options: ReportOptions) -> Report:
     )
 
 
+def _crash_report(crash: ModuleCrash, actual_side: Side, oracle_side: Side, expected: Capture,
+                  options: ReportOptions, batches: list) -> Report:
+    from differential.sides import crash_location
+
+    path = crash.path
+    phase = "forward" if path is not None else "backward"
+    where = display_path(path) if path is not None else "the backward pass"
+    first = Divergence(module=display_path(path or ""), phase=phase, kind=diagnose.CRASH,
+                       hint=f"the {options.impl} implementation raised in {where}: {crash}",
+                       scratch_source=crash_location(crash.error),
+                       reference_source=oracle_side.source(path or ""))
+    return Report(options=_options_dict(options), verdict="diverged", first_divergence=first, modules=[],
+                  gradient_flow=[], weight_update=[], data={"checks": {}, "ok": None},
+                  loss={"actual": None, "expected": expected.loss, "match": False},
+                  training={"steps": options.steps, "status": "not_checked", "first_divergent_step": None,
+                            "first_divergent_what": None, "loss_actual": [], "loss_expected": []})
+
+
 def _options_dict(options: ReportOptions) -> dict[str, Any]:
     out = asdict(replace(options, weights=None))
     out.pop("weights")
@@ -195,7 +216,6 @@ def _options_dict(options: ReportOptions) -> dict[str, Any]:
 
 
 def _loss_source(impl: str) -> str:
-    from differential.sides import source_location
 
     if impl == "torch":
         from differential.sides import TorchSide
@@ -305,9 +325,8 @@ def _first_child_with_bad_input(path: str, results: dict[str, ModuleResult], exp
 
 def _op_check(side: Side, path: str, actual: Capture, options: ReportOptions) -> dict[str, str] | None:
     """Re-run the blamed scratch module in float64 and check each of its ops' backward."""
-    from differential.sides import PROJECT_ROOT, ScratchSide
     from scratch_model.autograd import Tensor
-    from scratch_model.autograd.gradcheck import check_node, nodes_between, primitive_source
+    from scratch_model.autograd.gradcheck import check_node, nodes_between
 
     call = actual.calls.get(path)
     if call is None:
@@ -323,12 +342,7 @@ def _op_check(side: Side, path: str, actual: Capture, options: ReportOptions) ->
     for node in nodes_between(out, {id(a) for a in args}):
         bad = check_node(node, rng)
         if bad is not None:
-            file, line = primitive_source(bad.function)
-            try:
-                file = str(__import__("pathlib").Path(file).resolve().relative_to(PROJECT_ROOT))
-            except ValueError:
-                pass
-            return {"op": bad.op, "source": f"{file}:{line}", "input": str(bad.input_index),
+            return {"op": bad.op, "source": source_location(bad.function), "input": str(bad.input_index),
                     "relative_error": f"{bad.relative_error:.3g}"}
     return None
 
@@ -347,11 +361,16 @@ def _phase_summary(checks: list[Check], missing: bool) -> dict[str, Any]:
             "tensors": {c.tensor: c.match for c in checks}}
 
 
-def _module_entry(res: ModuleResult, actual_side: Side, oracle_side: Side, actual: Capture,
-                  expected: Capture) -> dict[str, Any]:
+def _depth(path: str, expected: Capture) -> int:
+    """How many recorded modules contain ``path`` (the root contains everything)."""
+    base = path.split("#")[0]
+    return sum(1 for p in expected.calls if p != path and (p == "" or base.startswith(p + ".")))
+
+
+def _module_entry(res: ModuleResult, actual_side: Side, oracle_side: Side, depth: int) -> dict[str, Any]:
     return {
         "module": display_path(res.path),
-        "depth": 0 if not res.path else res.path.count(".") + 1,
+        "depth": depth,
         "scratch_source": actual_side.source(res.path) if not res.missing else None,
         "reference_source": oracle_side.source(res.path),
         "forward": _phase_summary(res.forward, res.missing),
@@ -403,7 +422,6 @@ def _optimizer_phase(actual_side: Side, oracle_side: Side, noise_side: Side | No
 
 
 def _first_optimizer_divergence(checks: list[Check], actual_side: Side, oracle_side: Side) -> Divergence | None:
-    from differential.sides import source_location
 
     for check in checks:
         if check.match:
@@ -426,7 +444,6 @@ def _first_optimizer_divergence(checks: list[Check], actual_side: Side, oracle_s
 
 
 def _optimizer_source(side: Side) -> str:
-    from differential.sides import source_location
 
     if side.impl == "torch":
         import torch

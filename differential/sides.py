@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from differential.capture import CallLog, Capture, finish_calls
+from differential.capture import CallLog, Capture, ModuleCrash, finish_calls
 from scratch_model.config import TransformerConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -152,10 +152,16 @@ class ScratchSide(Side):
 
         self._zero_grad()
         log = _scratch_log()
-        logits = self._call(tokens, log)
-        loss = cross_entropy(logits, targets)
-        if loss.requires_grad:
-            loss.backward()
+        try:
+            logits = self._call(tokens, log)
+        except Exception as err:  # the code under test crashed: say where
+            raise ModuleCrash(log.innermost_open(), err) from err
+        try:
+            loss = cross_entropy(logits, targets)
+            if loss.requires_grad:
+                loss.backward()
+        except Exception as err:
+            raise ModuleCrash(None, err) from err
         calls = finish_calls(log, _as_numpy, _scratch_grad)
         return Capture(self.impl, self.dtype, calls, loss.item(), np.array(logits.data), self.params(),
                        {n: _scratch_grad(p) for n, p in self.named.items()},
@@ -349,6 +355,23 @@ class TorchSide(Side):
             losses.append(float(loss.item()))
             snapshots.append(self.params())
         return losses, snapshots
+
+
+def crash_location(error: BaseException) -> str:
+    """"path:line" of the innermost traceback frame inside the project (outside the venv)."""
+    best = "?"
+    tb = error.__traceback__
+    while tb is not None:
+        file = Path(tb.tb_frame.f_code.co_filename).resolve()
+        try:
+            rel = file.relative_to(PROJECT_ROOT)
+            if not rel.parts or rel.parts[0] != ".venv":
+                best = f"{rel}:{tb.tb_lineno}"
+        except ValueError:
+            if "site-packages" not in str(file):
+                best = f"{file}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return best
 
 
 def make_side(impl: str, config: TransformerConfig, arrays: dict[str, np.ndarray], dtype: str,

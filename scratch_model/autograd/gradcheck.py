@@ -7,7 +7,6 @@ inputs without the model.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,9 +70,3 @@ def check_node(node: Tensor, rng: np.random.Generator, eps: float = 1e-6, rtol: 
         if abs(actual - expected) > rtol * scale + 1e-7:
             return OpCheck(record.name, record.fn, i, expected, actual)
     return None
-
-
-def primitive_source(fn: object) -> tuple[str, int]:
-    """(file, line) where a primitive's forward and backward are defined."""
-    target = inspect.unwrap(fn)  # type: ignore[arg-type]
-    return inspect.getsourcefile(target) or "?", inspect.getsourcelines(target)[1]
