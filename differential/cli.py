@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--weights", metavar="FILE", default=None,
                         help="start from these weights (.npz or .safetensors, names as in the model) "
                              "instead of the seeded initial ones")
+    report.add_argument("--three-way", action="store_true",
+                        help="class vs torch, functional vs torch and class vs functional together: where the "
+                             "two scratch implementations disagree, show both source locations and which one "
+                             "to port the fix from")
     report.add_argument("--format", choices=("text", "json", "html"), default="text",
                         help="text (terminal), json (stable schema, identical bytes for identical runs) or "
                              "html (self-contained, with plots; needs -o) (default: text)")
@@ -133,7 +137,7 @@ def _run_report(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from differential.formats import FORMATTERS
-    from differential.report import ReportOptions, run_report
+    from differential.report import ReportOptions, run_report, run_three_way
     from scratch_model.config import TransformerConfig
 
     if args.format == "html" and args.output is None:
@@ -148,7 +152,7 @@ def _run_report(args: argparse.Namespace) -> int:
     options = ReportOptions(impl=args.impl, against=args.against, dtype=args.dtype, seed=args.seed,
                             batch_size=args.batch_size, model=model, isolated=args.isolated, steps=args.steps,
                             optimizer=args.optimizer, lr=args.lr, weights=weights)
-    report = run_report(options)
+    report = run_three_way(options) if args.three_way else run_report(options)
     text = FORMATTERS[args.format](report)
     if target is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")

@@ -72,33 +72,40 @@ def compare(actual: np.ndarray | None, expected: np.ndarray | None,
     e = np.asarray(expected, dtype=np.float64)
     if a.shape != e.shape:
         return Metrics(match=False, shape_actual=list(a.shape), shape_expected=list(e.shape))
-    nans = (int(np.isnan(a).sum()), int(np.isinf(a).sum()), int(np.isnan(e).sum()), int(np.isinf(e).sum()))
     if a.size == 0:
-        return Metrics(True, list(a.shape), list(e.shape), 0.0, 0.0, 1.0, 1.0, 0, 0.0, None, *nans)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        diff = np.abs(a - e)
-        scale = max(float(np.max(np.abs(e[np.isfinite(e)]), initial=0.0)), scale)
-        if noise is None:
-            allowed = RTOL64 * np.abs(e) + ATOL64 * scale
-            ok = diff <= allowed
-        else:
-            noise_err = float(np.nanmax(np.abs(np.asarray(noise, dtype=np.float64) - e), initial=0.0))
-            limit = NOISE_FACTOR * noise_err + FLOAT32_FLOOR * scale
-            ok = diff <= limit
-        ok |= (a == e)  # equal infinities
-        bad = ~ok
-        rel = diff / np.maximum(np.abs(e), np.finfo(np.float64).tiny)
-        norm_a, norm_e = float(np.linalg.norm(np.nan_to_num(a))), float(np.linalg.norm(np.nan_to_num(e)))
-        cosine = float(np.sum(np.nan_to_num(a) * np.nan_to_num(e)) / (norm_a * norm_e)) \
-            if norm_a > 0 and norm_e > 0 else (1.0 if norm_a == norm_e else 0.0)
-        ratio = norm_a / norm_e if norm_e > 0 else (1.0 if norm_a == 0 else float("inf"))
-        filled = np.where(np.isnan(diff), np.inf, diff)
-    worst = [int(i) for i in np.unravel_index(int(np.argmax(filled)), a.shape)] if a.ndim else []
-    mismatched = int(bad.sum())
+        return Metrics(True, list(a.shape), list(e.shape), 0.0, 0.0, 1.0, 1.0, 0, 0.0, None)
+    finite = bool(np.isfinite(a).all() and np.isfinite(e).all())
+    nans = (0, 0, 0, 0) if finite else \
+        (int(np.isnan(a).sum()), int(np.isinf(a).sum()), int(np.isnan(e).sum()), int(np.isinf(e).sum()))
+    if not finite:  # keep the arithmetic below finite; the counts above carry the news
+        a_f, e_f = np.nan_to_num(a, posinf=0.0, neginf=0.0), np.nan_to_num(e, posinf=0.0, neginf=0.0)
+    else:
+        a_f, e_f = a, e
+    abs_e = np.abs(e_f)
+    scale = max(float(abs_e.max()), scale)
+    diff = np.abs(a_f - e_f)
+    if noise is None:
+        allowed = RTOL64 * abs_e + ATOL64 * scale
+    else:
+        noise_err = float(np.abs(np.nan_to_num(np.asarray(noise, dtype=np.float64)) - e_f).max())
+        allowed = NOISE_FACTOR * noise_err + FLOAT32_FLOOR * scale
+    bad = diff > allowed
+    if not finite:
+        bad |= np.isfinite(a) != np.isfinite(e)
+        bad |= ~np.isfinite(a) & ~np.isfinite(e) & ~((a == e) | (np.isnan(a) & np.isnan(e)))
+        diff = np.where(np.isfinite(a) == np.isfinite(e), diff, np.inf)
+    rel = diff / np.maximum(abs_e, np.finfo(np.float64).tiny)
+    norm_a, norm_e = float(np.sqrt(np.vdot(a_f, a_f))), float(np.sqrt(np.vdot(e_f, e_f)))
+    cosine = float(np.vdot(a_f, e_f)) / (norm_a * norm_e) if norm_a > 0 and norm_e > 0 else \
+        (1.0 if norm_a == norm_e else 0.0)
+    ratio = norm_a / norm_e if norm_e > 0 else (1.0 if norm_a == 0 else float("inf"))
+    worst_flat = int(np.argmax(diff))
+    worst = [int(i) for i in np.unravel_index(worst_flat, a.shape)] if a.ndim else []
+    mismatched = int(np.count_nonzero(bad))
     return Metrics(
         match=mismatched == 0,
         shape_actual=list(a.shape), shape_expected=list(e.shape),
-        max_abs=_round(float(np.max(filled))), max_rel=_round(float(np.nanmax(np.where(np.isnan(rel), np.inf, rel)))),
+        max_abs=_round(float(diff.flat[worst_flat])), max_rel=_round(float(rel.max())),
         cosine=_round(cosine), norm_ratio=_round(ratio),
         mismatched=mismatched, mismatched_share=_round(mismatched / a.size),
         worst_index=worst, nan_actual=nans[0], inf_actual=nans[1], nan_expected=nans[2], inf_expected=nans[3],

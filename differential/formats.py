@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import math
 from typing import Any
 
 from rich.console import Group
@@ -20,9 +21,20 @@ from differential.report import Report
 MARK = {"match": "ok", "diverged": "XX", "not_checked": "--"}
 
 
+def _json_safe(value: Any) -> Any:
+    """Strict JSON has no NaN or Infinity: write them as the strings "nan", "inf", "-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def format_json(report: Report) -> str:
-    """Stable JSON: sorted keys, no timings, so identical runs give identical bytes."""
-    return json.dumps(report.to_dict(), sort_keys=True, indent=2, allow_nan=True) + "\n"
+    """Stable, strict JSON: sorted keys, no timings, so identical runs give identical bytes."""
+    return json.dumps(_json_safe(report.to_dict()), sort_keys=True, indent=2, allow_nan=False) + "\n"
 
 
 def _tree(report: Report) -> Tree:
@@ -66,6 +78,24 @@ def _divergence_panel(report: Report) -> Panel:
         else:
             lines.append(f"metrics:   {d.tensor}: shape {m['shape_actual']} vs {m['shape_expected']}")
     return Panel("\n".join(lines), title="verdict: diverged — first divergence", border_style="red")
+
+
+def _three_way_table(report: Report) -> Table:
+    t = Table(title="three-way: class, functional, torch")
+    for col in ("comparison", "verdict", "first divergence", "sources (this side / other side)"):
+        t.add_column(col)
+    for name, entry in report.three_way.items():
+        if not isinstance(entry, dict):
+            continue
+        d = entry["first_divergence"]
+        t.add_row(name.replace("_", " "), entry["verdict"],
+                  "-" if d is None else f"{d['module']} ({d['phase']}, {d['kind']})",
+                  "-" if d is None else f"{d['scratch_source']} / {d['reference_source']}")
+    agree = report.three_way["agrees_with_torch"]
+    port = report.three_way["port_from"]
+    t.caption = (f"agrees with torch: {', '.join(agree) or 'neither'}"
+                 + (f"; port the fix from {port}" if port else ""))
+    return t
 
 
 def _yes(flag: bool) -> str:
@@ -125,6 +155,8 @@ def format_text(report: Report) -> str:
         if not report.isolated:
             iso.add_row("(none)", "", "", "")
         parts.append(iso)
+    if report.three_way is not None:
+        parts.append(_three_way_table(report))
     parts += [_flow_table(report), _update_table(report), _data_table(report)]
     return to_text(Group(*parts), width=120)
 

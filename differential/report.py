@@ -101,6 +101,47 @@ def display_path(path: str) -> str:
     return path or "(model)"
 
 
+# --- three-way ---------------------------------------------------------------------------------
+
+def run_three_way(options: ReportOptions) -> Report:
+    """class vs torch, functional vs torch and class vs functional on the same batch and weights.
+
+    The main report is ``options.impl`` (class or functional) against torch. Where the two scratch
+    implementations disagree, the report names both source locations; the one that agrees with
+    torch is where to port the fix from.
+    """
+    if options.impl not in ("class", "functional"):
+        raise ValueError(f"the three-way view needs --impl class or functional, got {options.impl!r}")
+    other = "functional" if options.impl == "class" else "class"
+    main = run_report(replace(options, against="torch"))
+    other_vs_torch = run_report(replace(options, impl=other, against="torch"))
+    between = run_report(replace(options, against=other))
+
+    def summary(r: Report) -> dict[str, Any]:
+        d = r.first_divergence
+        return {"verdict": r.verdict, "first_divergence": None if d is None else d.to_dict()}
+
+    port_from = None
+    if between.first_divergence is not None:
+        d = between.first_divergence
+        mine, theirs = d.scratch_source, d.reference_source
+        if main.verdict == "diverged" and other_vs_torch.verdict == "match":
+            port_from = theirs
+        elif main.verdict == "match" and other_vs_torch.verdict == "diverged":
+            port_from = mine
+        if main.first_divergence is not None and port_from is not None:
+            main.first_divergence.port_from = port_from
+    main.three_way = {
+        f"{options.impl}_vs_torch": summary(main),
+        f"{other}_vs_torch": summary(other_vs_torch),
+        f"{options.impl}_vs_{other}": summary(between),
+        "port_from": port_from,
+        "agrees_with_torch": [impl for impl, r in ((options.impl, main), (other, other_vs_torch))
+                              if r.verdict == "match"],
+    }
+    return main
+
+
 # --- the run ---------------------------------------------------------------------------------
 
 def initial_weights(config: TransformerConfig, seed: int) -> dict[str, np.ndarray]:
@@ -290,10 +331,12 @@ def _describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Sid
                 hint = f"{where}: {pname} gets no gradient: the path from it to the output is cut in this module"
     if origin.container_code:
         hint += f" — every child of {where} matches, so the fault is in {where}'s own code"
-        child = _first_child_with_bad_input(origin.path, results, expected)
+        child = _first_child_with_bad_input(origin.path, origin.phase, results, expected)
         if child:
             scratch_src = _child_line(scratch_src, child.rpartition(".")[2])
-            hint += f" (the input it builds for {child})"
+            reference_src = _child_line(reference_src, child.rpartition(".")[2])
+            hint += f" (the input it builds for {child})" if origin.phase == "forward" else \
+                f" (around its call of {child})"
     op = None
     if is_grad and kind != diagnose.GRAPH_BREAK and options.impl != "torch":
         op = _op_check(actual_side, origin.path, actual, options)
@@ -310,17 +353,22 @@ def _param_name(path: str, check: Check | None) -> str:
     return f"{path}.{short}" if path else short
 
 
-def _first_child_with_bad_input(path: str, results: dict[str, ModuleResult], expected: Capture) -> str | None:
+def _first_child_with_bad_input(path: str, phase: str, results: dict[str, ModuleResult],
+                                expected: Capture) -> str | None:
+    """The child whose input the container got wrong: in the forward, the first child (in call
+    order) whose inputs diverge; in the backward, the last child (the first the gradient reaches)
+    whose input is detached or whose output gradient diverges."""
     prefix = f"{path}." if path else ""
     depth = path.count(".") + 1 if path else 0
-    for call in expected.ordered("enter"):
-        p = call.path
-        if p.startswith(prefix) and p != path and p.count(".") == depth:
-            res = results[p]
-            if not res.inputs_match() or res.detached_inputs or \
-                    any(not c.match for c in res.backward[:1]):
-                return p
-    return None
+    kids = [c.path for c in expected.ordered("enter")
+            if c.path.startswith(prefix) and c.path != path and c.path.count(".") == depth]
+    if phase == "forward":
+        return next((p for p in kids if not results[p].inputs_match()), None)
+    for p in reversed(kids):
+        res = results[p]
+        if res.detached_inputs:
+            return p
+    return next((p for p in reversed(kids) if any(not c.match for c in results[p].backward[:1])), None)
 
 
 def _op_check(side: Side, path: str, actual: Capture, options: ReportOptions) -> dict[str, str] | None:

@@ -7,6 +7,7 @@ objects directly.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from scratch_model.config import TransformerConfig
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+@functools.lru_cache(maxsize=1024)
 def source_location(obj: Any) -> str:
     """"path:line" of a function or class, relative to the project when it lives inside it."""
     target = inspect.unwrap(obj)
