@@ -47,6 +47,8 @@ class Capture:
     params: dict[str, np.ndarray]
     param_grads: dict[str, np.ndarray | None]
     param_requires_grad: dict[str, bool]
+    loss_requires_grad: bool = True
+    max_backward_calls: int = 1  # most times one node's backward ran in one pass (should be 1)
 
     def ordered(self, by: str = "enter") -> list[Call]:
         return sorted(self.calls.values(), key=lambda c: getattr(c, by))

@@ -20,8 +20,11 @@ NOT_UPDATED = "not_updated"
 VALUE = "value_mismatch"
 LOSS = "loss_mismatch"
 CRASH = "exception"
+DATA = "data_mismatch"
+REPEATED_BACKWARD = "repeated_backward"
 
-KINDS = (SHAPE, GRAPH_BREAK, ZERO_GRAD, SCALE, SIGN, PERMUTED, NAN_INF, PARAM_GRAD, NOT_UPDATED, VALUE, LOSS, CRASH)
+KINDS = (SHAPE, GRAPH_BREAK, ZERO_GRAD, SCALE, SIGN, PERMUTED, NAN_INF, PARAM_GRAD, NOT_UPDATED, VALUE, LOSS,
+         CRASH, DATA, REPEATED_BACKWARD)
 
 
 def name_factor(factor: float) -> str:

@@ -127,9 +127,9 @@ def _data_table(report: Report) -> Table:
     t = Table(title="data sanity")
     t.add_column("check")
     t.add_column("result")
-    for name, ok in report.data["checks"].items():
+    for name, ok in report.data.get("checks", {}).items():
         t.add_row(name.replace("_", " "), _yes(ok))
-    t.add_row("batch shape / logits shape", f"{report.data['batch_shape']} / {report.data['logits_shape']}")
+    t.add_row("batch shape / logits shape", f"{report.data.get('batch_shape')} / {report.data.get('logits_shape')}")
     return t
 
 

@@ -164,33 +164,37 @@ def backward_origin(results: dict[str, ModuleResult], expected: Capture, actual:
         grad_out = res.backward[0] if res.backward else None
         if grad_out is None or not grad_out.match:
             continue
+        cut = _cut_children(call.path, results, expected, actual)
+        if cut:
+            bad = _first_bad(res.backward[1:]) or _first_bad(res.param_grad)
+            return Origin(call.path, "backward", bad, container_code=True, kind=diagnose.GRAPH_BREAK, reason=cut)
         skip = {f"grad_input[{i}]" for i in res.detached_inputs}
         bad_input = _first_bad(res.backward[1:], skip)
         if bad_input is not None:
-            origin = Origin(call.path, "backward", bad_input,
-                            container_code=bool(_children(call.path, expected.calls)))
-            detached = _detached_children(call.path, results, expected, actual)
-            if detached:
-                origin.kind = diagnose.GRAPH_BREAK
-                origin.reason = detached
-            return origin
+            return Origin(call.path, "backward", bad_input,
+                          container_code=bool(_children(call.path, expected.calls)))
         bad_param = _first_bad(res.param_grad)
         if bad_param is not None:
             return Origin(call.path, "param_grad", bad_param)
     return None
 
 
-def _detached_children(path: str, results: dict[str, ModuleResult], expected: Capture,
-                       actual: Capture) -> str:
-    """Words on where the chain stops inside ``path``'s own code, if a child got a detached input."""
-    for child in _children(path, expected.calls):
-        res = results[child.path]
-        got = actual.calls.get(child.path)
-        if res.detached_inputs and got is not None:
-            i = res.detached_inputs[0]
-            producer = got.produced_by[i] if i < len(got.produced_by) else None
-            if producer is None:
-                return (f"the input of {child.path} is detached from the graph: it is built in "
-                        f"{path or 'the model'}'s own code from raw data, so no gradient flows back "
-                        "through it")
+def _cut_children(path: str, results: dict[str, ModuleResult], expected: Capture, actual: Capture) -> str:
+    """Words on where ``path``'s own code cuts the graph between its children, or "".
+
+    Two signs: a child's input that ``path`` built from raw data (it does not require grad and no
+    module returned it), or a child's output that never reaches the loss (its gradient is None
+    where the reference's is not) although the child itself kept its graph.
+    """
+    where = path or "the model"
+    children = [(c, results[c.path], actual.calls.get(c.path)) for c in _children(path, expected.calls)]
+    for child, res, got in children:
+        if got is not None and any(i < len(got.produced_by) and got.produced_by[i] is None
+                                   for i in res.detached_inputs):
+            return (f"the input of {child.path} is detached from the graph: {where}'s own code builds it "
+                    "from raw data (or with an op that has no backward), so no gradient flows back through it")
+    for child, _, got in children:
+        if got is not None and got.grad_output is None and child.grad_output is not None and got.output_requires_grad:
+            return (f"the output of {child.path} never reaches the loss (its gradient is None): {where}'s own "
+                    "code uses it through raw data or an op without a backward")
     return ""

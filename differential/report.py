@@ -17,9 +17,9 @@ from differential import diagnose
 from differential.capture import Capture, ModuleCrash
 from differential.compare import compare
 from differential.localize import Check, ModuleResult, Origin, backward_origin, forward_origin, judge
-from differential.sides import ScratchSide, Side, make_side, source_location
+from differential.sides import ScratchSide, Side, _mask_kw, make_side, source_location
+from scratch_model import data as data_module
 from scratch_model.config import TransformerConfig
-from scratch_model.data import make_reversal_data, reverse_targets
 
 SCHEMA_VERSION = 1
 PHASES = ("forward", "backward", "param_grad", "optimizer", "training")
@@ -37,6 +37,7 @@ class ReportOptions:
     steps: int = 0  # training steps side by side (0: skip the training phase)
     optimizer: str = "adam"
     lr: float = 3e-3
+    mask: str = "none"  # attention mask for the batch: none | causal (True where a query may attend)
     weights: dict[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
     device: str = "cpu"
 
@@ -55,6 +56,8 @@ class ReportOptions:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.steps < 0:
             raise ValueError(f"steps must be 0 or more, got {self.steps}")
+        if self.mask not in ("none", "causal"):
+            raise ValueError(f"mask must be none or causal, got {self.mask!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
 
@@ -168,7 +171,8 @@ def _checked_weights(options: ReportOptions) -> dict[str, np.ndarray]:
 
 def _batches(options: ReportOptions) -> list[tuple[np.ndarray, np.ndarray]]:
     count = max(options.steps, 1)
-    data = make_reversal_data(options.model, num_train=options.batch_size * count, num_test=1, seed=options.seed)
+    data = data_module.make_reversal_data(options.model, num_train=options.batch_size * count, num_test=1,
+                                          seed=options.seed)
     return list(data.batches(0, options.batch_size))
 
 
@@ -177,32 +181,46 @@ def run_report(options: ReportOptions) -> Report:
     arrays = _checked_weights(options)
     batches = _batches(options)
     tokens, targets = batches[0]
+    data = _data_sanity(options, batches)
+    if not data["ok"]:
+        return _data_report(data, options)
+    mask = _mask(options, tokens.shape[1])
 
-    actual_side = make_side(options.impl, options.model, arrays, options.dtype, options.device)
-    oracle_side = make_side(options.against, options.model, arrays, "float64", options.device)
-    noise_side = make_side(options.against, options.model, arrays, "float32", options.device) \
+    actual_side = make_side(options.impl, options.model, arrays, options.dtype, options.device, mask)
+    oracle_side = make_side(options.against, options.model, arrays, "float64", options.device, mask)
+    noise_side = make_side(options.against, options.model, arrays, "float32", options.device, mask) \
         if options.dtype == "float32" else None
 
     expected = oracle_side.capture(tokens, targets)
     try:
         actual = actual_side.capture(tokens, targets)
     except ModuleCrash as crash:
-        return _crash_report(crash, actual_side, oracle_side, expected, options, batches)
+        return _crash_report(crash, actual_side, oracle_side, expected, options, data)
     noise = noise_side.capture(tokens, targets) if noise_side else None
+    data["logits_shape"] = list(actual.logits.shape)
 
     results = judge(actual, expected, noise)
     loss = _loss_check(actual, expected, noise)
     optimizer_checks, weight_update = _optimizer_phase(actual_side, oracle_side, noise_side, actual, expected, options)
     training = _training_phase(actual_side, oracle_side, noise_side, batches, options)
 
-    origin = forward_origin(results, expected) or backward_origin(results, expected, actual)
-    first = _describe(origin, results, actual_side, oracle_side, actual, expected, options) if origin else None
-    if first is None and not loss["match"]:
-        first = Divergence(module=display_path(""), phase="training", kind=diagnose.LOSS,
-                           hint=f"every module matches but the loss differs ({loss['actual']:.6g} vs "
-                                f"{loss['expected']:.6g}): the loss function itself is wrong",
-                           scratch_source=_loss_source(options.impl), reference_source=_loss_source(options.against),
-                           tensor="loss")
+    # Pipeline order: forward modules, the loss, the backward, the optimizer, training.
+    first = None
+    origin = forward_origin(results, expected)
+    if origin is not None:
+        first = _describe(origin, results, actual_side, oracle_side, actual, expected, options)
+    if first is None:
+        first = _loss_divergence(loss, actual, expected, options)
+    if first is None:
+        origin = backward_origin(results, expected, actual)
+        if origin is not None:
+            first = _describe(origin, results, actual_side, oracle_side, actual, expected, options)
+    if first is None and actual.max_backward_calls > 1:
+        first = Divergence(module=display_path(""), phase="backward", kind=diagnose.REPEATED_BACKWARD,
+                           hint=f"gradients match, but one node's backward ran {actual.max_backward_calls} times in "
+                                "a single backward pass: the engine re-walks shared subgraphs once per path, which "
+                                "is exponential in depth (deep models seem to hang); walk a topological order once",
+                           scratch_source=_backward_source(), reference_source="")
     if first is None:
         first = _first_optimizer_divergence(optimizer_checks, actual_side, oracle_side)
     if first is None and training.get("first_divergent_step") is not None:
@@ -225,7 +243,7 @@ def run_report(options: ReportOptions) -> Report:
         modules=modules,
         gradient_flow=_gradient_flow(actual, expected, noise),
         weight_update=weight_update,
-        data=_data_sanity(options, batches, actual),
+        data=data,
         loss=loss,
         training=training,
         isolated=isolated,
@@ -233,7 +251,7 @@ def run_report(options: ReportOptions) -> Report:
 
 
 def _crash_report(crash: ModuleCrash, actual_side: Side, oracle_side: Side, expected: Capture,
-                  options: ReportOptions, batches: list) -> Report:
+                  options: ReportOptions, data: dict[str, Any]) -> Report:
     from differential.sides import crash_location
 
     path = crash.path
@@ -243,11 +261,61 @@ def _crash_report(crash: ModuleCrash, actual_side: Side, oracle_side: Side, expe
                        hint=f"the {options.impl} implementation raised in {where}: {crash}",
                        scratch_source=crash_location(crash.error),
                        reference_source=oracle_side.source(path or ""))
+    return _early_report(options, first, data, expected.loss)
+
+
+def _early_report(options: ReportOptions, first: Divergence, data: dict[str, Any],
+                  expected_loss: float | None) -> Report:
+    """A report that stops before comparing modules (bad data, or a crash)."""
     return Report(options=_options_dict(options), verdict="diverged", first_divergence=first, modules=[],
-                  gradient_flow=[], weight_update=[], data={"checks": {}, "ok": None},
-                  loss={"actual": None, "expected": expected.loss, "match": False},
+                  gradient_flow=[], weight_update=[], data=data,
+                  loss={"actual": None, "expected": expected_loss, "match": False, "metrics": None},
                   training={"steps": options.steps, "status": "not_checked", "first_divergent_step": None,
                             "first_divergent_what": None, "loss_actual": [], "loss_expected": []})
+
+
+def _data_report(data: dict[str, Any], options: ReportOptions) -> Report:
+    from scratch_model import data as scratch_data
+
+    failed = [name.replace("_", " ") for name, ok in data["checks"].items() if not ok]
+    first = Divergence(module="(data)", phase="training", kind=diagnose.DATA,
+                       hint=f"the batch fails data sanity before any model runs: {', '.join(failed)} "
+                            f"(token range {data['token_range']}, vocab_size {data['vocab_size']})",
+                       scratch_source=source_location(scratch_data.make_reversal_data), reference_source="")
+    return _early_report(options, first, data, None)
+
+
+def _mask(options: ReportOptions, length: int) -> np.ndarray | None:
+    if options.mask == "none":
+        return None
+    return np.tril(np.ones((length, length), dtype=bool))  # (T, T): query i sees keys 0..i
+
+
+def _backward_source() -> str:
+    from scratch_model.autograd import Tensor
+
+    return source_location(Tensor.backward)
+
+
+def _loss_divergence(loss: dict[str, Any], actual: Capture, expected: Capture,
+                     options: ReportOptions) -> Divergence | None:
+    root = actual.calls.get("")
+    logits_in_graph = root is None or root.output_requires_grad
+    if expected.loss_requires_grad and not actual.loss_requires_grad and logits_in_graph:
+        return Divergence(module="(loss)", phase="training", kind=diagnose.GRAPH_BREAK,
+                          hint="the loss does not require grad: it is built from raw arrays (e.g. "
+                               "np.sum(out.data)), so no gradient reaches any parameter",
+                          scratch_source=_loss_source(options.impl), reference_source=_loss_source(options.against),
+                          tensor="loss")
+    if loss["match"]:
+        return None
+    ratio = actual.loss / expected.loss if expected.loss else float("inf")
+    return Divergence(module="(loss)", phase="training", kind=diagnose.LOSS,
+                      hint=f"every module's output matches but the loss differs ({actual.loss:.6g} vs "
+                           f"{expected.loss:.6g}, ratio {diagnose.name_factor(ratio)}): the loss function is wrong "
+                           "(a sum where a mean is needed gives a ratio of batch x sequence length)",
+                      scratch_source=_loss_source(options.impl), reference_source=_loss_source(options.against),
+                      tensor="loss", metrics=loss["metrics"])
 
 
 def _options_dict(options: ReportOptions) -> dict[str, Any]:
@@ -315,7 +383,9 @@ def _describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Sid
     scratch_src = actual_side.source(origin.path)
     reference_src = oracle_side.source(origin.path)
     where = display_path(origin.path)
-    if origin.phase == "forward":
+    if origin.kind == diagnose.GRAPH_BREAK and origin.reason and not origin.container_code:
+        hint = f"{where}: {words}"
+    elif origin.phase == "forward":
         hint = f"{where}'s inputs match but its output does not: {words}"
     elif origin.phase == "backward":
         hint = f"{where}'s output gradient matches but {words}"
@@ -379,11 +449,12 @@ def _op_check(side: Side, path: str, actual: Capture, options: ReportOptions) ->
     call = actual.calls.get(path)
     if call is None:
         return None
-    probe = ScratchSide(side.impl, options.model, side.params(), "float64")
+    mask = _mask(options, call.inputs[0].shape[1] if call.inputs else options.model.seq_len)
+    probe = ScratchSide(side.impl, options.model, side.params(), "float64", mask)
     fn = probe._module_fn(path.split("#")[0])
     args = [Tensor(np.array(x, dtype=np.float64), requires_grad=True) for x in call.inputs]
     tokens = _batches(options)[0][0]
-    out = fn(*(args or [tokens]))
+    out = fn(*(args or [tokens]), **_mask_kw(fn, mask))
     if not isinstance(out, Tensor) or not out.requires_grad:
         return None
     rng = np.random.default_rng(0)
@@ -487,7 +558,6 @@ def _first_optimizer_divergence(checks: list[Check], actual_side: Side, oracle_s
         return Divergence(module=display_path(module), phase="optimizer", kind=kind, hint=hint,
                           scratch_source=scratch_src, reference_source=_optimizer_source(oracle_side),
                           tensor=check.tensor, metrics=check.metrics.to_dict())
-    _ = source_location
     return None
 
 
@@ -533,22 +603,19 @@ def _training_phase(actual_side: Side, oracle_side: Side, noise_side: Side | Non
             "loss_expected": [float(f"{x:.10g}") for x in ref_losses]}
 
 
-def _data_sanity(options: ReportOptions, batches: list[tuple[np.ndarray, np.ndarray]],
-                 actual: Capture) -> dict[str, Any]:
+def _data_sanity(options: ReportOptions, batches: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Checks on the batch itself, written independently of the data code they check."""
     tokens, targets = batches[0]
     config = options.model
-    vocab_rows = actual.params.get("embedding.weight", np.zeros((0,))).shape[0]
-    head_rows = actual.params.get("head.weight", np.zeros((0,))).shape[0]
     checks = {
-        "targets_are_reversed_inputs": bool(np.array_equal(targets, reverse_targets(tokens))),
-        "tokens_in_range": bool(tokens.min() >= 1 and tokens.max() < config.vocab_size),
-        "vocab_consistent": bool(vocab_rows == head_rows == config.vocab_size),
-        "logits_shape_ok": list(actual.logits.shape) == [len(tokens), tokens.shape[1], config.vocab_size],
+        "targets_are_reversed_inputs": bool(np.array_equal(targets, tokens[:, ::-1])),
+        "tokens_in_range": bool(tokens.min() >= 1 and tokens.max() <= config.vocab_size - 1),
+        "integer_tokens": bool(np.issubdtype(tokens.dtype, np.integer)),
+        "shapes_consistent": tokens.shape == targets.shape and tokens.shape[1] <= config.seq_len,
     }
     return {"checks": checks, "ok": all(checks.values()), "batch_shape": list(tokens.shape),
             "token_range": [int(tokens.min()), int(tokens.max())], "vocab_size": config.vocab_size,
-            "embedding_rows": int(vocab_rows), "head_rows": int(head_rows),
-            "logits_shape": list(actual.logits.shape)}
+            "logits_shape": None}
 
 
 # --- isolated mode -------------------------------------------------------------------------------

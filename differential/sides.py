@@ -99,11 +99,12 @@ def _as_numpy(t: Any) -> np.ndarray:
 class ScratchSide(Side):
     """Shared by both scratch implementations: everything but how the model is called."""
 
-    def __init__(self, impl: str, config: TransformerConfig, arrays: dict[str, np.ndarray], dtype: str) -> None:
+    def __init__(self, impl: str, config: TransformerConfig, arrays: dict[str, np.ndarray], dtype: str,
+                 mask: np.ndarray | None = None) -> None:
         from scratch_model.functional import build_simple_transformer
         from scratch_model.layers import ReversalTransformer
 
-        self.impl, self.config, self.dtype = impl, config, dtype
+        self.impl, self.config, self.dtype, self.mask = impl, config, dtype, mask
         if impl == "class":
             self.model = ReversalTransformer(config, dtype=dtype)
             self.named = dict(self.model.named_parameters())
@@ -134,7 +135,7 @@ class ScratchSide(Side):
                     handles.append(module.register_forward_hook(
                         lambda m, args, out, path=path: log.after(path, out)))
             try:
-                return self.model(tokens)
+                return self.model(tokens, self.mask)
             finally:
                 for h in handles:
                     h.remove()
@@ -147,7 +148,7 @@ class ScratchSide(Side):
                 def after(self, path: str, inputs: tuple, output: Any) -> None:
                     log.after(path, output)
         recorder = _Recorder() if log is not None else None
-        return self.forward_fn(self.named, tokens, recorder=recorder)
+        return self.forward_fn(self.named, tokens, mask=self.mask, recorder=recorder)
 
     def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
         from scratch_model.train import cross_entropy
@@ -158,16 +159,21 @@ class ScratchSide(Side):
             logits = self._call(tokens, log)
         except Exception as err:  # the code under test crashed: say where
             raise ModuleCrash(log.innermost_open(), err) from err
+        from scratch_model.autograd.gradcheck import count_backward_calls
+
+        counts: dict[int, int] = {}
         try:
             loss = cross_entropy(logits, targets)
             if loss.requires_grad:
-                loss.backward()
+                with count_backward_calls(loss) as counts:
+                    loss.backward()
         except Exception as err:
             raise ModuleCrash(None, err) from err
         calls = finish_calls(log, _as_numpy, _scratch_grad)
         return Capture(self.impl, self.dtype, calls, loss.item(), np.array(logits.data), self.params(),
                        {n: _scratch_grad(p) for n, p in self.named.items()},
-                       {n: p.requires_grad for n, p in self.named.items()})
+                       {n: p.requires_grad for n, p in self.named.items()},
+                       loss_requires_grad=loss.requires_grad, max_backward_calls=max(counts.values(), default=1))
 
     def _module_fn(self, path: str) -> Callable[..., Any]:
         if self.impl == "class":
@@ -182,7 +188,8 @@ class ScratchSide(Side):
         self._zero_grad()
         base = path.split("#")[0]
         args = [Tensor(np.array(x, dtype=self.dtype), requires_grad=True) for x in inputs]
-        out = self._module_fn(base)(*(args or [tokens]))
+        fn = self._module_fn(base)
+        out = fn(*(args or [tokens]), **_mask_kw(fn, self.mask))
         if out.requires_grad:
             out.backward(np.asarray(grad_output, dtype=self.dtype))
         own = {n: _scratch_grad(p) for n, p in self.named.items() if n.rpartition(".")[0] == base}
@@ -233,13 +240,14 @@ class TorchSide(Side):
     impl = "torch"
 
     def __init__(self, config: TransformerConfig, arrays: dict[str, np.ndarray], dtype: str,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", mask: np.ndarray | None = None) -> None:
         import torch
 
         from torch_reference.model import ReversalTransformer
 
         self.torch = torch
         self.config, self.dtype, self.device = config, dtype, device
+        self.mask = None if mask is None else torch.as_tensor(np.asarray(mask), device=device)
         self.tdtype = getattr(torch, dtype)
         self.model = ReversalTransformer(config).to(device=device, dtype=self.tdtype)
         self.load(arrays)
@@ -293,7 +301,7 @@ class TorchSide(Side):
 
             handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
         try:
-            logits = self.model(self._tokens(tokens))
+            logits = self.model(self._tokens(tokens), self.mask)
         finally:
             for h in handles:
                 h.remove()
@@ -319,7 +327,7 @@ class TorchSide(Side):
         module = self.model.get_submodule(base) if base else self.model
         args = [torch.tensor(np.asarray(x), dtype=self.tdtype, device=self.device, requires_grad=True)
                 for x in inputs]
-        out = module(*(args or [self._tokens(tokens)]))
+        out = module(*(args or [self._tokens(tokens)]), **_mask_kw(module.forward, self.mask))
         out.backward(torch.as_tensor(np.asarray(grad_output), dtype=self.tdtype, device=self.device))
         own = {n: self._grad(p) for n, p in self.model.named_parameters() if n.rpartition(".")[0] == base}
         return self._np(out), [self._grad(a) for a in args], own
@@ -351,7 +359,7 @@ class TorchSide(Side):
         losses, snapshots = [], []
         for tokens, targets in batches:
             opt.zero_grad(set_to_none=True)
-            loss = self._loss(self.model(self._tokens(tokens)), targets)
+            loss = self._loss(self.model(self._tokens(tokens), self.mask), targets)
             loss.backward()
             opt.step()
             losses.append(float(loss.item()))
@@ -376,10 +384,20 @@ def crash_location(error: BaseException) -> str:
     return best
 
 
+def _mask_kw(fn: Any, mask: Any) -> dict[str, Any]:
+    """Pass the attention mask to the modules that take one (the model, blocks, attention)."""
+    if mask is None:
+        return {}
+    try:
+        return {"mask": mask} if "mask" in inspect.signature(fn).parameters else {}
+    except (TypeError, ValueError):
+        return {}
+
+
 def make_side(impl: str, config: TransformerConfig, arrays: dict[str, np.ndarray], dtype: str,
-              device: str = "cpu") -> Side:
+              device: str = "cpu", mask: np.ndarray | None = None) -> Side:
     if impl == "torch":
-        return TorchSide(config, arrays, dtype, device)
+        return TorchSide(config, arrays, dtype, device, mask)
     if impl in ("class", "functional"):
-        return ScratchSide(impl, config, arrays, dtype)
+        return ScratchSide(impl, config, arrays, dtype, mask)
     raise ValueError(f"unknown implementation {impl!r}: expected class, functional or torch")

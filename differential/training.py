@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from scratch_model import data as data_module
 from scratch_model.config import TrainConfig, TrainResult, TransformerConfig
-from scratch_model.data import make_reversal_data
 
 IMPLEMENTATIONS = ("class", "functional", "torch")
 
@@ -45,7 +45,7 @@ class TrainPlan:
 def run(plan: TrainPlan, on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
     """Train as ``plan`` says; return the result as a JSON-ready dict (test-set figures)."""
     config = plan.train_config()
-    data = make_reversal_data(plan.model, config.num_train, config.num_test, seed=plan.seed)
+    data = data_module.make_reversal_data(plan.model, config.num_train, config.num_test, seed=plan.seed)
     if plan.impl == "torch":
         result = _train_torch(plan, config, data, on_step)
     else:

@@ -7,11 +7,13 @@ inputs without the model.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from scratch_model.autograd.tensor import Tensor, no_grad
+from scratch_model.autograd.tensor import Tensor, no_grad, topological_order
 
 
 @dataclass(frozen=True)
@@ -70,3 +72,27 @@ def check_node(node: Tensor, rng: np.random.Generator, eps: float = 1e-6, rtol: 
         if abs(actual - expected) > rtol * scale + 1e-7:
             return OpCheck(record.name, record.fn, i, expected, actual)
     return None
+
+
+@contextlib.contextmanager
+def count_backward_calls(root: Tensor) -> Iterator[dict[int, int]]:
+    """Count how often each node's backward runs while the block runs (one backward pass should
+    run each exactly once); yields {id(node): calls}, filled in as the backward goes."""
+    counts: dict[int, int] = {}
+    nodes = [n for n in topological_order(root) if n._backward is not None]  # noqa: SLF001
+    originals = [(n, n._backward) for n in nodes]  # noqa: SLF001
+
+    def counted(node: Tensor, fn: Callable) -> Callable:
+        def run(g: np.ndarray):
+            counts[id(node)] = counts.get(id(node), 0) + 1
+            return fn(g)
+
+        return run
+
+    for node, fn in originals:
+        node._backward = counted(node, fn)  # noqa: SLF001
+    try:
+        yield counts
+    finally:
+        for node, fn in originals:
+            node._backward = fn  # noqa: SLF001

@@ -1,0 +1,153 @@
+"""The catalogue: every fault with its description, bug class, where it lives and what the report
+must say about it. Bug classes are numbered as in shared/BUG_CLASSES.md."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    description: str
+    bug_class: int  # 1..10, as in BUG_CLASSES.md
+    impl: str  # the implementation it breaks: class | functional | both
+    targets: tuple[tuple[str, str, str], ...]  # (owner "module" or "module:Class", attribute, replacement)
+    module: str  # where the report must localize it
+    phase: str  # forward | backward | param_grad | optimizer | training
+    kind: str
+    report: dict[str, Any] = field(default_factory=dict)  # ReportOptions needed to see it (e.g. a mask)
+
+    def patches(self) -> list[tuple[Any, str, Callable]]:
+        return [(_resolve(owner), attr, _resolve(replacement)) for owner, attr, replacement in self.targets]
+
+    def applies_to(self, impl: str) -> bool:
+        return self.impl in ("both", impl)
+
+
+def _resolve(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    obj = importlib.import_module(module_name)
+    for part in attr.split(".") if attr else []:
+        obj = getattr(obj, part)
+    return obj
+
+
+L = "scratch_model.layers:"
+F = "scratch_model.functional"
+CM = "differential.faults.class_model:"
+FM = "differential.faults.functional_model:"
+OPS = "differential.faults.ops:"
+TR = "differential.faults.training:"
+
+
+def _fault(name: str, description: str, bug_class: int, impl: str, targets: list[tuple[str, str, str]],
+           module: str, phase: str, kind: str, **report: Any) -> Fault:
+    return Fault(name, description, bug_class, impl, tuple(targets), module, phase, kind, report)
+
+
+_ALL = [
+    # 1. graph breaks through raw data
+    _fault("residual_from_data", "the residual add x + attn(x) is rebuilt as Tensor(x.data + y.data)", 1, "class",
+           [(L + "TransformerBlock", "forward", CM + "block_residual_from_data")],
+           "blocks.0", "backward", "graph_break"),
+    _fault("positional_slice_from_data", "the positional table slice is taken from .data, cutting the table off",
+           1, "class", [(L + "PositionalEmbedding", "forward", CM + "positional_slice_from_data")],
+           "pos_embedding", "param_grad", "graph_break"),
+    _fault("head_reshape_from_data", "the (B, T, D) -> (B*T, D) reshape before the output projection goes "
+           "through raw data", 1, "class",
+           [(L + "ReversalTransformer", "forward", CM + "model_head_reshape_from_data")],
+           "(model)", "backward", "graph_break"),
+    _fault("value_from_data", "attention rebuilds the value projection from .data", 1, "class",
+           [(L + "MultiHeadAttention", "forward", CM + "attention_value_from_data")],
+           "blocks.0.attn", "backward", "graph_break"),
+    _fault("loss_from_data", "the loss is computed from log_probs.data with np.sum: nothing to backpropagate",
+           1, "both", [("scratch_model.train", "cross_entropy", TR + "cross_entropy_from_data")],
+           "(loss)", "training", "graph_break"),
+    # 2. ops without a backward
+    _fault("reshape_no_backward", "reshape returns a new leaf with no link to its input", 2, "both",
+           [("scratch_model.autograd", "reshape", OPS + "reshape_without_backward")],
+           "(loss)", "training", "graph_break"),
+    _fault("transpose_drops_grad", "transpose returns a result that does not require grad", 2, "class",
+           [("scratch_model.autograd", "transpose", OPS + "transpose_without_backward")],
+           "head", "param_grad", "graph_break"),
+    _fault("softmax_no_backward", "softmax's backward returns no gradient", 2, "class",
+           [("scratch_model.autograd", "softmax", OPS + "softmax_without_backward")],
+           "blocks.0.attn", "backward", "graph_break"),
+    # 3. wrong backward formulas
+    _fault("matmul_backward_T", "batched matmul's backward uses .T (right for 2-D, wrong for 3-D and 4-D)", 3,
+           "both", [("scratch_model.autograd.linalg", "_matmul", OPS + "matmul_transpose_with_T")],
+           "(model)", "backward", "exception"),
+    _fault("broadcast_grad_not_summed", "elementwise backwards sum broadcast gradients over leading axes only, "
+           "not over kept size-1 axes", 3, "both",
+           [("scratch_model.autograd.elementwise", "unbroadcast", OPS + "unbroadcast_leading_only")],
+           "blocks.0.ln2", "backward", "value_mismatch"),
+    _fault("relu_backward_no_mask", "ReLU's backward passes every gradient through", 3, "both",
+           [("scratch_model.autograd", "relu", OPS + "relu_backward_passes_all")],
+           "blocks.0.ffn", "backward", "value_mismatch"),
+    _fault("sqrt_backward_no_half", "sqrt's backward forgets the factor 1/2", 3, "class",
+           [("scratch_model.autograd", "sqrt", OPS + "sqrt_backward_missing_half")],
+           "blocks.0.ln2", "backward", "value_mismatch"),
+    _fault("sub_backward_sign", "sub's backward gives +g to the subtrahend", 3, "both",
+           [("scratch_model.autograd.elementwise", "_sub", OPS + "sub_backward_sign")],
+           "blocks.0.ln2", "backward", "value_mismatch"),
+    # 4. embedding gradient
+    _fault("embedding_grad_overwrite", "the embedding backward assigns, so repeated tokens overwrite each other",
+           4, "class", [("scratch_model.autograd", "embedding", OPS + "embedding_assign")],
+           "embedding", "param_grad", "param_grad_formula"),
+    # 5. parameters that never learn
+    _fault("optimizer_misses_ffn", "the hand-built parameter list given to the optimizer leaves out the FFN", 5,
+           "class", [(L + "ReversalTransformer", "parameters", CM + "parameters_missing_ffn")],
+           "blocks.0.ffn.fc1", "optimizer", "not_updated"),
+    _fault("layernorm_weight_frozen", "LayerNorm's gamma is created with requires_grad=False", 5, "class",
+           [(L + "LayerNorm", "__init__", CM + "layer_norm_init_frozen")],
+           "blocks.0.ln2", "param_grad", "graph_break"),
+    # 6. forward math slips
+    _fault("attention_no_scale", "attention scores are not multiplied by 1/sqrt(head_dim)", 6, "class",
+           [(L + "MultiHeadAttention", "forward", CM + "attention_without_scale")],
+           "blocks.0.attn", "forward", "value_mismatch"),
+    _fault("functional_attention_no_scale", "the functional attention forgets 1/sqrt(head_dim)", 6, "functional",
+           [(F, "attention", FM + "attention_without_scale")],
+           "blocks.0.attn", "forward", "value_mismatch"),
+    _fault("softmax_wrong_axis", "attention softmax normalises over queries instead of keys", 6, "class",
+           [(L + "MultiHeadAttention", "forward", CM + "attention_softmax_wrong_axis")],
+           "blocks.0.attn", "forward", "value_mismatch"),
+    _fault("heads_split_by_reshape", "heads are split with a reshape where a transpose was needed", 6, "class",
+           [(L + "MultiHeadAttention", "split_heads", CM + "split_heads_by_reshape")],
+           "blocks.0.attn", "forward", "value_mismatch"),
+    _fault("layernorm_no_eps", "LayerNorm divides by sqrt(var) without eps", 6, "class",
+           [(L + "LayerNorm", "forward", CM + "layer_norm_without_eps")],
+           "blocks.0.ln1", "forward", "scale_factor"),
+    _fault("layernorm_unbiased", "LayerNorm uses the unbiased variance (n - 1)", 6, "functional",
+           [(F, "layer_norm", FM + "layer_norm_unbiased")],
+           "blocks.0.ln1", "forward", "scale_factor"),
+    _fault("positions_not_added", "the positional embedding returns its input unchanged", 6, "class",
+           [(L + "PositionalEmbedding", "forward", CM + "positional_not_added")],
+           "pos_embedding", "forward", "value_mismatch"),
+    _fault("positions_added_twice", "the positional table is added twice", 6, "functional",
+           [(F, "add_positions", FM + "add_positions_twice")],
+           "pos_embedding", "forward", "value_mismatch"),
+    # 7. mask conventions
+    _fault("mask_inverted", "attention reads the boolean mask as True = blocked (the reference: True = may attend)",
+           7, "class", [(L + "MultiHeadAttention", "forward", CM + "attention_mask_inverted")],
+           "blocks.0.attn", "forward", "value_mismatch", mask="causal"),
+    # 8. loss and data
+    _fault("loss_sum_not_mean", "cross-entropy sums over tokens instead of averaging", 8, "both",
+           [("scratch_model.train", "cross_entropy", TR + "cross_entropy_sum")],
+           "(loss)", "training", "loss_mismatch"),
+    _fault("targets_not_reversed", "the dataset's target is the input itself, not its reversal", 8, "both",
+           [("scratch_model.data", "reverse_targets", TR + "targets_not_reversed")],
+           "(data)", "training", "data_mismatch"),
+    _fault("tokens_out_of_range", "the data draws tokens 1..vocab_size, one past the vocabulary", 8, "both",
+           [("scratch_model.data", "make_reversal_data", TR + "make_data_off_by_one")],
+           "(data)", "training", "data_mismatch"),
+    # 10. slow but correct autograd
+    _fault("recursive_backward", "backward recurses once per path instead of walking a topological order", 10,
+           "both", [("scratch_model.autograd.tensor:Tensor", "backward", TR + "recursive_backward")],
+           "(model)", "backward", "repeated_backward"),
+]
+
+FAULTS: dict[str, Fault] = {f.name: f for f in _ALL}

@@ -1,0 +1,98 @@
+"""The zoo: run the report with every fault of the catalogue switched on, one at a time, and
+check that each is detected and localized; optionally, the effect of each on training."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from differential import faults
+from differential.report import Report, ReportOptions, run_report
+
+
+@dataclass
+class ZooRow:
+    fault: str
+    bug_class: int
+    impl: str
+    expected_module: str
+    expected_phase: str
+    expected_kind: str
+    reported_module: str | None
+    reported_phase: str | None
+    reported_kind: str | None
+    detected: bool
+    localized: bool  # module and phase right
+    kind_right: bool
+    naive_all_have_grad: bool | None  # the original report's checks: they pass although the model is broken
+    naive_all_changed: bool | None
+    exact_match_after_training: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def options_for(fault: faults.Fault, base: ReportOptions) -> ReportOptions:
+    impl = base.impl if fault.applies_to(base.impl) else ("functional" if fault.impl == "functional" else "class")
+    return replace(base, impl=impl, **fault.report)
+
+
+def report_with_fault(name: str | None, options: ReportOptions) -> Report:
+    """The report with fault ``name`` switched on (None: the clean model)."""
+    if name is not None:
+        fault = faults.get_fault(name)
+        if not fault.applies_to(options.impl):
+            raise ValueError(f"fault {name!r} lives in the {fault.impl} implementation; "
+                             f"run it with --impl {fault.impl}")
+        options = replace(options, **fault.report)
+    with faults.activate(name):
+        return run_report(options)
+
+
+def _naive(report: Report) -> tuple[bool | None, bool | None]:
+    if not report.gradient_flow:
+        return None, None
+    has_grad = all(r["has_grad"] for r in report.gradient_flow)
+    changed = all(r["changed_after_step"] for r in report.weight_update)
+    return has_grad, changed
+
+
+def run_zoo(base: ReportOptions | None = None, names: list[str] | None = None, train: bool = False,
+            on_fault: Callable[[str], None] | None = None) -> tuple[list[ZooRow], Report]:
+    """Every fault (or ``names``) through the report; returns the rows and the clean report."""
+    base = base or ReportOptions()
+    rows = []
+    for name in names or faults.names():
+        fault = faults.get_fault(name)
+        options = options_for(fault, base)
+        report = report_with_fault(name, options)
+        d = report.first_divergence
+        has_grad, changed = _naive(report)
+        row = ZooRow(fault=name, bug_class=fault.bug_class, impl=options.impl, expected_module=fault.module,
+                     expected_phase=fault.phase, expected_kind=fault.kind,
+                     reported_module=d.module if d else None, reported_phase=d.phase if d else None,
+                     reported_kind=d.kind if d else None, detected=d is not None,
+                     localized=bool(d and d.module == fault.module and d.phase == fault.phase),
+                     kind_right=bool(d and d.kind == fault.kind),
+                     naive_all_have_grad=has_grad, naive_all_changed=changed)
+        if train:
+            row.exact_match_after_training = train_with_fault(name, options.impl, base.seed)
+        rows.append(row)
+        if on_fault is not None:
+            on_fault(name)
+    clean = run_report(base)
+    return rows, clean
+
+
+def train_with_fault(name: str | None, impl: str, seed: int = 0) -> float | None:
+    """Test exact-sequence accuracy after the standard training budget with the fault on (None if
+    training crashes, as some faults make it do)."""
+    from differential import training
+
+    with faults.activate(name):
+        try:
+            result = training.run(training.TrainPlan(impl=impl, seed=seed))
+        except (ValueError, IndexError, RuntimeError, TypeError):
+            return None
+    return result["exact_match"]
