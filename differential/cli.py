@@ -106,11 +106,33 @@ def build_parser() -> argparse.ArgumentParser:
                         help="class vs torch, functional vs torch and class vs functional together: where the "
                              "two scratch implementations disagree, show both source locations and which one "
                              "to port the fix from")
+    report.add_argument("--fault", metavar="NAME", default=None,
+                        help="switch on one fault of the catalogue (see `scratchdiff faults`) and report on it")
+    report.add_argument("--mask", choices=("none", "causal"), default=None,
+                        help="attention mask for the batch (default: none; a fault may ask for causal)")
     report.add_argument("--format", choices=("text", "json", "html"), default="text",
                         help="text (terminal), json (stable schema, identical bytes for identical runs) or "
                              "html (self-contained, with plots; needs -o) (default: text)")
     report.add_argument("-o", "--output", metavar="FILE", default=None,
                         help="write the report to FILE instead of standard output")
+    faults_cmd = commands.add_parser("faults", help="list the fault catalogue",
+                                     description="List every fault of the catalogue: name, bug class, the "
+                                                 "implementation it breaks, and where the report must localize it.")
+    faults_cmd.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+
+    zoo = commands.add_parser("zoo", help="run the report on every fault and print the detection matrix",
+                              description="Run the report with each fault of the catalogue switched on, one at a "
+                                          "time; print whether each was detected, localized (module and phase) "
+                                          "and given the right kind, beside what the naive checks say. Exit 0 "
+                                          "only when every fault is detected and localized and the clean model "
+                                          "matches.")
+    zoo.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    zoo.add_argument("--train", action="store_true",
+                     help="also train with each fault on (standard budget) and show test accuracy (slow)")
+    zoo.add_argument("--fault", metavar="NAME", action="append", default=None,
+                     help="run only this fault (repeatable)")
+    zoo.add_argument("--seed", type=_int, default=0, help="seed for weights and batch (default: 0)")
+    zoo.add_argument("-o", "--output", metavar="FILE", default=None, help="write the matrix to FILE")
     return parser
 
 
@@ -152,15 +174,67 @@ def _run_report(args: argparse.Namespace) -> int:
     options = ReportOptions(impl=args.impl, against=args.against, dtype=args.dtype, seed=args.seed,
                             batch_size=args.batch_size, model=model, isolated=args.isolated, steps=args.steps,
                             optimizer=args.optimizer, lr=args.lr, weights=weights)
-    report = run_three_way(options) if args.three_way else run_report(options)
-    text = FORMATTERS[args.format](report)
+    if args.fault is not None:
+        from differential import faults
+
+        fault = faults.get_fault(args.fault)
+        if not fault.applies_to(args.impl):
+            raise UsageError(f"scratchdiff report: error: fault {args.fault!r} lives in the {fault.impl} "
+                             f"implementation; add --impl {fault.impl}")
+        options = replace(options, **fault.report)
+    if args.mask is not None:
+        options = replace(options, mask=args.mask)
+    from differential import faults
+
+    with faults.activate(args.fault):
+        report = run_three_way(options) if args.three_way else run_report(options)
+    _emit(FORMATTERS[args.format](report), target)
+    return EXIT_OK if report.verdict == "match" else EXIT_DIVERGED
+
+
+def _emit(text: str, target: Path | None) -> None:
     if target is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    temporary = target.with_name(f".{target.name}.partial")
+    temporary.write_text(text)
+    temporary.replace(target)  # all or nothing: never a half-written file
+
+
+def _run_faults(args: argparse.Namespace) -> int:
+    from differential import faults
+    from differential.render import faults_table
+
+    if args.format == "json":
+        rows = [{"name": f.name, "description": f.description, "bug_class": f.bug_class, "impl": f.impl,
+                 "module": f.module, "phase": f.phase, "kind": f.kind} for f in faults.FAULTS.values()]
+        print(json.dumps(rows, indent=2))
     else:
-        temporary = target.with_name(f".{target.name}.partial")
-        temporary.write_text(text)
-        temporary.replace(target)  # all or nothing: never a half-written report
-    return EXIT_OK if report.verdict == "match" else EXIT_DIVERGED
+        print(faults_table(list(faults.FAULTS.values())))
+    return EXIT_OK
+
+
+def _run_zoo(args: argparse.Namespace) -> int:
+    from differential import faults
+    from differential.render import progress_bar, zoo_table
+    from differential.report import ReportOptions
+    from differential.zoo import run_zoo
+
+    target = _check_writable(args.output) if args.output else None
+    names = args.fault or faults.names()
+    for name in names:
+        faults.get_fault(name)
+    with progress_bar("fault zoo", total=len(names)) as advance:
+        rows, clean = run_zoo(ReportOptions(seed=args.seed), names, train=args.train,
+                              on_fault=lambda name: advance())
+    ok = all(r.detected and r.localized for r in rows) and clean.verdict == "match"
+    if args.format == "json":
+        text = json.dumps({"faults": [r.to_dict() for r in rows], "clean_verdict": clean.verdict,
+                           "all_detected_and_localized": ok}, indent=2, sort_keys=True)
+    else:
+        text = zoo_table(rows, clean.verdict)
+    _emit(text, target)
+    return EXIT_OK if ok else EXIT_DIVERGED
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -187,6 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_train(args)
         if args.command == "report":
             return _run_report(args)
+        if args.command == "faults":
+            return _run_faults(args)
+        if args.command == "zoo":
+            return _run_zoo(args)
     except UsageError as err:
         print(str(err), file=sys.stderr)
         return EXIT_USAGE
@@ -194,6 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
         print(f"scratchdiff: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # e.g. `scratchdiff report | head`
+        sys.stderr.close()
+        return EXIT_OK
     except KeyboardInterrupt:
         print("scratchdiff: interrupted", file=sys.stderr)
         return 130

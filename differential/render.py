@@ -47,3 +47,40 @@ def train_table(result: dict[str, Any]) -> str:
     table.add_row("training steps", str(result["steps"]))
     table.add_row("training time", f"{result['seconds']:.2f} s")
     return to_text(table)
+
+
+def faults_table(faults: list[Any]) -> str:
+    table = Table(title=f"fault catalogue: {len(faults)} faults")
+    for col in ("name", "class", "impl", "expected module", "phase", "kind", "description"):
+        table.add_column(col, overflow="fold")
+    for f in faults:
+        table.add_row(f.name, str(f.bug_class), f.impl, f.module, f.phase, f.kind, f.description)
+    return to_text(table, width=160)
+
+
+def zoo_table(rows: list[Any], clean_verdict: str) -> str:
+    table = Table(title="fault zoo: does the report find each fault, and do the naive checks?")
+    columns = ["fault", "cls", "impl", "expected module / phase", "reported module / phase", "detected",
+               "localized", "kind right", "naive: all have grad", "naive: all changed"]
+    train = any(r.exact_match_after_training is not None for r in rows)
+    if train:
+        columns.append("exact match after training")
+    for col in columns:
+        table.add_column(col, overflow="fold")
+
+    def yn(flag: bool | None) -> str:
+        return "-" if flag is None else ("yes" if flag else "NO")
+
+    for r in rows:
+        cells = [r.fault, str(r.bug_class), r.impl, f"{r.expected_module} / {r.expected_phase}",
+                 f"{r.reported_module} / {r.reported_phase}" if r.detected else "-", yn(r.detected),
+                 yn(r.localized), yn(r.kind_right), yn(r.naive_all_have_grad), yn(r.naive_all_changed)]
+        if train:
+            acc = r.exact_match_after_training
+            cells.append("crash" if acc is None else f"{acc:.1%}")
+        table.add_row(*cells)
+    found = sum(r.detected and r.localized for r in rows)
+    naive_pass = sum(bool(r.naive_all_have_grad and r.naive_all_changed) for r in rows)
+    table.caption = (f"{found} of {len(rows)} faults detected and localized; the naive checks pass on "
+                     f"{naive_pass} of them; clean model: {clean_verdict}")
+    return to_text(table, width=170)
