@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 RTOL64, ATOL64 = 1e-7, 1e-9
-NOISE_FACTOR, FLOAT32_FLOOR = 8.0, 1e-5
+NOISE_FACTOR, FLOAT32_FLOOR = 8.0, 1e-6
 
 
 @dataclass(frozen=True)

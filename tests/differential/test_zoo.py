@@ -14,10 +14,11 @@ from scratch_model import autograd, layers, train
 BUG_CLASSES_WITH_CODE = {1, 2, 3, 4, 5, 6, 7, 8, 10}  # class 9 is about tests, not model code
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", faults.names())
-def test_fault_is_localized(name: str) -> None:
+def test_fault_is_localized(name: str, dtype: str) -> None:
     fault = faults.get_fault(name)
-    report = report_with_fault(name, options_for(fault, ReportOptions()))
+    report = report_with_fault(name, options_for(fault, ReportOptions(dtype=dtype)))
     d = report.first_divergence
     assert d is not None, f"{name}: not detected"
     assert (d.module, d.phase, d.kind) == (fault.module, fault.phase, fault.kind), d.hint
