@@ -19,8 +19,10 @@ def reshape(a: Tensor, shape: tuple[int, ...]):
 def transpose(a: Tensor, axes: tuple[int, ...] | None = None):
     """Permute axes (reverse them when ``axes`` is None); the gradient is permuted back."""
     perm = tuple(range(a.ndim))[::-1] if axes is None else tuple(axes)
-    inverse = tuple(np.argsort(perm))
-    return np.transpose(a.data, perm), lambda g: (np.transpose(g, inverse),)
+    out = np.transpose(a.data, perm)  # rejects a bad permutation before it is normalised
+    # argsort inverts the permutation only over non-negative axes: (0, -1, -2) must read (0, 2, 1)
+    inverse = tuple(np.argsort([axis % a.ndim for axis in perm]))
+    return out, lambda g: (np.transpose(g, inverse),)
 
 
 @op

@@ -136,7 +136,13 @@ class Tensor:
             g = pending.pop(id(node), None)
             if g is None:
                 continue
-            node.grad = g if node.grad is None else node.grad + g
+            if node.grad is not None:
+                node.grad = node.grad + g
+            else:
+                # A backward may hand one array, or a view of it, to several inputs (add,
+                # transpose); a leaf keeps a copy, so an in-place update of its .grad (clipping,
+                # scaling) cannot reach another leaf's gradient or the caller's array.
+                node.grad = g.copy() if node.is_leaf else g
             if node._backward is None:
                 continue
             for parent, pg in zip(node._parents, node._backward(g), strict=True):
