@@ -400,7 +400,8 @@ def _describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Sid
             else:
                 hint = f"{where}: {pname} gets no gradient: the path from it to the output is cut in this module"
     if origin.container_code:
-        hint += f" — every child of {where} matches, so the fault is in {where}'s own code"
+        if kind != diagnose.GRAPH_BREAK:
+            hint += f" — every child of {where} matches, so the fault is in {where}'s own code"
         child = _first_child_with_bad_input(origin.path, origin.phase, results, expected)
         if child:
             scratch_src = _child_line(scratch_src, child.rpartition(".")[2])

@@ -177,6 +177,12 @@ def forward(params: Params, tokens: np.ndarray, config: TransformerConfig, *,
     return _scope(recorder, "", model, tokens)
 
 
+def _forward_positional(params: Params, config: TransformerConfig, tokens: np.ndarray,
+                        mask: np.ndarray | None = None) -> Tensor:
+    """`forward` taking the mask positionally, like the class model's root module."""
+    return forward(params, tokens, config, mask=mask)
+
+
 def submodule(params: Params, config: TransformerConfig, path: str) -> functools.partial:
     """The function behind one module path, bound to ``params``: call it on that module's inputs
     alone (as ``model.get(path)(*inputs)`` on the class model) to run the module in isolation.
@@ -184,7 +190,7 @@ def submodule(params: Params, config: TransformerConfig, path: str) -> functools
     parts = path.split(".") if path else []
     leaf = parts[-1] if parts else ""
     if path == "":
-        return functools.partial(forward, params, config=config)
+        return functools.partial(_forward_positional, params, config)
     if path == "embedding":
         return functools.partial(embed, params)
     if path == "pos_embedding":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -72,5 +73,6 @@ class Adam(Optimizer):
         self.m[i] = self.m[i] + (1 - self.beta1) * (grad - self.m[i])  # torch's lerp form
         self.v[i] = self.beta2 * self.v[i] + (1 - self.beta2) * grad * grad
         bias1, bias2 = 1 - self.beta1 ** t, 1 - self.beta2 ** t
-        denom = np.sqrt(self.v[i]) / np.sqrt(bias2) + self.eps
+        # Python floats, not numpy float64 scalars: those would promote float32 parameters
+        denom = np.sqrt(self.v[i]) / math.sqrt(bias2) + self.eps
         return (self.lr / bias1) * self.m[i] / denom

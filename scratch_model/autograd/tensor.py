@@ -182,8 +182,14 @@ class Tensor:
     def __pow__(self, exponent: Any) -> Tensor:
         return _ops().pow(self, exponent)
 
+    def __rpow__(self, base: Any) -> Tensor:
+        return _ops().pow(base, self)
+
     def __matmul__(self, other: Any) -> Tensor:
         return _ops().matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return _ops().matmul(other, self)
 
     def __getitem__(self, index: Any) -> Tensor:
         return _ops().getitem(self, index)
