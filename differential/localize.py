@@ -73,6 +73,7 @@ class Origin:
     container_code: bool = False
     reason: str = ""  # extra words for the hint (graph breaks)
     kind: str | None = None
+    culprit: tuple[str, int | str] | None = None  # (module call, input index or "output") that was cut
 
 
 def _noise_lookup(noise: Capture | None, path: str) -> Call | None:
@@ -158,16 +159,18 @@ def backward_origin(results: dict[str, ModuleResult], expected: Capture, actual:
             continue
         if res.output_detached:
             return Origin(call.path, "backward", _first_bad(res.backward), kind=diagnose.GRAPH_BREAK,
+                          culprit=(call.path, "output"),
                           reason="its output does not require grad although its inputs or parameters do: "
                                  "the graph is cut inside this module's forward (a result rebuilt from raw "
                                  "data, or an op without a backward)")
         grad_out = res.backward[0] if res.backward else None
         if grad_out is None or not grad_out.match:
             continue
-        cut = _cut_children(call.path, results, expected, actual)
+        cut, culprit = _cut_children(call.path, results, expected, actual)
         if cut:
             bad = _first_bad(res.backward[1:]) or _first_bad(res.param_grad)
-            return Origin(call.path, "backward", bad, container_code=True, kind=diagnose.GRAPH_BREAK, reason=cut)
+            return Origin(call.path, "backward", bad, container_code=True, kind=diagnose.GRAPH_BREAK, reason=cut,
+                          culprit=culprit)
         skip = {f"grad_input[{i}]" for i in res.detached_inputs}
         bad_input = _first_bad(res.backward[1:], skip)
         if bad_input is not None:
@@ -179,8 +182,10 @@ def backward_origin(results: dict[str, ModuleResult], expected: Capture, actual:
     return None
 
 
-def _cut_children(path: str, results: dict[str, ModuleResult], expected: Capture, actual: Capture) -> str:
-    """Words on where ``path``'s own code cuts the graph between its children, or "".
+def _cut_children(path: str, results: dict[str, ModuleResult], expected: Capture, actual: Capture
+                  ) -> tuple[str, tuple[str, int | str] | None]:
+    """Words on where ``path``'s own code cuts the graph between its children ("" if it does not),
+    and the cut tensor when it is a child's input.
 
     Two signs: a child's input that ``path`` built from raw data (it does not require grad and no
     module returned it), or a child's output that never reaches the loss (its gradient is None
@@ -189,12 +194,14 @@ def _cut_children(path: str, results: dict[str, ModuleResult], expected: Capture
     where = path or "the model"
     children = [(c, results[c.path], actual.calls.get(c.path)) for c in _children(path, expected.calls)]
     for child, res, got in children:
-        if got is not None and any(i < len(got.produced_by) and got.produced_by[i] is None
-                                   for i in res.detached_inputs):
+        cut = [i for i in res.detached_inputs if got is not None and i < len(got.produced_by)
+               and got.produced_by[i] is None]
+        if cut:
             return (f"the input of {child.path} is detached from the graph: {where}'s own code builds it "
-                    "from raw data (or with an op that has no backward), so no gradient flows back through it")
+                    "from raw data (or with an op that has no backward), so no gradient flows back through it",
+                    (child.path, cut[0]))
     for child, _, got in children:
         if got is not None and got.grad_output is None and child.grad_output is not None and got.output_requires_grad:
             return (f"the output of {child.path} never reaches the loss (its gradient is None): {where}'s own "
-                    "code uses it through raw data or an op without a backward")
-    return ""
+                    "code uses it through raw data or an op without a backward", None)
+    return "", None

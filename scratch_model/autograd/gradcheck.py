@@ -55,22 +55,26 @@ def check_node(node: Tensor, rng: np.random.Generator, eps: float = 1e-6, rtol: 
         return None
     upstream = rng.standard_normal(node.shape)
     grads = node._backward(upstream)  # noqa: SLF001 - reading the node's own backward
-    tensors = [a for a in record.args if isinstance(a, Tensor)]
-    for i, (arg, grad) in enumerate(zip(tensors, grads, strict=True)):
+    # Perturb one argument position at a time: x * x passes the same tensor twice, and each
+    # position has its own gradient.
+    positions = [i for i, a in enumerate(record.args) if isinstance(a, Tensor)]
+    for k, (pos, grad) in enumerate(zip(positions, grads, strict=True)):
+        arg = record.args[pos]
         if not arg.requires_grad:
             continue
         direction = rng.standard_normal(arg.shape)
         actual = 0.0 if grad is None else float(np.sum(np.asarray(grad) * direction))
 
         def value_at(step: float) -> float:
-            args = [Tensor(a.data + step * direction) if a is arg else a for a in record.args]
+            args = list(record.args)
+            args[pos] = Tensor(arg.data + step * direction)
             with no_grad():
                 return float(np.sum(record.fn(*args, **record.kwargs).data * upstream))
 
         expected = (value_at(eps) - value_at(-eps)) / (2 * eps)
         scale = max(abs(expected), abs(actual), np.sqrt(np.sum(upstream ** 2)) * 1e-3)
         if abs(actual - expected) > rtol * scale + 1e-7:
-            return OpCheck(record.name, record.fn, i, expected, actual)
+            return OpCheck(record.name, record.fn, k, expected, actual)
     return None
 
 

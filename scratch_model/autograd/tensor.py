@@ -19,6 +19,18 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 _grad_enabled = True
+_creation_observers: list[Callable[[Tensor], None]] = []
+
+
+@contextlib.contextmanager
+def observe_creation(observer: Callable[[Tensor], None]) -> Iterator[None]:
+    """Call ``observer(tensor)`` for every Tensor created while the block runs (diagnostics: where
+    a tensor that cut the graph was made)."""
+    _creation_observers.append(observer)
+    try:
+        yield
+    finally:
+        _creation_observers.remove(observer)
 
 
 @contextlib.contextmanager
@@ -66,6 +78,8 @@ class Tensor:
         self._parents: tuple[Tensor, ...] = ()
         self._backward: Callable[[np.ndarray], Sequence[np.ndarray | None]] | None = None
         self._record: OpRecord | None = None
+        for observer in _creation_observers:
+            observer(self)
 
     # --- array-like surface -------------------------------------------------------------
     @property
