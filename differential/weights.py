@@ -1,0 +1,205 @@
+"""Moving weights between the scratch models, the torch reference and files, strictly.
+
+Weights travel as plain ``{dotted name: numpy array}`` dicts. Loading is strict like torch's
+``load_state_dict(strict=True)`` and stricter: missing names, unexpected names, shape and dtype
+mismatches, non-arrays and non-finite values are all collected first and reported together in one
+``ValueError``, one problem per line; the target is touched only when there is none, so nothing
+is ever half-loaded. Files are ``.npz`` (read without pickle) or ``.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+import torch
+from deepdiff import DeepDiff
+
+from scratch_model.autograd import Tensor
+from scratch_model.module import Module
+
+Arrays = dict[str, np.ndarray]
+Layout = dict[str, tuple[tuple[int, ...], str]]  # name -> (shape, dtype name)
+FORMATS = (".npz", ".safetensors")
+
+
+# --- reading a model's weights ---------------------------------------------------------------
+
+def state_of(source: Module | torch.nn.Module | Mapping[str, Tensor]) -> Arrays:
+    """Copies of the parameters of a scratch class model, a torch module or a functional params
+    dict, by dotted name, in the source's own order."""
+    return {name: _to_numpy(value) for name, value in _named_values(source).items()}
+
+
+def layout_of(target: Module | torch.nn.Module | Mapping[str, Tensor]) -> Layout:
+    """What ``target`` expects to be loaded with: ``{name: (shape, dtype name)}``."""
+    return {name: (tuple(value.shape), _dtype_name(value.dtype))
+            for name, value in _named_values(target).items()}
+
+
+def _named_values(source: Any) -> dict[str, Any]:
+    if isinstance(source, torch.nn.Module):
+        return dict(source.named_parameters())
+    if isinstance(source, Module):
+        return dict(source.named_parameters())
+    if isinstance(source, Mapping) and all(isinstance(v, Tensor) for v in source.values()):
+        return dict(source)
+    raise TypeError(f"expected a scratch Module, a torch nn.Module or a dict of scratch Tensors, "
+                    f"got {type(source).__name__}")
+
+
+def _to_numpy(value: Tensor | torch.Tensor) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy().copy()
+    return np.array(value.data, copy=True)
+
+
+def _dtype_name(dtype: np.dtype | torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.") if isinstance(dtype, torch.dtype) else np.dtype(dtype).name
+
+
+# --- checking --------------------------------------------------------------------------------
+
+def check_arrays(expected: Layout, arrays: Mapping[str, Any], target: str = "model") -> None:
+    """Raise one ValueError listing every way ``arrays`` fails to match ``expected``: missing and
+    unexpected names, wrong shapes, wrong dtypes, values that are not numpy arrays, NaN or Inf."""
+    given = {name: a for name, a in arrays.items() if isinstance(a, np.ndarray)}
+    odd = [name for name in arrays if name not in given]
+    want = {name: spec for name, spec in expected.items() if name not in odd}
+    shapes = DeepDiff({n: str(shape) for n, (shape, _) in want.items()},
+                      {n: str(a.shape) for n, a in given.items()}, view="tree")
+    dtypes = DeepDiff({n: dtype for n, (_, dtype) in want.items()},
+                      {n: a.dtype.name for n, a in given.items()}, view="tree")
+
+    problems = [f"missing: {n!r} (expected shape {want[n][0]}, dtype {want[n][1]})"
+                for n in _names(shapes, "dictionary_item_removed")]
+    problems += [f"unexpected: {n!r} (got shape {given[n].shape}, dtype {given[n].dtype})"
+                 for n in _names(shapes, "dictionary_item_added")]
+    problems += [f"shape mismatch: {n!r} expected {want[n][0]}, got {given[n].shape}"
+                 for n in _names(shapes, "values_changed")]
+    problems += [f"dtype mismatch: {n!r} expected {want[n][1]}, got {given[n].dtype}"
+                 for n in _names(dtypes, "values_changed")]
+    problems += [f"not a numpy array: {n!r} is a {type(arrays[n]).__name__}" for n in odd]
+    for name, array in given.items():
+        if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
+            nan, inf = int(np.isnan(array).sum()), int(np.isinf(array).sum())
+            first = tuple(int(i) for i in np.argwhere(~np.isfinite(array))[0])
+            problems.append(f"non-finite: {name!r} has {nan} NaN and {inf} Inf values "
+                            f"(first at index {first})")
+    if problems:
+        lines = "\n".join(f"  {p}" for p in problems)
+        raise ValueError(f"cannot load weights into {target}: {len(problems)} problem"
+                         f"{'s' if len(problems) > 1 else ''}\n{lines}")
+
+
+def _names(diff: DeepDiff, kind: str) -> list[str]:
+    """The top-level dict keys that a DeepDiff tree view reports under ``kind``."""
+    return [level.path(output_format="list")[0] for level in diff.get(kind, [])]
+
+
+# --- loading into a model --------------------------------------------------------------------
+
+def load_into_torch(model: torch.nn.Module, arrays: Mapping[str, np.ndarray]) -> None:
+    """Copy ``arrays`` into the parameters of a torch module (on its device), strictly."""
+    check_arrays(layout_of(model), arrays, f"torch {type(model).__name__}")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(torch.from_numpy(_native_copy(arrays[name])))
+
+
+def load_into_class(model: Module, arrays: Mapping[str, np.ndarray]) -> None:
+    """Copy ``arrays`` into the parameters of a scratch class model, strictly."""
+    check_arrays(layout_of(model), arrays, f"scratch {type(model).__name__}")
+    for name, param in model.named_parameters():
+        param.data = _native_copy(arrays[name])
+
+
+def load_into_params(params: Mapping[str, Tensor], arrays: Mapping[str, np.ndarray]) -> None:
+    """Copy ``arrays`` into a functional params dict (in place, tensor by tensor), strictly."""
+    check_arrays(layout_of(params), arrays, "scratch functional params")
+    for name, tensor in params.items():
+        tensor.data = _native_copy(arrays[name])
+
+
+def _native_copy(array: np.ndarray) -> np.ndarray:
+    """A C-ordered copy in native byte order (an npz may hold big-endian arrays; torch refuses them)."""
+    return np.array(array, dtype=array.dtype.newbyteorder("="), order="C", copy=True)
+
+
+def load_into(target: Module | torch.nn.Module | Mapping[str, Tensor],
+              arrays: Mapping[str, np.ndarray]) -> None:
+    """Whichever of the three loaders fits ``target``."""
+    if isinstance(target, torch.nn.Module):
+        load_into_torch(target, arrays)
+    elif isinstance(target, Module):
+        load_into_class(target, arrays)
+    else:
+        _named_values(target)  # raises TypeError for anything else
+        load_into_params(target, arrays)
+
+
+# --- files -----------------------------------------------------------------------------------
+
+def _format(path: str | os.PathLike[str]) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        shown = repr(suffix) if suffix else "(none)"
+        raise ValueError(f"unknown weight file extension {shown} in {str(path)!r}; "
+                         f"use one of {', '.join(FORMATS)}")
+    return suffix
+
+
+def save_weights(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> None:
+    """Write ``arrays`` to ``.npz`` (no pickle) or ``.safetensors``, chosen by the extension."""
+    fmt = _format(path)
+    bad = [f"{name!r} ({type(a).__name__}, dtype {getattr(a, 'dtype', '-')})" for name, a in arrays.items()
+           if not isinstance(a, np.ndarray) or a.dtype.hasobject]
+    if bad:
+        raise ValueError(f"only numeric numpy arrays can be saved; not: {', '.join(bad)}")
+    contiguous = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    if fmt == ".safetensors":  # it stores tensors sorted; keep the model's order in the metadata
+        safetensors.numpy.save_file(contiguous, str(path), metadata={"names": json.dumps(list(contiguous))})
+        return
+    # np.savez would take a name such as "file" as its own argument; write the archive directly.
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in contiguous.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+
+
+def load_weights(path: str | os.PathLike[str]) -> Arrays:
+    """Read a ``.npz`` or ``.safetensors`` file into ``{name: array}``. Pickled (object) arrays in
+    an ``.npz`` are refused, never unpickled."""
+    fmt = _format(path)
+    if fmt == ".safetensors":
+        try:
+            arrays = safetensors.numpy.load_file(str(path))
+            with safetensors.safe_open(str(path), framework="numpy") as handle:
+                metadata = handle.metadata() or {}
+        except safetensors.SafetensorError as err:
+            raise ValueError(f"{str(path)!r} is not a readable safetensors file ({err})") from None
+        order = json.loads(metadata.get("names", "[]"))
+        if sorted(order) == sorted(arrays):
+            return {name: arrays[name] for name in order}
+        return dict(arrays)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as err:  # a pickle file, or not numpy at all
+        raise ValueError(f"{str(path)!r} is not an npz archive that loads without pickle ({err})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"{str(path)!r} holds a single array, not an npz archive of named arrays")
+    with loaded as archive:
+        arrays = {}
+        for name in archive.files:
+            try:
+                arrays[name] = archive[name]
+            except ValueError as err:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+                raise ValueError(f"{str(path)!r}: array {name!r} needs pickle to load ({err}); "
+                                 f"refusing it") from None
+    return arrays
