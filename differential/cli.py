@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "to port the fix from")
     report.add_argument("--fault", metavar="NAME", default=None,
                         help="switch on one fault of the catalogue (see `scratchdiff faults`) and report on it")
+    report.add_argument("--adapter", metavar="MODULE:OBJECT", default=None,  # [adapter]
+                        help="report on your own model instead of --impl: an Adapter instance or a zero-argument "
+                             "factory, imported by module path from the current directory (see docs/adapter.md)")
     report.add_argument("--mask", choices=("none", "causal"), default=None,
                         help="attention mask for the batch (default: none; a fault may ask for causal)")
     report.add_argument("--format", choices=("text", "json", "html"), default="text",
@@ -171,9 +174,17 @@ def _run_report(args: argparse.Namespace) -> int:
 
         weights = load_weights(args.weights)
     model = replace(TransformerConfig(), num_layers=args.layers)
+    adapter = None
+    if args.adapter is not None:  # [adapter] the user's model is the implementation under test
+        from differential.adapter import load_adapter
+
+        if args.three_way or args.fault:
+            raise UsageError("scratchdiff report: error: --adapter cannot be combined with --three-way or --fault")
+        adapter = load_adapter(args.adapter)
+        model = adapter.config or model
     options = ReportOptions(impl=args.impl, against=args.against, dtype=args.dtype, seed=args.seed,
                             batch_size=args.batch_size, model=model, isolated=args.isolated, steps=args.steps,
-                            optimizer=args.optimizer, lr=args.lr, weights=weights)
+                            optimizer=args.optimizer, lr=args.lr, weights=weights, adapter=adapter)
     if args.fault is not None:
         from differential import faults
 

@@ -58,6 +58,10 @@ def _divergence_panel(report: Report) -> Panel:
     d = report.first_divergence
     if d is None:
         opts = report.options
+        unchecked = report.adapter["unchecked_phases"] if report.adapter else []  # [adapter]
+        if unchecked:
+            return Panel(f"every phase that could be checked matches {opts['against']}; not checked: "
+                         f"{', '.join(unchecked)} (see below)", title="verdict: match", border_style="green")
         return Panel(f"every module matches {opts['against']} in forward, backward and parameter gradients; "
                      "the optimizer step matches", title="verdict: match", border_style="green")
     lines = [f"module:    {d.module}", f"phase:     {d.phase}", f"kind:      {d.kind}",
@@ -78,6 +82,23 @@ def _divergence_panel(report: Report) -> Panel:
         else:
             lines.append(f"metrics:   {d.tensor}: shape {m['shape_actual']} vs {m['shape_expected']}")
     return Panel("\n".join(lines), title="verdict: diverged — first divergence", border_style="red")
+
+
+def _adapter_text(report: Report) -> Text:
+    """[adapter] Where the first divergence is in the user's own names, what was transposed, what
+    could not be checked."""
+    a = report.adapter
+    lines = [f"your model, through {a['adapter']}: gradients compared for {a['gradients']}"]
+    d = report.first_divergence
+    theirs = a["modules"].get("" if d and d.module == "(model)" else (d.module if d else None))
+    if theirs is not None:
+        lines.append(f"  first divergence in your names: {theirs or '(model)'}")
+    lines.append(f"  transposed from (in, out): {', '.join(a['transposed']) or 'none'}")
+    lines += [f"  not checked: {phase}: {why}" for phase, why in a["why_unchecked"].items()]
+    if a["unmatched_reference_modules"]:
+        lines.append(f"  reference modules with no counterpart (not compared): "
+                     f"{', '.join(a['unmatched_reference_modules'])}")
+    return Text("\n".join(lines))
 
 
 def _three_way_table(report: Report) -> Table:
@@ -138,6 +159,8 @@ def format_text(report: Report) -> str:
     header = Text(f"scratchdiff: {opts['impl']} vs {opts['against']}, {opts['dtype']}, seed {opts['seed']}, "
                   f"batch {opts['batch_size']}, {opts['model']['num_layers']} layer(s)", style="bold")
     parts: list[Any] = [header, _tree(report), _divergence_panel(report)]
+    if report.adapter is not None:  # [adapter]
+        parts.append(_adapter_text(report))
     forward_ok = all(m["forward"]["status"] != "diverged" for m in report.modules)
     parts.append(Text(f"architecture (forward parity): {'match' if forward_ok else 'DIVERGES'};  "
                       f"loss {report.loss['actual']:.6g} vs reference {report.loss['expected']:.6g}"))

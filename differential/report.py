@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from differential import diagnose
+from differential.adapter import AdapterSide
 from differential.capture import Capture, ModuleCrash
 from differential.compare import compare
 from differential.localize import Check, ModuleResult, Origin, backward_origin, forward_origin, judge
@@ -40,10 +41,17 @@ class ReportOptions:
     mask: str = "none"  # attention mask for the batch: none | causal (True where a query may attend)
     weights: dict[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
     device: str = "cpu"
+    # [adapter] a user's model through a differential.adapter.Adapter: it becomes the implementation under test
+    adapter: object | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         impls = ("class", "functional", "torch")
-        if self.impl not in impls:
+        if self.adapter is not None:  # [adapter]
+            object.__setattr__(self, "impl", "adapter")
+            if self.isolated or self.mask != "none":
+                raise ValueError("an adapter's model runs whole on tokens alone: isolated mode and masks are "
+                                 "not available")
+        if self.impl not in impls + ("adapter",):
             raise ValueError(f"impl must be one of {', '.join(impls)}, got {self.impl!r}")
         if self.against not in impls:
             raise ValueError(f"against must be one of {', '.join(impls)}, got {self.against!r}")
@@ -92,6 +100,7 @@ class Report:
     training: dict[str, Any]
     isolated: list[Divergence] | None = None
     three_way: dict[str, Any] | None = None
+    adapter: dict[str, Any] | None = None  # [adapter] AdapterSide.summary(): transposed, unchecked phases, names
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -186,7 +195,11 @@ def run_report(options: ReportOptions) -> Report:
         return _data_report(data, options)
     mask = _mask(options, tokens.shape[1])
 
-    actual_side = make_side(options.impl, options.model, arrays, options.dtype, options.device, mask)
+    # [adapter] a user's model keeps its own weights (unless options.weights); the reference copies them
+    own = None if options.adapter is not None and options.weights is None else arrays
+    actual_side = make_side(options.impl, options.model, own, options.dtype, options.device, mask, options.adapter)
+    if isinstance(actual_side, AdapterSide):
+        arrays = actual_side.params()
     oracle_side = make_side(options.against, options.model, arrays, "float64", options.device, mask)
     noise_side = make_side(options.against, options.model, arrays, "float32", options.device, mask) \
         if options.dtype == "float32" else None
@@ -199,9 +212,14 @@ def run_report(options: ReportOptions) -> Report:
     noise = noise_side.capture(tokens, targets) if noise_side else None
     data["logits_shape"] = list(actual.logits.shape)
 
-    results = judge(actual, expected, noise)
+    adapted = isinstance(actual_side, AdapterSide)  # [adapter] judge only what the user's framework shows
+    if adapted:
+        expected, results = actual_side.judge(actual, expected, noise)
+    else:
+        results = judge(actual, expected, noise)
     loss = _loss_check(actual, expected, noise)
-    optimizer_checks, weight_update = _optimizer_phase(actual_side, oracle_side, noise_side, actual, expected, options)
+    optimizer_checks, weight_update = ([], []) if adapted and not actual_side.has_optimizer else \
+        _optimizer_phase(actual_side, oracle_side, noise_side, actual, expected, options)
     training = _training_phase(actual_side, oracle_side, noise_side, batches, options)
 
     # Pipeline order: forward modules, the loss, the backward, the optimizer, training.
@@ -212,7 +230,7 @@ def run_report(options: ReportOptions) -> Report:
     if first is None:
         first = _loss_divergence(loss, actual, expected, options)
     if first is None:
-        origin = backward_origin(results, expected, actual)
+        origin = (actual_side.backward_origin if adapted else backward_origin)(results, expected, actual)  # [adapter]
         if origin is not None:
             first = _describe(origin, results, actual_side, oracle_side, actual, expected, options)
     if first is None and actual.max_backward_calls > 1:
@@ -247,6 +265,7 @@ def run_report(options: ReportOptions) -> Report:
         loss=loss,
         training=training,
         isolated=isolated,
+        adapter=actual_side.summary() if adapted else None,  # [adapter]
     )
 
 
@@ -305,8 +324,8 @@ def _loss_divergence(loss: dict[str, Any], actual: Capture, expected: Capture,
         return Divergence(module="(loss)", phase="training", kind=diagnose.GRAPH_BREAK,
                           hint="the loss does not require grad: it is built from raw arrays (e.g. "
                                "np.sum(out.data)), so no gradient reaches any parameter",
-                          scratch_source=_loss_source(options.impl), reference_source=_loss_source(options.against),
-                          tensor="loss")
+                          scratch_source=_loss_source(options.impl, options.adapter),
+                          reference_source=_loss_source(options.against), tensor="loss")
     if loss["match"]:
         return None
     ratio = actual.loss / expected.loss if expected.loss else float("inf")
@@ -314,18 +333,22 @@ def _loss_divergence(loss: dict[str, Any], actual: Capture, expected: Capture,
                       hint=f"every module's output matches but the loss differs ({actual.loss:.6g} vs "
                            f"{expected.loss:.6g}, ratio {diagnose.name_factor(ratio)}): the loss function is wrong "
                            "(a sum where a mean is needed gives a ratio of batch x sequence length)",
-                      scratch_source=_loss_source(options.impl), reference_source=_loss_source(options.against),
-                      tensor="loss", metrics=loss["metrics"])
+                      scratch_source=_loss_source(options.impl, options.adapter),
+                      reference_source=_loss_source(options.against), tensor="loss", metrics=loss["metrics"])
 
 
 def _options_dict(options: ReportOptions) -> dict[str, Any]:
-    out = asdict(replace(options, weights=None))
+    out = asdict(replace(options, weights=None, adapter=None))
     out.pop("weights")
+    adapter = options.adapter  # [adapter] named, not serialized
+    out["adapter"] = None if adapter is None else f"{type(adapter).__module__}.{type(adapter).__qualname__}"
     return out
 
 
-def _loss_source(impl: str) -> str:
+def _loss_source(impl: str, adapter: object | None = None) -> str:
 
+    if adapter is not None:  # [adapter]
+        return source_location(type(adapter).loss_and_backward)
     if impl == "torch":
         from differential.sides import TorchSide
 
@@ -409,7 +432,7 @@ def _describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Sid
             hint += f" (the input it builds for {child})" if origin.phase == "forward" else \
                 f" (around its call of {child})"
     op = None
-    if is_grad and kind != diagnose.GRAPH_BREAK and options.impl != "torch":
+    if is_grad and kind != diagnose.GRAPH_BREAK and options.impl not in ("torch", "adapter"):  # [adapter]
         op = _op_check(actual_side, origin.path, actual, options)
         if op:
             hint += f"; inside it, the backward of `{op['op']}` ({op['source']}) disagrees with finite differences"
@@ -564,6 +587,8 @@ def _first_optimizer_divergence(checks: list[Check], actual_side: Side, oracle_s
 
 def _optimizer_source(side: Side) -> str:
 
+    if isinstance(side, AdapterSide):  # [adapter]
+        return side.optimizer_source()
     if side.impl == "torch":
         import torch
 

@@ -394,8 +394,12 @@ def _mask_kw(fn: Any, mask: Any) -> dict[str, Any]:
         return {}
 
 
-def make_side(impl: str, config: TransformerConfig, arrays: dict[str, np.ndarray], dtype: str,
-              device: str = "cpu", mask: np.ndarray | None = None) -> Side:
+def make_side(impl: str, config: TransformerConfig, arrays: dict[str, np.ndarray] | None, dtype: str,
+              device: str = "cpu", mask: np.ndarray | None = None, adapter: Any = None) -> Side:
+    if impl == "adapter":  # [adapter] a user's model; arrays None keeps its own weights
+        from differential.adapter import AdapterSide
+
+        return AdapterSide(adapter, config, dtype, arrays)
     if impl == "torch":
         return TorchSide(config, arrays, dtype, device, mask)
     if impl in ("class", "functional"):

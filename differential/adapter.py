@@ -1,0 +1,604 @@
+"""Bring your own model: run the differential report on a from-scratch framework this project did
+not write, through a small `Adapter` its author subclasses (docs/adapter.md has a worked example).
+
+`AdapterSide` puts an adapter behind the `Side` interface, so ``run_report(ReportOptions(adapter=...))``
+compares the user's model with the torch reference, module by module, in the reference's names:
+
+- modules are found by walking the model object (attributes, lists, tuples, dicts) and recorded at
+  run time by patching their *classes'* ``__call__`` and ``forward``: Python looks special methods
+  up on the class, so patching an instance's ``__call__`` would record nothing. Each class is
+  wrapped once, the wrapper dispatches by instance, and the originals always come back;
+- names are checked as strictly as the weight loader: every unmapped name, missing reference
+  parameter and shape mismatch is listed in one ValueError before anything runs;
+- weights go from the user's model to the reference, transposing the ``(in, out)`` weights the
+  adapter declares;
+- with an identity op and gradients kept on intermediate tensors, every module's input and output
+  gradients are compared as for our own models; without them, only parameter gradients are, the
+  backward is localized from those alone, and the report lists the phases it could not check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import inspect
+import os
+import re
+import sys
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from differential import diagnose
+from differential.capture import ROOT, CallLog, Capture, ModuleCrash, finish_calls
+from differential.localize import ModuleResult, Origin, backward_origin, judge
+from differential.sides import Side, source_location
+from scratch_model.config import TransformerConfig
+
+
+class Adapter:
+    """What the report needs to know about your framework. Subclass it, set ``model`` (usually in
+    ``__init__``), ``tensor_type`` and ``name_map`` (plus ``leaf_map`` and ``transposed`` where they
+    apply), and write the seven required methods (most are one line).
+
+    Names: *your* module paths are where this class finds your layers when it walks ``model``
+    (``layers[0].mha.wq``: attributes, list/tuple items and dict values, Python-style); *your*
+    parameter names are whatever `named_parameters` returns. *Reference* names are the torch
+    model's (``blocks.0.attn.q_proj``, ``blocks.0.attn.q_proj.weight``). A mapped module must take
+    and return the same tensors as its reference module.
+    """
+
+    # --- required attributes ---------------------------------------------------------------
+    model: Any = None  # your model object: the root of the module walk
+    tensor_type: type | tuple[type, ...] = ()  # your tensor class(es)
+    # Your module path or parameter name -> the reference's. Keys and values may hold ``{name}``
+    # holes, each matching one path part (``"layers[{i}].mha": "blocks.{i}.attn"``). None leaves a
+    # module out (a helper object with no reference counterpart). A parameter without its own entry
+    # is named by its module's entry plus its leaf, renamed by ``leaf_map``.
+    name_map: dict[str, str | None] = {}
+    leaf_map: dict[str, str] = {}  # your parameter's name inside its module -> the reference's ("w" -> "weight")
+    transposed: set[str] | frozenset[str] = frozenset()  # your parameter names (holes allowed) stored (in, out)
+    config: TransformerConfig | None = None  # your model's sizes where they differ from the defaults (CLI)
+
+    # --- required methods ------------------------------------------------------------------
+    def forward(self, tokens: np.ndarray) -> Any:
+        """Run your model on integer token ids (B, T) and return the logits (B, T, vocab), your tensor."""
+        raise NotImplementedError(f"{type(self).__name__} must define forward(tokens)")
+
+    def loss_and_backward(self, logits: Any, targets: np.ndarray) -> Any:
+        """Mean cross-entropy of ``logits`` against integer ``targets`` (B, T); run your backward from
+        it; return the loss (your scalar tensor)."""
+        raise NotImplementedError(f"{type(self).__name__} must define loss_and_backward(logits, targets)")
+
+    def to_numpy(self, tensor: Any) -> np.ndarray:
+        """Your tensor's values as a numpy array."""
+        raise NotImplementedError(f"{type(self).__name__} must define to_numpy(tensor)")
+
+    def grad_of(self, tensor: Any) -> np.ndarray | None:
+        """The gradient your framework stored on ``tensor`` after the backward, or None where it keeps none."""
+        raise NotImplementedError(f"{type(self).__name__} must define grad_of(tensor)")
+
+    def named_parameters(self) -> dict[str, Any]:
+        """Every parameter of your model, by your name."""
+        raise NotImplementedError(f"{type(self).__name__} must define named_parameters()")
+
+    def set_parameter(self, name: str, array: np.ndarray) -> None:
+        """Overwrite your parameter ``name`` with ``array`` (in your layout and dtype)."""
+        raise NotImplementedError(f"{type(self).__name__} must define set_parameter(name, array)")
+
+    def zero_grad(self) -> None:
+        """Clear every parameter's gradient (the report runs several backwards)."""
+        raise NotImplementedError(f"{type(self).__name__} must define zero_grad()")
+
+    # --- optional: module backward checks -------------------------------------------------------
+    def identity(self, tensor: Any) -> Any | None:
+        """A new tensor equal to ``tensor`` whose gradient flows back to it unchanged (``tensor * 1.0``
+        in most frameworks). With it (and gradients kept on intermediate tensors) each module's input
+        gradients can be read through that module alone; None (the default): only parameter
+        gradients are compared."""
+        return None
+
+    def requires_grad(self, tensor: Any) -> bool:
+        """Whether ``tensor`` is part of the graph (frameworks without the notion: True)."""
+        return True
+
+    def is_tensor(self, obj: Any) -> bool:
+        return isinstance(obj, self.tensor_type)
+
+    def is_module(self, obj: Any) -> bool:
+        """Which objects found by the walk are modules: by default, objects with a ``forward``
+        method, or callable instances of your own classes."""
+        if isinstance(obj, _NOT_MODULES) or self.is_tensor(obj):
+            return False
+        return callable(getattr(obj, "forward", None)) or (callable(obj) and _user_class(type(obj)))
+
+    # --- optional: optimizer and training checks --------------------------------------------
+    def make_optimizer(self, kind: str, lr: float) -> Any:
+        """A fresh optimizer over the parameter list your training loop would use, with a ``step()``
+        that applies the gradients stored on the parameters: ``kind`` is "adam" (betas 0.9, 0.999, eps
+        1e-8) or "sgd" (momentum 0.9). Without it the optimizer and training phases are not checked."""
+        raise NotImplementedError
+
+    def set_grad(self, name: str, array: np.ndarray | None) -> None:
+        """Store ``array`` as parameter ``name``'s gradient (None: no gradient); needed with make_optimizer."""
+        raise NotImplementedError(f"{type(self).__name__} defines make_optimizer, so it must define set_grad")
+
+    # --- provided ----------------------------------------------------------------------------
+    def modules(self) -> dict[str, Any]:
+        """Your modules by path, parents first; the model itself is ``""``."""
+        return walk_modules(self.model, self.is_module, self.is_tensor)
+
+
+_NOT_MODULES = (type, types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)
+_LEAVES = (str, bytes, int, float, complex, np.ndarray, np.generic, types.ModuleType) + _NOT_MODULES
+
+
+def _user_class(cls: type) -> bool:
+    root = cls.__module__.partition(".")[0]
+    return root not in sys.stdlib_module_names and root not in ("builtins", "numpy", "torch")
+
+
+def walk_modules(root: Any, is_module: Callable[[Any], bool], is_tensor: Callable[[Any], bool]) -> dict[str, Any]:
+    """Every module reachable from ``root`` through attributes, list/tuple items and dict values,
+    by Python-style path (``layers[0].mha``), parents before children; each object once, under the
+    first path that reaches it. ``root`` itself is ``""`` whatever ``is_module`` says."""
+    found: dict[str, Any] = {}
+    seen: set[int] = set()
+    stack: list[tuple[str, Any]] = [(ROOT, root)]
+    while stack:
+        path, obj = stack.pop()
+        if id(obj) in seen or obj is None or isinstance(obj, _LEAVES) or is_tensor(obj):
+            continue
+        seen.add(id(obj))
+        if path == ROOT or is_module(obj):
+            found[path] = obj
+        if isinstance(obj, (list, tuple)):
+            children = [(f"[{i}]", v) for i, v in enumerate(obj)]
+        elif isinstance(obj, dict):
+            children = [(f"[{k!r}]", v) for k, v in obj.items()]
+        else:
+            try:
+                children = [(f".{k}", v) for k, v in vars(obj).items() if not k.startswith("__")]
+            except TypeError:  # no __dict__
+                children = []
+        stack += [(f"{path}{key}".lstrip("."), child) for key, child in reversed(children)]
+    return found
+
+
+# --- the name map --------------------------------------------------------------------------
+
+_HOLE = re.compile(r"\{(\w+)\}")
+_NO_ENTRY = object()
+
+
+class _Table:
+    """Name-map lookups: exact keys first, then patterns with ``{holes}``, most literal text first."""
+
+    def __init__(self, entries: dict[str, Any], problems: list[str]) -> None:
+        self.exact: dict[str, str | None] = {}
+        self.patterns: list[tuple[re.Pattern[str], str | None]] = []
+        for key, target in sorted(entries.items(), key=lambda kv: -len(_HOLE.sub("", str(kv[0])))):
+            if not isinstance(key, str) or not (target is None or isinstance(target, str)):
+                problems.append(f"bad name-map entry: {key!r} -> {target!r} (expected a str key and a str or None)")
+                continue
+            extra = set(_HOLE.findall(target or "")) - set(_HOLE.findall(key))
+            if extra:
+                problems.append(f"bad name-map entry: {key!r} -> {target!r} uses {sorted(extra)} that the key lacks")
+            elif _HOLE.search(key):
+                self.patterns.append((_compile(key), target))
+            else:
+                self.exact[key] = target
+
+    def lookup(self, name: str) -> Any:
+        """The target for ``name``: a reference path, None (left out), or _NO_ENTRY."""
+        if name in self.exact:
+            return self.exact[name]
+        for pattern, target in self.patterns:
+            hit = pattern.fullmatch(name)
+            if hit:
+                return None if target is None else _HOLE.sub(lambda m: hit.group(m.group(1)), target)
+        return _NO_ENTRY
+
+
+def _compile(key: str) -> re.Pattern[str]:
+    parts, seen = [], set()
+    for i, piece in enumerate(_HOLE.split(key)):
+        if i % 2 == 0:
+            parts.append(re.escape(piece))
+        else:  # a hole: one path part; a repeated hole must repeat its text
+            parts.append(f"(?P={piece})" if piece in seen else rf"(?P<{piece}>[^.\[\]]+)")
+            seen.add(piece)
+    return re.compile("".join(parts))
+
+
+def _param_target(name: str, table: _Table, leaf_map: dict[str, str]) -> Any:
+    """The reference name for your parameter: its own entry, else its closest mapped module's
+    target plus its (renamed) leaf."""
+    hit = table.lookup(name)
+    if hit is not _NO_ENTRY:
+        return hit
+    cuts = [m.start() for m in re.finditer(r"\.", name)]
+    for owner, leaf in [(name[:i], name[i + 1:]) for i in reversed(cuts)] + [(ROOT, name)]:
+        module = table.lookup(owner)
+        if isinstance(module, str):
+            leaf = leaf_map.get(leaf, leaf)
+            return f"{module}.{leaf}" if module else leaf
+    return _NO_ENTRY
+
+
+@functools.lru_cache(maxsize=8)
+def reference_layout(config: TransformerConfig) -> tuple[dict[str, tuple[int, ...]], tuple[str, ...]]:
+    """The torch reference's parameter shapes and recorded module paths for ``config``."""
+    import torch
+
+    from torch_reference.model import ReversalTransformer
+
+    with torch.random.fork_rng(devices=[]):  # building it draws random weights; leave the global stream alone
+        model = ReversalTransformer(config)
+    params = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    modules = tuple(p for p, m in model.named_modules() if not isinstance(m, torch.nn.ModuleList))
+    return params, modules
+
+
+@dataclass(frozen=True)
+class Names:
+    """The checked correspondence between your model and the reference."""
+
+    modules: dict[str, str]  # reference module path -> your module path
+    params: dict[str, str]  # reference parameter name -> your parameter name
+    transposed: frozenset[str]  # your parameter names stored (in, out)
+    unmatched: tuple[str, ...]  # reference modules with no counterpart: not compared
+
+
+def resolve_names(adapter: Adapter, config: TransformerConfig) -> Names:
+    """Map every module and parameter of ``adapter``'s model onto the reference, or raise one
+    ValueError listing every unmapped name, unknown target, duplicate, missing reference parameter
+    and shape mismatch (after the declared transposes)."""
+    ref_params, ref_modules = reference_layout(config)
+    problems: list[str] = []
+    table = _Table(dict(adapter.name_map), problems)
+    modules: dict[str, str] = {}
+    for theirs, obj in adapter.modules().items():
+        target = table.lookup(theirs)
+        shown = theirs or "(model)"
+        if target is _NO_ENTRY:
+            problems.append(f"unmapped module: {shown} ({type(obj).__name__}) has no name_map entry "
+                            f"(map it to a reference module path, or to None to leave it out)")
+        elif target is None:
+            continue
+        elif target not in ref_modules:
+            problems.append(f"unknown reference module: {shown} maps to {target!r}, which the reference lacks")
+        elif target in modules:
+            problems.append(f"duplicate: modules {modules[target] or '(model)'} and {shown} both map to {target!r}")
+        else:
+            modules[target] = theirs
+
+    flips = _Table(dict.fromkeys(adapter.transposed, ""), problems)
+    params: dict[str, str] = {}
+    transposed: set[str] = set()
+    for theirs, tensor in adapter.named_parameters().items():
+        shape = tuple(np.shape(adapter.to_numpy(tensor)))
+        target = _param_target(theirs, table, dict(adapter.leaf_map))
+        if target is _NO_ENTRY:
+            problems.append(f"unmapped parameter: {theirs!r} (shape {shape}) has no name_map entry")
+            continue
+        if target is None:
+            continue
+        if target not in ref_params:
+            problems.append(f"unknown reference parameter: {theirs!r} maps to {target!r}, which the reference lacks")
+            continue
+        if target in params:
+            problems.append(f"duplicate: parameters {params[target]!r} and {theirs!r} both map to {target!r}")
+            continue
+        params[target] = theirs
+        flipped = flips.lookup(theirs) is not _NO_ENTRY
+        if flipped and len(shape) != 2:
+            problems.append(f"cannot transpose: {theirs!r} is declared transposed but has shape {shape}")
+            continue
+        if flipped:
+            transposed.add(theirs)
+            shape = shape[::-1]
+        if shape != ref_params[target]:
+            how = " after the declared transpose" if flipped else \
+                " (stored (in, out)? list it in transposed)" if shape[::-1] == ref_params[target] else ""
+            problems.append(f"shape mismatch: {theirs!r} -> {target!r}: the reference has {ref_params[target]}, "
+                            f"yours is {shape}{how}")
+    problems += [f"missing: the reference parameter {name!r} (shape {shape}) has no counterpart in your model"
+                 for name, shape in ref_params.items() if name not in params]
+    problems += [f"transposed entry {entry!r} matches none of your parameters" for entry in adapter.transposed
+                 if not any(_Table({entry: ""}, []).lookup(t) is not _NO_ENTRY for t in params.values())]
+    if problems:
+        lines = "\n".join(f"  {p}" for p in problems)
+        raise ValueError(f"cannot compare {type(adapter).__name__} with the reference: {len(problems)} problem"
+                         f"{'s' if len(problems) > 1 else ''}\n{lines}")
+    return Names(modules, params, frozenset(transposed), tuple(m for m in ref_modules if m not in modules))
+
+
+# --- recording calls by patching classes ----------------------------------------------------
+
+def _patch_targets(objects: list[Any]) -> list[tuple[type, str]]:
+    """(class, attribute) pairs to wrap: for each module's class, the classes in its MRO that
+    define the ``__call__`` and ``forward`` it uses, each pair once."""
+    targets: list[tuple[type, str]] = []
+    for cls in dict.fromkeys(type(obj) for obj in objects):
+        for attr in ("__call__", "forward"):
+            owner = next((k for k in cls.__mro__ if attr in vars(k)), None)
+            if owner is not None and owner is not object and inspect.isfunction(vars(owner)[attr]) \
+                    and (owner, attr) not in targets:
+                targets.append((owner, attr))
+    return targets
+
+
+@contextlib.contextmanager
+def recording(modules: dict[str, Any], log: CallLog, called: dict[str, str]) -> Iterator[None]:
+    """Record every call of the objects in ``modules`` (path -> object) into ``log`` while the block
+    runs, whether it goes through ``__call__`` or ``forward`` (which one is noted in ``called``).
+
+    The classes are patched, not the instances (Python looks ``__call__`` up on the class); a
+    call that ``__call__`` forwards to ``forward`` is recorded once; the original attributes are
+    put back even when the block raises.
+    """
+    paths = {id(obj): path for path, obj in modules.items()}
+    running: set[int] = set()
+
+    def wrap(original: Callable[..., Any], attr: str) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
+            path = paths.get(id(self))
+            if path is None or id(self) in running:
+                return original(self, *args, **kwargs)
+            running.add(id(self))
+            called.setdefault(path, attr)
+            try:
+                out = original(self, *log.before(path, args), **kwargs)
+            finally:
+                running.discard(id(self))
+            log.after(path, out)
+            return out
+
+        return recorded
+
+    saved: list[tuple[type, str, Any]] = []
+    try:
+        for owner, attr in _patch_targets(list(modules.values())):
+            original = vars(owner)[attr]
+            saved.append((owner, attr, original))
+            setattr(owner, attr, wrap(original, attr))
+        yield
+    finally:
+        for owner, attr, original in reversed(saved):
+            setattr(owner, attr, original)
+
+
+# --- the side ----------------------------------------------------------------------------------
+
+def _overrides(adapter: Adapter, method: str) -> bool:
+    return getattr(type(adapter), method) is not getattr(Adapter, method)
+
+
+def _array(value: Any) -> np.ndarray | None:
+    return None if value is None else np.array(value)
+
+
+class AdapterSide(Side):
+    """A user's model, through its adapter, in the reference's names and layouts."""
+
+    impl = "adapter"
+
+    def __init__(self, adapter: Adapter, config: TransformerConfig, dtype: str,
+                 arrays: dict[str, np.ndarray] | None = None) -> None:
+        """``arrays`` (reference names and layouts): load them into the user's model; None: keep its weights."""
+        if not isinstance(adapter, Adapter):
+            raise TypeError(f"expected a differential.adapter.Adapter, got {type(adapter).__name__}")
+        self.adapter, self.config, self.dtype = adapter, config, dtype
+        self.names = resolve_names(adapter, config)
+        self.has_optimizer = _overrides(adapter, "make_optimizer")
+        self.full_backward = True  # module input/output gradients available; known after capture()
+        self.called_through: dict[str, str] = {}  # reference path -> "__call__" | "forward"
+        if arrays is not None:
+            self.load(arrays)
+
+    # parameters, in the reference's names and layouts
+    def _layout(self, theirs: str, array: np.ndarray | None) -> np.ndarray | None:
+        return array.T if array is not None and theirs in self.names.transposed else array
+
+    def params(self) -> dict[str, np.ndarray]:
+        named = self.adapter.named_parameters()
+        return {ref: np.array(self._layout(theirs, np.asarray(self.adapter.to_numpy(named[theirs]))))
+                for ref, theirs in self.names.params.items()}
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        named = self.adapter.named_parameters()
+        for ref, theirs in self.names.params.items():
+            dtype = np.asarray(self.adapter.to_numpy(named[theirs])).dtype
+            self.adapter.set_parameter(theirs, np.array(self._layout(theirs, np.asarray(arrays[ref])), dtype=dtype))
+
+    def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
+        a = self.adapter
+        a.zero_grad()
+        aliased = True
+
+        def alias(x: Any) -> Any:
+            nonlocal aliased
+            twin = a.identity(x) if a.requires_grad(x) else x
+            aliased = aliased and twin is not None
+            return x if twin is None else twin
+
+        log = CallLog(is_tensor=a.is_tensor, alias=alias, requires_grad=a.requires_grad)
+        log.float_dtype = lambda x: np.issubdtype(np.asarray(a.to_numpy(x)).dtype, np.floating)  # type: ignore[method-assign]
+        found = a.modules()
+        objects = {ref: found[theirs] for ref, theirs in self.names.modules.items()}
+        try:
+            with recording(objects, log, self.called_through):
+                logits = a.forward(tokens)
+        except Exception as err:  # the code under test crashed: say where
+            raise ModuleCrash(log.innermost_open(), err) from err
+        out = np.asarray(a.to_numpy(logits))
+        if self.dtype == "float64" and out.dtype != np.float64:
+            raise ValueError(f"{type(a).__name__}'s model computes in {out.dtype}: run the report with "
+                             f"dtype='float32' (--dtype float32)")
+        try:
+            loss = a.loss_and_backward(logits, targets)
+        except Exception as err:
+            raise ModuleCrash(None, err) from err
+        calls = finish_calls(log, lambda t: np.array(a.to_numpy(t)), lambda t: _array(a.grad_of(t)))
+        self.full_backward = aliased and any(c.grad_output is not None for c in calls.values())
+        if not self.full_backward:  # what is there would mislead: a shared input's total gradient, say
+            for c in calls.values():
+                c.grad_output, c.grad_inputs = None, [None] * len(c.grad_inputs)
+        named = a.named_parameters()
+        return Capture("adapter", self.dtype, calls, float(np.asarray(a.to_numpy(loss)).reshape(-1)[0]), out,
+                       self.params(),
+                       {ref: self._layout(t, _array(a.grad_of(named[t]))) for ref, t in self.names.params.items()},
+                       {ref: a.requires_grad(named[t]) for ref, t in self.names.params.items()})
+
+    # judging what this framework can show
+    def judge(self, actual: Capture, expected: Capture, noise: Capture | None
+              ) -> tuple[Capture, dict[str, ModuleResult]]:
+        """`localize.judge` on what the user's model shows: reference modules with no counterpart
+        are left out, and without module gradients the backward phase is not checked."""
+        expected = replace(expected, calls={p: c for p, c in expected.calls.items()
+                                            if p.split("#")[0] in self.names.modules})
+        results = judge(actual, expected, noise)
+        if not self.full_backward:
+            for res in results.values():
+                res.backward = []
+        return expected, results
+
+    def backward_origin(self, results: dict[str, ModuleResult], expected: Capture, actual: Capture
+                        ) -> Origin | None:
+        if self.full_backward:
+            return backward_origin(results, expected, actual)
+        return parameter_origin(results, expected)
+
+    def unchecked(self) -> dict[str, str]:
+        """Phases this adapter could not check, with the reason."""
+        out = {}
+        if not self.full_backward:
+            out["backward"] = ("no gradients of module inputs and outputs (the adapter has no identity op, or the "
+                               "framework keeps no gradients on intermediate tensors): only parameter gradients "
+                               "were compared")
+        if not self.has_optimizer:
+            out["optimizer"] = out["training"] = "the adapter defines no make_optimizer"
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """The report's ``adapter`` section."""
+        cls = type(self.adapter)
+        theirs = self.names.modules
+        return {"adapter": f"{cls.__module__}.{cls.__qualname__}",
+                "gradients": "modules and parameters" if self.full_backward else "parameters only",
+                "transposed": sorted(self.names.transposed),
+                "unchecked_phases": list(self.unchecked()),
+                "why_unchecked": self.unchecked(),
+                "unmatched_reference_modules": list(self.names.unmatched),
+                "modules": dict(theirs),
+                "called_through": {theirs[p]: how for p, how in self.called_through.items()}}
+
+    # sources
+    def source(self, path: str) -> str:
+        theirs = self.names.modules.get(path.split("#")[0])
+        obj = self.adapter.modules().get(theirs) if theirs is not None else None
+        if obj is None:
+            return "?"
+        cls = type(obj)
+        owner = next((k for k in cls.__mro__ if "forward" in vars(k) and k is not object), None)
+        return source_location(cls.forward if owner is not None else cls.__call__)
+
+    def optimizer_source(self) -> str:
+        try:
+            return source_location(type(self.adapter.make_optimizer("adam", 1e-3)).step)
+        except Exception:  # noqa: BLE001 - any failure: point at the factory instead
+            return source_location(type(self.adapter).make_optimizer)
+
+    # optimizer and training
+    def optimizer_step(self, grads: dict[str, np.ndarray | None], optimizer: str, lr: float
+                       ) -> dict[str, np.ndarray]:
+        before = self.params()
+        opt = self._optimizer(optimizer, lr)
+        for ref, theirs in self.names.params.items():
+            g = grads.get(ref)
+            self.adapter.set_grad(theirs, None if g is None else np.array(self._layout(theirs, np.asarray(g)),
+                                                                           dtype=before[ref].dtype))
+        opt.step()
+        after = self.params()
+        self.load(before)
+        return after
+
+    def train_steps(self, batches: list[tuple[np.ndarray, np.ndarray]], optimizer: str, lr: float
+                    ) -> tuple[list[float], list[dict[str, np.ndarray]]]:
+        opt = self._optimizer(optimizer, lr)
+        losses, snapshots = [], []
+        for tokens, targets in batches:
+            self.adapter.zero_grad()
+            loss = self.adapter.loss_and_backward(self.adapter.forward(tokens), targets)
+            opt.step()
+            losses.append(float(np.asarray(self.adapter.to_numpy(loss)).reshape(-1)[0]))
+            snapshots.append(self.params())
+        return losses, snapshots
+
+    def _optimizer(self, kind: str, lr: float) -> Any:
+        if not self.has_optimizer:
+            raise ValueError(f"{type(self.adapter).__name__} defines no make_optimizer: the optimizer and "
+                             "training checks (--steps) need it")
+        return self.adapter.make_optimizer(kind, lr)
+
+    def run_module(self, path, inputs, tokens, grad_output):
+        raise ValueError("isolated mode runs modules alone on the reference's inputs; it is not available "
+                         "through an adapter")
+
+
+def parameter_origin(results: dict[str, ModuleResult], expected: Capture) -> Origin | None:
+    """Backward localization from parameter gradients alone: walking modules in the order the
+    backward reaches them, the first whose own parameter gradient differs. Without module
+    gradients the fault may be in its backward or in code the gradient passed through since the
+    last module whose parameter gradients matched; the hint says so."""
+    last_ok: str | None = None
+    for call in reversed(expected.ordered("enter")):
+        res = results[call.path]
+        if res.missing or not res.param_grad:
+            continue
+        bad = next((c for c in res.param_grad if not c.match), None)
+        if bad is None:
+            last_ok = call.path
+            continue
+        kind, words = diagnose.classify(bad.actual, bad.expected, is_grad=True)
+        since = (f"since {last_ok or '(model)'}, the last module whose parameter gradients match"
+                 if last_ok is not None else "before it (no module with parameters comes earlier in the backward)")
+        reason = (f"{bad.tensor} {words}. Only parameter gradients could be compared, so the fault is in this "
+                  f"module's backward or in the backward of code the gradient passed through {since}")
+        return Origin(call.path, "param_grad", bad, reason=reason, kind=kind)
+    return None
+
+
+# --- loading an adapter by name (the CLI's --adapter) ---------------------------------------
+
+def load_adapter(spec: str) -> Adapter:
+    """The adapter named ``module:object``: an `Adapter` instance, or a zero-argument factory (a
+    subclass, a function) that returns one. The current directory is importable, as with
+    ``python -m``, so a project's own modules are found from its root."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"--adapter expects module:object (e.g. my_project.adapter:make_adapter), got {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as err:  # noqa: BLE001 - the user's module: any import failure is their input error
+        raise ValueError(f"--adapter {spec}: cannot import {module_name!r} ({type(err).__name__}: {err})") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"--adapter {spec}: {module_name!r} has no {attr!r}")
+        obj = getattr(obj, part)
+    if not isinstance(obj, Adapter) and callable(obj):
+        try:
+            obj = obj()
+        except TypeError as err:
+            raise ValueError(f"--adapter {spec}: {attr} must be an Adapter or take no arguments ({err})") from None
+    if not isinstance(obj, Adapter):
+        raise ValueError(f"--adapter {spec}: got a {type(obj).__name__}, not a differential.adapter.Adapter")
+    return obj
