@@ -19,7 +19,7 @@ much as the reference's float32 run does; a bug differs by orders of magnitude m
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -48,11 +48,7 @@ class Metrics:
     missing: str | None = None  # "actual" or "expected" when one side has no tensor
 
     def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _round(x: float) -> float:
-    return float(f"{x:.6g}") if np.isfinite(x) else (float("nan") if np.isnan(x) else x)
+        return {name: getattr(self, name) for name in _FIELDS}
 
 
 def compare(actual: np.ndarray | None, expected: np.ndarray | None,
@@ -105,8 +101,11 @@ def compare(actual: np.ndarray | None, expected: np.ndarray | None,
     return Metrics(
         match=mismatched == 0,
         shape_actual=list(a.shape), shape_expected=list(e.shape),
-        max_abs=_round(float(diff.flat[worst_flat])), max_rel=_round(float(rel.max())),
-        cosine=_round(cosine), norm_ratio=_round(ratio),
-        mismatched=mismatched, mismatched_share=_round(mismatched / a.size),
+        max_abs=float(diff.flat[worst_flat]), max_rel=float(rel.max()),
+        cosine=cosine, norm_ratio=ratio,
+        mismatched=mismatched, mismatched_share=mismatched / a.size,
         worst_index=worst, nan_actual=nans[0], inf_actual=nans[1], nan_expected=nans[2], inf_expected=nans[3],
     )
+
+
+_FIELDS = tuple(f.name for f in fields(Metrics))

@@ -228,7 +228,7 @@ def run_report(options: ReportOptions) -> Report:
     if origin is not None:
         first = _describe(origin, results, actual_side, oracle_side, actual, expected, options)
     if first is None:
-        first = _loss_divergence(loss, actual, expected, options)
+        first = _loss_divergence(loss, actual, expected, options, actual_side)
     if first is None:
         origin = (actual_side.backward_origin if adapted else backward_origin)(results, expected, actual)  # [adapter]
         if origin is not None:
@@ -316,14 +316,19 @@ def _backward_source() -> str:
     return source_location(Tensor.backward)
 
 
-def _loss_divergence(loss: dict[str, Any], actual: Capture, expected: Capture,
-                     options: ReportOptions) -> Divergence | None:
+def _loss_divergence(loss: dict[str, Any], actual: Capture, expected: Capture, options: ReportOptions,
+                     side: Side) -> Divergence | None:
     root = actual.calls.get("")
     logits_in_graph = root is None or root.output_requires_grad
     if expected.loss_requires_grad and not actual.loss_requires_grad and logits_in_graph:
+        site = None
+        if isinstance(side, ScratchSide):
+            tokens, targets = _batches(options)[0]
+            site = side.first_raw_tensor(tokens, targets, None, [])
         return Divergence(module="(loss)", phase="training", kind=diagnose.GRAPH_BREAK,
                           hint="the loss does not require grad: it is built from raw arrays (e.g. "
-                               "np.sum(out.data)), so no gradient reaches any parameter",
+                               "np.sum(out.data)) or through an op without a backward, so no gradient reaches "
+                               "any parameter" + (f"; the chain stops at a tensor made by {site}" if site else ""),
                           scratch_source=_loss_source(options.impl, options.adapter),
                           reference_source=_loss_source(options.against), tensor="loss")
     if loss["match"]:
@@ -431,8 +436,10 @@ def _describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Sid
             reference_src = _child_line(reference_src, child.rpartition(".")[2])
             hint += f" (the input it builds for {child})" if origin.phase == "forward" else \
                 f" (around its call of {child})"
+    if kind == diagnose.GRAPH_BREAK and isinstance(actual_side, ScratchSide):
+        hint += _where_the_chain_stops(actual_side, origin, actual, options)
     op = None
-    if is_grad and kind != diagnose.GRAPH_BREAK and options.impl not in ("torch", "adapter"):  # [adapter]
+    if is_grad and isinstance(actual_side, ScratchSide) and "chain stops" not in hint:
         op = _op_check(actual_side, origin.path, actual, options)
         if op:
             hint += f"; inside it, the backward of `{op['op']}` ({op['source']}) disagrees with finite differences"
@@ -440,6 +447,20 @@ def _describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Sid
     return Divergence(module=where, phase=origin.phase, kind=kind, hint=hint, scratch_source=scratch_src,
                       reference_source=reference_src, tensor=check.tensor if check else None,
                       metrics=metrics, op=op)
+
+
+def _where_the_chain_stops(side: ScratchSide, origin: Origin, actual: Capture, options: ReportOptions) -> str:
+    """Words naming the code that made the tensor where the gradient chain stops, if it can be found."""
+    tokens, targets = _batches(options)[0]
+    site = None
+    if origin.culprit is not None:
+        site = side.creation_site(tokens, *origin.culprit)
+        if site and site.startswith("wrapper at scratch_model/autograd/"):
+            site = None  # an ordinary op result: the cut is elsewhere
+    if site is None:
+        call = actual.calls.get(origin.path)
+        site = side.first_raw_tensor(tokens, targets, origin.path, call.inputs if call else [])
+    return f"; the chain stops at a tensor made by {site}" if site else ""
 
 
 def _param_name(path: str, check: Check | None) -> str:

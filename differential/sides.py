@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,14 @@ from differential.capture import CallLog, Capture, ModuleCrash, finish_calls
 from scratch_model.config import TransformerConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _relative(file: str) -> str:
+    path = Path(file).resolve()
+    try:
+        return str(path.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -174,6 +183,66 @@ class ScratchSide(Side):
                        {n: _scratch_grad(p) for n, p in self.named.items()},
                        {n: p.requires_grad for n, p in self.named.items()},
                        loss_requires_grad=loss.requires_grad, max_backward_calls=max(counts.values(), default=1))
+
+    def _observed(self, run: Callable[[], Any]) -> tuple[Any, list[tuple[int, str, bool]]]:
+        """Run ``run()`` noting every Tensor it creates: (id, "function at file:line", made by the
+        autograd's own op machinery). Returns run's result (None if it raised) and the notes."""
+        from scratch_model.autograd import Tensor
+        from scratch_model.autograd.tensor import observe_creation
+
+        notes: list[tuple[int, str, bool]] = []
+
+        def observe(tensor: Any) -> None:
+            frame = sys._getframe(2)
+            while frame is not None and frame.f_code.co_name == "__init__" and \
+                    isinstance(frame.f_locals.get("self"), Tensor):
+                frame = frame.f_back  # a subclass's __init__ (Parameter)
+            if frame is None:
+                return
+            file = _relative(frame.f_code.co_filename)
+            own = file.startswith("scratch_model/autograd/") and frame.f_code.co_name in ("wrapper", "as_tensor")
+            notes.append((id(tensor), f"{frame.f_code.co_name} at {file}:{frame.f_lineno}", own))
+
+        try:
+            with observe_creation(observe):
+                result = run()
+        except Exception:  # the code already ran once; failing here only loses the detail
+            result = None
+        return result, notes
+
+    def creation_site(self, tokens: np.ndarray, path: str, slot: int | str) -> str | None:
+        """Where the tensor in ``slot`` (an input index, or "output") of the module call ``path``
+        was created: "function at file:line"."""
+        log = _scratch_log()
+        _, notes = self._observed(lambda: self._call(tokens, log))
+        raw = log.raw.get(path)
+        if raw is None:
+            return None
+        if slot == "output":
+            tensor = raw.get("output")
+        else:
+            inputs = raw["inputs"]
+            tensor = inputs[slot][0] if isinstance(slot, int) and slot < len(inputs) else None
+        sites = {i: site for i, site, _ in notes}  # the live tensor's entry is the latest for its id
+        return None if tensor is None else sites.get(id(tensor))
+
+    def first_raw_tensor(self, tokens: np.ndarray, targets: np.ndarray, path: str | None,
+                         inputs: list[np.ndarray]) -> str | None:
+        """The first tensor made outside the autograd's ops (a ``Tensor(...)`` built from raw data, or
+        an op that returns a fresh leaf) while running module ``path`` on ``inputs``, or while
+        computing the loss when ``path`` is None. Clean model code makes none in a forward."""
+        from scratch_model.autograd import Tensor
+        from scratch_model.train import cross_entropy
+
+        if path is None:
+            logits = self._call(tokens)
+            run = lambda: cross_entropy(logits, targets)  # noqa: E731
+        else:
+            fn = self._module_fn(path.split("#")[0])
+            args = [Tensor(np.array(x, dtype=self.dtype), requires_grad=True) for x in inputs]
+            run = lambda: fn(*(args or [tokens]), **_mask_kw(fn, self.mask))  # noqa: E731
+        _, notes = self._observed(run)
+        return next((site for _, site, own in notes if not own), None)
 
     def _module_fn(self, path: str) -> Callable[..., Any]:
         if self.impl == "class":
