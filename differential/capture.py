@@ -82,6 +82,9 @@ class CallLog:
         self.exits = 0
         self.producer: dict[int, str] = {}  # id(output tensor) -> first module that returned it
         self.counts: dict[str, int] = {}
+        # id(alias) -> the tensor it stands for: a child module sees its parent's alias of a
+        # tensor, and records it under the tensor itself (one copy, one comparison)
+        self.canonical: dict[int, Any] = {}
 
     def _unique(self, path: str) -> str:
         n = self.counts.get(path, 0) + 1
@@ -90,9 +93,13 @@ class CallLog:
 
     def before(self, path: str, inputs: tuple) -> tuple:
         key = self._unique(path)
-        produced = [self.producer.get(id(x)) for x in inputs if self._is_float(x)]
+        inputs_seen = tuple(self.canonical.get(id(x), x) if self._is_float(x) else x for x in inputs)
+        produced = [self.producer.get(id(x)) for x in inputs_seen if self._is_float(x)]
         aliased = tuple(self.alias(x) if self._is_float(x) else x for x in inputs)
-        floats = [(x, a) for x, a in zip(inputs, aliased, strict=True) if self._is_float(x)]
+        floats = [(x, a) for x, a in zip(inputs_seen, aliased, strict=True) if self._is_float(x)]
+        for x, a in floats:
+            if a is not x:
+                self.canonical[id(a)] = x
         self.open[path] = (len(self.entries), aliased)
         self.entries.append(key)
         self.raw[key] = {"enter": len(self.entries) - 1, "inputs": floats, "produced_by": produced,
@@ -119,7 +126,26 @@ class CallLog:
 
 def finish_calls(log: CallLog, to_numpy: Callable[[Any], np.ndarray],
                  grad_of: Callable[[Any], np.ndarray | None]) -> dict[str, Call]:
-    """Turn the raw hook records into `Call`s once the backward has run."""
+    """Turn the raw hook records into `Call`s once the backward has run.
+
+    A tensor that several records hold (one module's output is the next one's input) becomes one
+    numpy array, so it is copied once and compared once."""
+    arrays: dict[int, np.ndarray] = {}
+    grads: dict[int, np.ndarray | None] = {}
+    originals_alive = []  # keep every tensor alive until the end, so no id is reused meanwhile
+
+    def value(t: Any) -> np.ndarray:
+        originals_alive.append(t)
+        if id(t) not in arrays:
+            arrays[id(t)] = to_numpy(t)
+        return arrays[id(t)]
+
+    def grad(t: Any) -> np.ndarray | None:
+        originals_alive.append(t)
+        if id(t) not in grads:
+            grads[id(t)] = grad_of(t)
+        return grads[id(t)]
+
     calls: dict[str, Call] = {}
     for key in log.entries:
         raw = log.raw[key]
@@ -130,12 +156,12 @@ def finish_calls(log: CallLog, to_numpy: Callable[[Any], np.ndarray],
         aliases = [a for _, a in raw["inputs"]]
         calls[key] = Call(
             path=key, enter=raw["enter"], exit=raw["exit"],
-            inputs=[to_numpy(x) for x in originals],
-            output=to_numpy(out),
+            inputs=[value(x) for x in originals],
+            output=value(out),
             input_requires_grad=[log.requires_grad(x) for x in originals],
             output_requires_grad=log.requires_grad(out),
-            grad_output=grad_of(out),
-            grad_inputs=[grad_of(a) for a in aliases],
+            grad_output=grad(out),
+            grad_inputs=[grad(a) for a in aliases],
             produced_by=raw["produced_by"],
         )
     return calls

@@ -21,7 +21,7 @@ import numpy as np
 
 from differential import diagnose
 from differential.capture import Call, Capture
-from differential.compare import Metrics, compare
+from differential.compare import Metrics, compare_many
 
 
 @dataclass
@@ -83,6 +83,7 @@ def _noise_lookup(noise: Capture | None, path: str) -> Call | None:
 def judge(actual: Capture, expected: Capture, noise: Capture | None = None) -> dict[str, ModuleResult]:
     """Compare every module call of ``actual`` with the same path in ``expected``."""
     results: dict[str, ModuleResult] = {}
+    pending: list[tuple[Check, tuple]] = []  # compared together at the end (compare_many)
     for path, ref in expected.calls.items():
         res = ModuleResult(path)
         results[path] = res
@@ -96,7 +97,9 @@ def judge(actual: Capture, expected: Capture, noise: Capture | None = None) -> d
 
         def check(name: str, a: np.ndarray | None, e: np.ndarray | None, n: np.ndarray | None,
                   scale: float = 0.0) -> Check:
-            return Check(name, compare(a, e, n, scale), a, e)
+            made = Check(name, None, a, e)  # type: ignore[arg-type]  # metrics filled in below
+            pending.append((made, (a, e, n, scale)))
+            return made
 
         n_in = max(len(ref.inputs), len(got.inputs))
         for i in range(n_in):
@@ -121,6 +124,8 @@ def judge(actual: Capture, expected: Capture, noise: Capture | None = None) -> d
         own_params = [actual.param_requires_grad.get(n, False) for n in actual.direct_params(path)]
         feeds = any(got.input_requires_grad) or any(own_params)
         res.output_detached = ref.output_requires_grad and not got.output_requires_grad and feeds
+    for (made, _), metrics in zip(pending, compare_many([pair for _, pair in pending]), strict=True):
+        made.metrics = metrics
     return results
 
 

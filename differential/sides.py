@@ -277,13 +277,15 @@ class ScratchSide(Side):
         return Adam(params, lr=lr) if optimizer == "adam" else SGD(params, lr=lr, momentum=0.9)
 
     def optimizer_step(self, grads, optimizer, lr):
-        before = self.params()
+        # Copies: an optimizer under test may update p.data in place.
+        before = {name: p.data.copy() for name, p in self.named.items()}
         opt = self._optimizer(optimizer, lr)
         for name, p in self.named.items():
-            p.grad = None if grads.get(name) is None else np.array(grads[name], dtype=self.dtype)
+            p.grad = None if grads.get(name) is None else np.asarray(grads[name], dtype=self.dtype)
         opt.step()
-        after = self.params()
-        self.load(before)
+        after = {name: p.data for name, p in self.named.items()}
+        for name, p in self.named.items():
+            p.data, p.grad = before[name], None
         return after
 
     def train_steps(self, batches, optimizer, lr):
@@ -318,17 +320,22 @@ class TorchSide(Side):
         self.config, self.dtype, self.device = config, dtype, device
         self.mask = None if mask is None else torch.as_tensor(np.asarray(mask), device=device)
         self.tdtype = getattr(torch, dtype)
-        self.model = ReversalTransformer(config).to(device=device, dtype=self.tdtype)
+        self.model = ReversalTransformer(config, dtype=self.tdtype, device=device)
         self.load(arrays)
 
     def params(self) -> dict[str, np.ndarray]:
         return {n: p.detach().cpu().numpy().copy() for n, p in self.model.named_parameters()}
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
-        with self.torch.no_grad():
-            for name, p in self.model.named_parameters():
-                p.copy_(self.torch.as_tensor(np.asarray(arrays[name]), dtype=self.tdtype))
-                p.grad = None
+        """Strictly (names, shapes, finite values), through the weight bridge; arrays are cast to
+        this side's dtype first."""
+        from differential.weights import load_into_torch
+
+        dtype = np.dtype(self.dtype)
+        load_into_torch(self.model, {n: np.asarray(a).astype(dtype, copy=False) if isinstance(a, np.ndarray)
+                                     and np.issubdtype(a.dtype, np.floating) else a for n, a in arrays.items()})
+        for p in self.model.parameters():
+            p.grad = None
 
     def _tokens(self, tokens: np.ndarray) -> Any:
         return self.torch.as_tensor(np.asarray(tokens), dtype=self.torch.long, device=self.device)
@@ -413,14 +420,19 @@ class TorchSide(Side):
         return self.torch.optim.SGD(params, lr=lr, momentum=0.9)
 
     def optimizer_step(self, grads, optimizer, lr):
-        before = self.params()
+        named = dict(self.model.named_parameters())
+        with self.torch.no_grad():
+            saved = {name: p.detach().clone() for name, p in named.items()}
         opt = self._optimizer(optimizer, lr)
-        for name, p in self.model.named_parameters():
+        for name, p in named.items():
             g = grads.get(name)
             p.grad = None if g is None else self.torch.as_tensor(np.array(g), dtype=self.tdtype, device=self.device)
         opt.step()
         after = self.params()
-        self.load(before)
+        with self.torch.no_grad():
+            for name, p in named.items():
+                p.copy_(saved[name])
+                p.grad = None
         return after
 
     def train_steps(self, batches, optimizer, lr):

@@ -69,6 +69,8 @@ def _dtype_name(dtype: np.dtype | torch.dtype) -> str:
 def check_arrays(expected: Layout, arrays: Mapping[str, Any], target: str = "model") -> None:
     """Raise one ValueError listing every way ``arrays`` fails to match ``expected``: missing and
     unexpected names, wrong shapes, wrong dtypes, values that are not numpy arrays, NaN or Inf."""
+    if _obviously_fine(expected, arrays):
+        return
     given = {name: a for name, a in arrays.items() if isinstance(a, np.ndarray)}
     odd = [name for name in arrays if name not in given]
     want = {name: spec for name, spec in expected.items() if name not in odd}
@@ -96,6 +98,20 @@ def check_arrays(expected: Layout, arrays: Mapping[str, Any], target: str = "mod
         lines = "\n".join(f"  {p}" for p in problems)
         raise ValueError(f"cannot load weights into {target}: {len(problems)} problem"
                          f"{'s' if len(problems) > 1 else ''}\n{lines}")
+
+
+def _obviously_fine(expected: Layout, arrays: Mapping[str, Any]) -> bool:
+    """The common case, cheaply: same names, shapes and dtypes, all finite. Anything else goes
+    through the full structural diff, which lists every problem."""
+    if arrays.keys() != expected.keys():
+        return False
+    for name, (shape, dtype) in expected.items():
+        a = arrays[name]
+        if not isinstance(a, np.ndarray) or a.shape != tuple(shape) or a.dtype.name != dtype:
+            return False
+        if np.issubdtype(a.dtype, np.inexact) and not np.isfinite(a).all():
+            return False
+    return True
 
 
 def _names(diff: DeepDiff, kind: str) -> list[str]:
