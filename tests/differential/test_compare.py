@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from differential.compare import ATOL64, RTOL64, compare, compare_many
+from differential.compare import RTOL64, compare, compare_many
 
 rng = np.random.default_rng(0)
 REF = rng.standard_normal((4, 5))
