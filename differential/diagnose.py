@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -74,3 +76,24 @@ def classify(actual: np.ndarray | None, expected: np.ndarray | None, is_grad: bo
         return PERMUTED, "holds the reference's values in a different order (a reshape where a transpose " \
                          "was needed?)"
     return VALUE, "differs from the reference"
+
+
+@dataclass
+class Divergence:
+    module: str
+    phase: str
+    kind: str
+    hint: str
+    scratch_source: str
+    reference_source: str
+    tensor: str | None = None
+    metrics: dict[str, Any] | None = None
+    op: dict[str, str] | None = None  # the primitive whose backward disagrees with finite differences
+    port_from: str | None = None  # three-way: where the implementation that agrees with torch does it
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def display_path(path: str) -> str:
+    return path or "(model)"

@@ -240,7 +240,7 @@ class ScratchSide(Side):
         else:
             fn = self._module_fn(path.split("#")[0])
             args = [Tensor(np.array(x, dtype=self.dtype), requires_grad=True) for x in inputs]
-            run = lambda: fn(*(args or [tokens]), **_mask_kw(fn, self.mask))  # noqa: E731
+            run = lambda: fn(*(args or [tokens]), **mask_kwargs(fn, self.mask))  # noqa: E731
         _, notes = self._observed(run)
         return next((site for _, site, own in notes if not own), None)
 
@@ -258,7 +258,7 @@ class ScratchSide(Side):
         base = path.split("#")[0]
         args = [Tensor(np.array(x, dtype=self.dtype), requires_grad=True) for x in inputs]
         fn = self._module_fn(base)
-        out = fn(*(args or [tokens]), **_mask_kw(fn, self.mask))
+        out = fn(*(args or [tokens]), **mask_kwargs(fn, self.mask))
         if out.requires_grad:
             out.backward(np.asarray(grad_output, dtype=self.dtype))
         own = {n: _scratch_grad(p) for n, p in self.named.items() if n.rpartition(".")[0] == base}
@@ -403,7 +403,7 @@ class TorchSide(Side):
         module = self.model.get_submodule(base) if base else self.model
         args = [torch.tensor(np.asarray(x), dtype=self.tdtype, device=self.device, requires_grad=True)
                 for x in inputs]
-        out = module(*(args or [self._tokens(tokens)]), **_mask_kw(module.forward, self.mask))
+        out = module(*(args or [self._tokens(tokens)]), **mask_kwargs(module.forward, self.mask))
         out.backward(torch.as_tensor(np.asarray(grad_output), dtype=self.tdtype, device=self.device))
         own = {n: self._grad(p) for n, p in self.model.named_parameters() if n.rpartition(".")[0] == base}
         return self._np(out), [self._grad(a) for a in args], own
@@ -465,7 +465,7 @@ def crash_location(error: BaseException) -> str:
     return best
 
 
-def _mask_kw(fn: Any, mask: Any) -> dict[str, Any]:
+def mask_kwargs(fn: Any, mask: Any) -> dict[str, Any]:
     """Pass the attention mask to the modules that take one (the model, blocks, attention)."""
     if mask is None:
         return {}

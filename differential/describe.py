@@ -1,0 +1,240 @@
+"""Turn a localized origin into a `Divergence`: the kind, the hint, the source lines (the child's
+line inside a container), where a graph break's chain stops, and the autograd op whose backward
+disagrees with finite differences."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from differential import diagnose, phases
+from differential.adapter import AdapterSide
+from differential.capture import Capture
+from differential.diagnose import Divergence, display_path
+from differential.localize import Check, ModuleResult, Origin
+from differential.sides import ScratchSide, Side, mask_kwargs, source_location
+
+if TYPE_CHECKING:
+    from differential.report import ReportOptions
+
+
+def describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Side, oracle_side: Side,
+              actual: Capture, expected: Capture, options: ReportOptions) -> Divergence:
+    check = origin.check
+    is_grad = origin.phase != "forward"
+    if origin.kind is not None:
+        kind = origin.kind
+        words = origin.reason
+    elif check is not None:
+        kind, words = diagnose.classify(check.actual, check.expected, is_grad)
+        if origin.phase == "param_grad" and kind == diagnose.VALUE:
+            kind = diagnose.PARAM_GRAD
+        words = f"{check.tensor} {words}"
+    else:
+        kind, words = diagnose.VALUE, origin.reason
+    scratch_src = actual_side.source(origin.path)
+    reference_src = oracle_side.source(origin.path)
+    where = display_path(origin.path)
+    if origin.kind == diagnose.GRAPH_BREAK and origin.reason and not origin.container_code:
+        hint = f"{where}: {words}"
+    elif origin.phase == "forward":
+        hint = f"{where}'s inputs match but its output does not: {words}"
+    elif origin.phase == "backward":
+        hint = f"{where}'s output gradient matches but {words}"
+    else:
+        name = check.tensor if check else "a parameter gradient"
+        hint = (f"{where}'s inputs and output gradient match but {name} does not: the weight-gradient "
+                f"formula is wrong ({words})") if kind == diagnose.PARAM_GRAD else f"{where}: {words}"
+        if kind == diagnose.GRAPH_BREAK:
+            pname = _param_name(origin.path, check)
+            if not actual.param_requires_grad.get(pname, True):
+                hint = f"{pname} was created without requires_grad, so it never gets a gradient"
+            else:
+                hint = f"{where}: {pname} gets no gradient: the path from it to the output is cut in this module"
+    if origin.container_code:
+        if kind != diagnose.GRAPH_BREAK:
+            hint += f" — every child of {where} matches, so the fault is in {where}'s own code"
+        child = _first_child_with_bad_input(origin.path, origin.phase, results, expected)
+        if child:
+            scratch_src = _child_line(scratch_src, child.rpartition(".")[2])
+            reference_src = _child_line(reference_src, child.rpartition(".")[2])
+            hint += f" (the input it builds for {child})" if origin.phase == "forward" else \
+                f" (around its call of {child})"
+    if kind == diagnose.GRAPH_BREAK and isinstance(actual_side, ScratchSide):
+        hint += _where_the_chain_stops(actual_side, origin, actual, options)
+    op = None
+    if is_grad and isinstance(actual_side, ScratchSide) and "chain stops" not in hint:
+        op = _op_check(actual_side, origin.path, actual, options)
+        if op:
+            hint += f"; inside it, the backward of `{op['op']}` ({op['source']}) disagrees with finite differences"
+    metrics = check.metrics.to_dict() if check is not None else None
+    return Divergence(module=where, phase=origin.phase, kind=kind, hint=hint, scratch_source=scratch_src,
+                      reference_source=reference_src, tensor=check.tensor if check else None,
+                      metrics=metrics, op=op)
+
+
+def _child_line(container_source: str, child: str) -> str:
+    """Point at the line in a container's source that uses ``child`` (e.g. ``self.ln1(``)."""
+    file, _, line = container_source.rpartition(":")
+    if not file or not line.isdigit():
+        return container_source
+    from differential.sides import PROJECT_ROOT
+
+    path = PROJECT_ROOT / file
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return container_source
+    start = int(line) - 1
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    pattern = re.compile(rf"\b{re.escape(child)}\b")
+    for i in range(start + 1, len(lines)):
+        text = lines[i]
+        if text.strip() and len(text) - len(text.lstrip()) <= indent:
+            break
+        if pattern.search(text):
+            return f"{file}:{i + 1}"
+    return container_source
+
+
+def _where_the_chain_stops(side: ScratchSide, origin: Origin, actual: Capture, options: ReportOptions) -> str:
+    """Words naming the code that made the tensor where the gradient chain stops, if it can be found."""
+    tokens, targets = phases.batches(options)[0]
+    site = None
+    if origin.culprit is not None:
+        site = side.creation_site(tokens, *origin.culprit)
+        if site and site.startswith("wrapper at scratch_model/autograd/"):
+            site = None  # an ordinary op result: the cut is elsewhere
+    if site is None:
+        call = actual.calls.get(origin.path)
+        site = side.first_raw_tensor(tokens, targets, origin.path, call.inputs if call else [])
+    return f"; the chain stops at a tensor made by {site}" if site else ""
+
+
+def _param_name(path: str, check: Check | None) -> str:
+    short = check.tensor[len("param_grad["):-1] if check and check.tensor.startswith("param_grad[") else "?"
+    return f"{path}.{short}" if path else short
+
+
+def _first_child_with_bad_input(path: str, phase: str, results: dict[str, ModuleResult],
+                                expected: Capture) -> str | None:
+    """The child whose input the container got wrong: in the forward, the first child (in call
+    order) whose inputs diverge; in the backward, the last child (the first the gradient reaches)
+    whose input is detached or whose output gradient diverges."""
+    prefix = f"{path}." if path else ""
+    depth = path.count(".") + 1 if path else 0
+    kids = [c.path for c in expected.ordered("enter")
+            if c.path.startswith(prefix) and c.path != path and c.path.count(".") == depth]
+    if phase == "forward":
+        return next((p for p in kids if not results[p].inputs_match()), None)
+    for p in reversed(kids):
+        res = results[p]
+        if res.detached_inputs:
+            return p
+    return next((p for p in reversed(kids) if any(not c.match for c in results[p].backward[:1])), None)
+
+
+def _op_check(side: Side, path: str, actual: Capture, options: ReportOptions) -> dict[str, str] | None:
+    """Re-run the blamed scratch module in float64 and check each of its ops' backward."""
+    from scratch_model.autograd import Tensor
+    from scratch_model.autograd.gradcheck import check_node, nodes_between
+
+    call = actual.calls.get(path)
+    if call is None:
+        return None
+    mask = phases.mask(options, call.inputs[0].shape[1] if call.inputs else options.model.seq_len)
+    probe = ScratchSide(side.impl, options.model, side.params(), "float64", mask)
+    fn = probe._module_fn(path.split("#")[0])
+    args = [Tensor(np.array(x, dtype=np.float64), requires_grad=True) for x in call.inputs]
+    tokens = phases.batches(options)[0][0]
+    out = fn(*(args or [tokens]), **mask_kwargs(fn, mask))
+    if not isinstance(out, Tensor) or not out.requires_grad:
+        return None
+    rng = np.random.default_rng(0)
+    for node in nodes_between(out, {id(a) for a in args}):
+        bad = check_node(node, rng)
+        if bad is not None:
+            return {"op": bad.op, "source": source_location(bad.function), "input": str(bad.input_index),
+                    "relative_error": f"{bad.relative_error:.3g}"}
+    return None
+
+
+def loss_divergence(loss: dict[str, Any], actual: Capture, expected: Capture, options: ReportOptions,
+                     side: Side) -> Divergence | None:
+    root = actual.calls.get("")
+    logits_in_graph = root is None or root.output_requires_grad
+    if expected.loss_requires_grad and not actual.loss_requires_grad and logits_in_graph:
+        site = None
+        if isinstance(side, ScratchSide):
+            tokens, targets = phases.batches(options)[0]
+            site = side.first_raw_tensor(tokens, targets, None, [])
+        return Divergence(module="(loss)", phase="training", kind=diagnose.GRAPH_BREAK,
+                          hint="the loss does not require grad: it is built from raw arrays (e.g. "
+                               "np.sum(out.data)) or through an op without a backward, so no gradient reaches "
+                               "any parameter" + (f"; the chain stops at a tensor made by {site}" if site else ""),
+                          scratch_source=loss_source(options.impl, options.adapter),
+                          reference_source=loss_source(options.against), tensor="loss")
+    if loss["match"]:
+        return None
+    ratio = actual.loss / expected.loss if expected.loss else float("inf")
+    return Divergence(module="(loss)", phase="training", kind=diagnose.LOSS,
+                      hint=f"every module's output matches but the loss differs ({actual.loss:.6g} vs "
+                           f"{expected.loss:.6g}, ratio {diagnose.name_factor(ratio)}): the loss function is wrong "
+                           "(a sum where a mean is needed gives a ratio of batch x sequence length)",
+                      scratch_source=loss_source(options.impl, options.adapter),
+                      reference_source=loss_source(options.against), tensor="loss", metrics=loss["metrics"])
+
+
+def loss_source(impl: str, adapter: object | None = None) -> str:
+
+    if adapter is not None:  # [adapter]
+        return source_location(type(adapter).loss_and_backward)
+    if impl == "torch":
+        from differential.sides import TorchSide
+
+        return source_location(TorchSide._loss)
+    from scratch_model.train import cross_entropy
+
+    return source_location(cross_entropy)
+
+
+def backward_source() -> str:
+    from scratch_model.autograd import Tensor
+
+    return source_location(Tensor.backward)
+
+
+def first_optimizer_divergence(checks: list[Check], actual_side: Side, oracle_side: Side) -> Divergence | None:
+
+    for check in checks:
+        if check.match:
+            continue
+        name = check.tensor[len("param["):-1]
+        if check.actual is not None and not np.any(check.actual) and np.any(check.expected):
+            kind = diagnose.NOT_UPDATED
+            hint = (f"{name} is not updated by the optimizer although its gradient is right: it is missing "
+                    "from the parameter list the optimizer was given")
+        else:
+            kind, words = diagnose.classify(check.actual, check.expected, is_grad=True)
+            hint = f"one optimizer step with the reference's gradients: the update of {name} {words}"
+        module = name.rpartition(".")[0]
+        scratch_src = _optimizer_source(actual_side)
+        return Divergence(module=display_path(module), phase="optimizer", kind=kind, hint=hint,
+                          scratch_source=scratch_src, reference_source=_optimizer_source(oracle_side),
+                          tensor=check.tensor, metrics=check.metrics.to_dict())
+    return None
+
+
+def _optimizer_source(side: Side) -> str:
+
+    if isinstance(side, AdapterSide):  # [adapter]
+        return side.optimizer_source()
+    if side.impl == "torch":
+        import torch
+
+        return source_location(torch.optim.Adam.step)
+    from scratch_model.optim import Optimizer
+
+    return source_location(Optimizer.step)

@@ -1,0 +1,211 @@
+"""The checks around the module walk: the batch and its sanity, the loss, per-module summaries,
+gradient flow, the optimizer step, training side by side, and isolated mode.
+
+Each takes the captures or sides and returns plain data for the report; nothing here prints.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from differential import diagnose
+from differential.capture import Capture
+from differential.compare import compare, compare_many
+from differential.diagnose import Divergence, display_path
+from differential.localize import Check, ModuleResult
+from differential.sides import Side
+from scratch_model import data as data_module
+
+if TYPE_CHECKING:
+    from differential.report import ReportOptions
+
+
+def batches(options: ReportOptions) -> list[tuple[np.ndarray, np.ndarray]]:
+    count = max(options.steps, 1)
+    data = data_module.make_reversal_data(options.model, num_train=options.batch_size * count, num_test=1,
+                                          seed=options.seed)
+    return list(data.batches(0, options.batch_size))
+
+
+def mask(options: ReportOptions, length: int) -> np.ndarray | None:
+    if options.mask == "none":
+        return None
+    return np.tril(np.ones((length, length), dtype=bool))  # (T, T): query i sees keys 0..i
+
+
+def data_sanity(options: ReportOptions, batches: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Checks on the batch itself, written independently of the data code they check."""
+    tokens, targets = batches[0]
+    config = options.model
+    checks = {
+        "targets_are_reversed_inputs": bool(np.array_equal(targets, tokens[:, ::-1])),
+        "tokens_in_range": bool(tokens.min() >= 1 and tokens.max() <= config.vocab_size - 1),
+        "integer_tokens": bool(np.issubdtype(tokens.dtype, np.integer)),
+        "shapes_consistent": tokens.shape == targets.shape and tokens.shape[1] <= config.seq_len,
+    }
+    return {"checks": checks, "ok": all(checks.values()), "batch_shape": list(tokens.shape),
+            "token_range": [int(tokens.min()), int(tokens.max())], "vocab_size": config.vocab_size,
+            "logits_shape": None}
+
+
+def loss_check(actual: Capture, expected: Capture, noise: Capture | None) -> dict[str, Any]:
+    m = compare(np.array(actual.loss), np.array(expected.loss), None if noise is None else np.array(noise.loss))
+    return {"actual": actual.loss, "expected": expected.loss, "match": m.match, "metrics": m.to_dict()}
+
+
+def _phase_summary(checks: list[Check], missing: bool) -> dict[str, Any]:
+    if missing:
+        return {"status": "diverged", "worst": None, "tensors": {}}
+    if not checks:
+        return {"status": "not_checked", "worst": None, "tensors": {}}
+    bad = [c for c in checks if not c.match]
+    worst = max(checks, key=lambda c: (not c.match, c.metrics.max_abs or 0.0))
+    return {"status": "diverged" if bad else "match",
+            "worst": {"tensor": worst.tensor, **worst.metrics.to_dict()},
+            "tensors": {c.tensor: c.match for c in checks}}
+
+
+def depth(path: str, expected: Capture) -> int:
+    """How many recorded modules contain ``path`` (the root contains everything)."""
+    base = path.split("#")[0]
+    return sum(1 for p in expected.calls if p != path and (p == "" or base.startswith(p + ".")))
+
+
+def module_entry(res: ModuleResult, actual_side: Side, oracle_side: Side, depth: int) -> dict[str, Any]:
+    return {
+        "module": display_path(res.path),
+        "depth": depth,
+        "scratch_source": actual_side.source(res.path) if not res.missing else None,
+        "reference_source": oracle_side.source(res.path),
+        "forward": _phase_summary(res.forward, res.missing),
+        "backward": _phase_summary(res.backward, res.missing),
+        "param_grad": _phase_summary(res.param_grad, res.missing),
+    }
+
+
+def gradient_flow(results: dict[str, ModuleResult], actual: Capture, expected: Capture,
+                   noise: Capture | None) -> list[dict[str, Any]]:
+    """Per parameter: has a gradient, non-zero, norm, matches the reference (the verdicts the
+    module comparison already reached; parameters of modules it did not reach are compared here)."""
+    verdicts: dict[str, bool] = {}
+    for res in results.values():
+        base = res.path.split("#")[0]
+        for check in res.param_grad:
+            short = check.tensor[len("param_grad["):-1]
+            name = f"{base}.{short}" if base else short
+            verdicts[name] = verdicts.get(name, True) and check.match
+    rest = [name for name in expected.param_grads if name not in verdicts]
+    pairs = [(actual.param_grads.get(n), expected.param_grads[n], noise.param_grads.get(n) if noise else None, 0.0)
+             for n in rest]
+    verdicts.update({n: m.match for n, m in zip(rest, compare_many(pairs), strict=True)})
+    rows = []
+    for name, ref in expected.param_grads.items():
+        got = actual.param_grads.get(name)
+        rows.append({"parameter": name, "has_grad": got is not None,
+                     "nonzero": bool(got is not None and np.any(got)),
+                     "norm": None if got is None else float(np.sqrt(np.vdot(got, got))),
+                     "reference_norm": None if ref is None else float(np.sqrt(np.vdot(ref, ref))),
+                     "matches_reference": verdicts[name]})
+    return rows
+
+
+def optimizer_phase(actual_side: Side, oracle_side: Side, noise_side: Side | None, actual: Capture,
+                     expected: Capture, options: ReportOptions) -> tuple[list[Check], list[dict[str, Any]]]:
+    """One optimizer step with the reference's gradients on both sides, compared parameter by
+    parameter; plus the naive question "did the weight change after a step with its own gradients"."""
+    ref_grads = expected.param_grads
+    stepped = actual_side.optimizer_step(ref_grads, options.optimizer, options.lr)
+    ref_stepped = oracle_side.optimizer_step(ref_grads, options.optimizer, options.lr)
+    noise_stepped = noise_side.optimizer_step(ref_grads, options.optimizer, options.lr) if noise_side else None
+    own_stepped = actual_side.optimizer_step(actual.param_grads, options.optimizer, options.lr)
+    before = actual.params
+    names = list(ref_stepped)
+    updates = {n: None if stepped.get(n) is None else stepped[n] - before[n] for n in names}
+    ref_updates = {n: ref_stepped[n] - expected.params[n] for n in names}
+    pairs = [(updates[n], ref_updates[n], None if noise_stepped is None else noise_stepped[n] - before[n], 0.0)
+             for n in names]
+    checks, rows = [], []
+    for name, m in zip(names, compare_many(pairs), strict=True):
+        update = updates[name]
+        checks.append(Check(f"param[{name}]", m, update, ref_updates[name]))
+        rows.append({"parameter": name,
+                     "changed_after_step": bool(name in own_stepped and np.any(own_stepped[name] != before[name])),
+                     "update_matches_reference": m.match,
+                     "updated_by_optimizer": bool(update is not None and np.any(update)),
+                     "reference_updated": bool(np.any(ref_updates[name]))})
+    return checks, rows
+
+
+def training_phase(actual_side: Side, oracle_side: Side, noise_side: Side | None,
+                    batches: list[tuple[np.ndarray, np.ndarray]], options: ReportOptions) -> dict[str, Any]:
+    if options.steps == 0:
+        return {"steps": 0, "status": "not_checked", "first_divergent_step": None, "first_divergent_what": None,
+                "loss_actual": [], "loss_expected": []}
+    start = actual_side.params()
+    losses, params = actual_side.train_steps(batches, options.optimizer, options.lr)
+    ref_losses, ref_params = oracle_side.train_steps(batches, options.optimizer, options.lr)
+    noise_losses, noise_params = (noise_side.train_steps(batches, options.optimizer, options.lr)
+                                  if noise_side else (None, None))
+    for side in (actual_side, oracle_side, noise_side):
+        if side is not None:
+            side.load(start)
+    first, what = None, None
+    for step in range(len(batches)):
+        n_loss = None if noise_losses is None else np.array(noise_losses[step])
+        if not compare(np.array(losses[step]), np.array(ref_losses[step]), n_loss).match:
+            first, what = step + 1, "loss"
+            break
+        bad = [n for n in ref_params[step]
+               if not compare(params[step][n], ref_params[step][n],
+                              None if noise_params is None else noise_params[step][n]).match]
+        if bad:
+            first, what = step + 1, f"parameter {bad[0]}"
+            break
+    return {"steps": options.steps, "status": "match" if first is None else "diverged",
+            "first_divergent_step": first, "first_divergent_what": what,
+            "loss_actual": [float(f"{x:.10g}") for x in losses],
+            "loss_expected": [float(f"{x:.10g}") for x in ref_losses]}
+
+
+def isolated(actual_side: Side, expected: Capture, noise: Capture | None, options: ReportOptions,
+              tokens: np.ndarray) -> list[Divergence]:
+    """Run every module alone on the reference's inputs and output gradient; list every module
+    whose own code diverges (containers only when all their children pass alone)."""
+    own_bad: dict[str, tuple[str, Check]] = {}
+    for call in expected.ordered("exit"):
+        out, grad_in, param_grads = actual_side.run_module(call.path, call.inputs, tokens, call.grad_output)
+        nz = noise.calls.get(call.path) if noise else None
+        gs = float(np.max(np.abs(call.grad_output))) if call.grad_output is not None else 0.0
+        checks = [("forward", Check("output", compare(out, call.output, nz.output if nz else None), out, call.output))]
+        for i, g in enumerate(grad_in):
+            ref_g = call.grad_inputs[i] if i < len(call.grad_inputs) else None
+            ng = nz.grad_inputs[i] if nz and i < len(nz.grad_inputs) else None
+            checks.append(("backward", Check(f"grad_input[{i}]", compare(g, ref_g, ng, gs), g, ref_g)))
+        for name in expected.direct_params(call.path):
+            ref_g = expected.param_grads[name]
+            ng = noise.param_grads.get(name) if noise else None
+            got = param_grads.get(name)
+            checks.append(("param_grad", Check(f"param_grad[{name.rpartition('.')[2]}]",
+                                               compare(got, ref_g, ng, gs), got, ref_g)))
+        bad = next(((phase, c) for phase, c in checks if not c.match), None)
+        prefix = f"{call.path}." if call.path else ""
+        child_bad = any(p.startswith(prefix) and p != call.path for p in own_bad)
+        if bad and not child_bad:
+            own_bad[call.path] = bad
+        elif bad:
+            own_bad.setdefault(call.path + "\0inherited", bad)
+    out = []
+    for path, (phase, check) in own_bad.items():
+        if path.endswith("\0inherited"):
+            continue
+        kind, words = diagnose.classify(check.actual, check.expected, phase != "forward")
+        if phase == "param_grad" and kind == diagnose.VALUE:
+            kind = diagnose.PARAM_GRAD
+        out.append(Divergence(module=display_path(path), phase=phase, kind=kind,
+                              hint=(f"run alone on the reference's inputs, "
+                                    f"{display_path(path)}'s {check.tensor} {words}"),
+                              scratch_source=actual_side.source(path), reference_source="",
+                              tensor=check.tensor, metrics=check.metrics.to_dict()))
+    return out
