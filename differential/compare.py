@@ -108,82 +108,19 @@ def compare(actual: np.ndarray | None, expected: np.ndarray | None,
     )
 
 
-_FIELDS = tuple(f.name for f in fields(Metrics))
-
-
 def compare_many(pairs: list[tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, float]]
                  ) -> list[Metrics]:
-    """`compare` for many ``(actual, expected, noise, scale)`` pairs at once, with the same results.
-
-    A report compares a hundred small tensors; doing the element-wise work on one concatenated
-    array instead of one pair at a time makes that a handful of numpy calls instead of thousands.
-    Pairs that need special handling (a missing side, a shape mismatch, an empty tensor,
-    non-finite values) go through `compare` one by one.
-    """
-    results: list[Metrics | None] = [None] * len(pairs)
-    regular: list[int] = []
-    seen: dict[tuple, int] = {}  # the same arrays compared twice: reuse the first result
-    repeats: list[tuple[int, int]] = []
-    for i, (a, e, n, scale) in enumerate(pairs):
+    """`compare` for many ``(actual, expected, noise, scale)`` pairs; a pair of the very same arrays
+    seen before reuses the first result (a report sees one tensor as one module's output and the
+    next one's input)."""
+    seen: dict[tuple[int, int, int, float], Metrics] = {}
+    results = []
+    for a, e, n, scale in pairs:
         key = (id(a), id(e), id(n), scale)
-        if a is not None and e is not None and key in seen:
-            repeats.append((i, seen[key]))
-        elif a is None or e is None or np.shape(a) != np.shape(e) or np.size(e) == 0:
-            results[i] = compare(*pairs[i])
-        else:
-            seen[key] = i
-            regular.append(i)
-    if regular:
-        flat_a = np.concatenate([np.asarray(pairs[i][0], dtype=np.float64).ravel() for i in regular])
-        flat_e = np.concatenate([np.asarray(pairs[i][1], dtype=np.float64).ravel() for i in regular])
-        sizes = np.array([np.size(pairs[i][1]) for i in regular])
-        starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-        if not (np.isfinite(flat_a).all() and np.isfinite(flat_e).all()):
-            odd = np.add.reduceat((~np.isfinite(flat_a)) | (~np.isfinite(flat_e)), starts) > 0
-            for k in np.flatnonzero(odd):
-                results[regular[k]] = compare(*pairs[regular[k]])
-            keep = np.flatnonzero(~odd)
-            mask = np.repeat(~odd, sizes)
-            regular = [regular[k] for k in keep]
-            flat_a, flat_e, sizes = flat_a[mask], flat_e[mask], sizes[keep]
-            starts = np.concatenate(([0], np.cumsum(sizes)[:-1])) if len(sizes) else starts[:0]
-        if regular:
-            _fill_regular(pairs, regular, flat_a, flat_e, sizes, starts, results)
-    for i, first in repeats:
-        results[i] = results[first]
-    return results  # type: ignore[return-value]
+        if key not in seen:
+            seen[key] = compare(a, e, n, scale)
+        results.append(seen[key])
+    return results
 
 
-def _fill_regular(pairs, regular, flat_a, flat_e, sizes, starts, results) -> None:
-    abs_e = np.abs(flat_e)
-    diff = np.abs(flat_a - flat_e)
-    seg_scale = np.maximum(np.maximum.reduceat(abs_e, starts), [pairs[i][3] for i in regular])
-    rtol = np.empty(len(regular))
-    floor = np.empty(len(regular))
-    for k, i in enumerate(regular):
-        noise = pairs[i][2]
-        if noise is None:
-            rtol[k], floor[k] = RTOL64, ATOL64 * seg_scale[k]
-        else:
-            noise_err = float(np.abs(np.nan_to_num(np.asarray(noise, dtype=np.float64)) - pairs[i][1]).max())
-            rtol[k], floor[k] = 0.0, NOISE_FACTOR * noise_err + FLOAT32_FLOOR * seg_scale[k]
-    allowed = np.repeat(rtol, sizes) * abs_e + np.repeat(floor, sizes)
-    bad = np.add.reduceat(diff > allowed, starts)
-    rel = diff / np.maximum(abs_e, np.finfo(np.float64).tiny)
-    max_rel = np.maximum.reduceat(rel, starts)
-    norm_a = np.sqrt(np.add.reduceat(flat_a * flat_a, starts))
-    norm_e = np.sqrt(np.add.reduceat(flat_e * flat_e, starts))
-    dots = np.add.reduceat(flat_a * flat_e, starts)
-    for k, i in enumerate(regular):
-        shape = np.shape(pairs[i][1])
-        start, size = int(starts[k]), int(sizes[k])
-        worst_flat = int(np.argmax(diff[start:start + size]))
-        na, ne = float(norm_a[k]), float(norm_e[k])
-        cosine = float(dots[k]) / (na * ne) if na > 0 and ne > 0 else (1.0 if na == ne else 0.0)
-        ratio = na / ne if ne > 0 else (1.0 if na == 0 else float("inf"))
-        mismatched = int(bad[k])
-        results[i] = Metrics(
-            match=mismatched == 0, shape_actual=list(shape), shape_expected=list(shape),
-            max_abs=float(diff[start + worst_flat]), max_rel=float(max_rel[k]), cosine=cosine, norm_ratio=ratio,
-            mismatched=mismatched, mismatched_share=mismatched / size,
-            worst_index=[int(j) for j in np.unravel_index(worst_flat, shape)] if shape else [])
+_FIELDS = tuple(f.name for f in fields(Metrics))
