@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from differential import diagnose, phases
-from differential.adapter import AdapterSide
+from differential.adapter_side import AdapterSide
 from differential.capture import Capture
 from differential.diagnose import Divergence, display_path
 from differential.localize import Check, ModuleResult, Origin

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from differential import describe, diagnose, phases
-from differential.adapter import AdapterSide
+from differential.adapter_side import AdapterSide
 from differential.capture import Capture, ModuleCrash
 from differential.diagnose import Divergence, display_path
 from differential.localize import backward_origin, forward_origin, judge

@@ -478,7 +478,7 @@ def mask_kwargs(fn: Any, mask: Any) -> dict[str, Any]:
 def make_side(impl: str, config: TransformerConfig, arrays: dict[str, np.ndarray] | None, dtype: str,
               device: str = "cpu", mask: np.ndarray | None = None, adapter: Any = None) -> Side:
     if impl == "adapter":  # [adapter] a user's model; arrays None keeps its own weights
-        from differential.adapter import AdapterSide
+        from differential.adapter_side import AdapterSide
 
         return AdapterSide(adapter, config, dtype, arrays)
     if impl == "torch":

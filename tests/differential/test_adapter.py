@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from differential import diagnose
-from differential.adapter import Adapter, load_adapter, recording
+from differential.adapter import Adapter, load_adapter
+from differential.adapter_side import recording
 from differential.capture import CallLog
 from differential.cli import main
 from differential.report import Report, ReportOptions, run_report
@@ -72,7 +73,7 @@ def test_reference_gets_the_foreign_weights_transposed() -> None:
     report = _report(adapter)
     assert report.verdict == "match"
     w = adapter.model.layers[0].mha.wq.params[0].val  # (in, out)
-    from differential.adapter import AdapterSide
+    from differential.adapter_side import AdapterSide
 
     side = AdapterSide(adapter, ReportOptions().model, "float64")
     np.testing.assert_array_equal(side.params()["blocks.0.attn.q_proj.weight"], w.T)

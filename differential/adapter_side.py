@@ -1,0 +1,282 @@
+"""`AdapterSide`: a user's model, through its `Adapter`, behind the `Side` interface.
+
+Recording patches the *classes* of the user's modules (``__call__`` and ``forward``, once per
+class, dispatching by instance) and always restores them; see `differential.adapter` for the
+protocol and the name map.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from differential import diagnose
+from differential.adapter import Adapter, resolve_names
+from differential.capture import CallLog, Capture, ModuleCrash, finish_calls
+from differential.localize import ModuleResult, Origin, backward_origin, judge
+from differential.sides import Side, source_location
+from scratch_model.config import TransformerConfig
+
+
+def _patch_targets(objects: list[Any]) -> list[tuple[type, str]]:
+    """(class, attribute) pairs to wrap: for each module's class, the classes in its MRO that
+    define the ``__call__`` and ``forward`` it uses, each pair once."""
+    targets: list[tuple[type, str]] = []
+    for cls in dict.fromkeys(type(obj) for obj in objects):
+        for attr in ("__call__", "forward"):
+            owner = next((k for k in cls.__mro__ if attr in vars(k)), None)
+            if owner is not None and owner is not object and inspect.isfunction(vars(owner)[attr]) \
+                    and (owner, attr) not in targets:
+                targets.append((owner, attr))
+    return targets
+
+
+@contextlib.contextmanager
+def recording(modules: dict[str, Any], log: CallLog, called: dict[str, str]) -> Iterator[None]:
+    """Record every call of the objects in ``modules`` (path -> object) into ``log`` while the block
+    runs, whether it goes through ``__call__`` or ``forward`` (which one is noted in ``called``).
+
+    The classes are patched, not the instances (Python looks ``__call__`` up on the class); a
+    call that ``__call__`` forwards to ``forward`` is recorded once; the original attributes are
+    put back even when the block raises.
+    """
+    paths = {id(obj): path for path, obj in modules.items()}
+    running: set[int] = set()
+
+    def wrap(original: Callable[..., Any], attr: str) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
+            path = paths.get(id(self))
+            if path is None or id(self) in running:
+                return original(self, *args, **kwargs)
+            running.add(id(self))
+            called.setdefault(path, attr)
+            try:
+                out = original(self, *log.before(path, args), **kwargs)
+            finally:
+                running.discard(id(self))
+            log.after(path, out)
+            return out
+
+        return recorded
+
+    saved: list[tuple[type, str, Any]] = []
+    try:
+        for owner, attr in _patch_targets(list(modules.values())):
+            original = vars(owner)[attr]
+            saved.append((owner, attr, original))
+            setattr(owner, attr, wrap(original, attr))
+        yield
+    finally:
+        for owner, attr, original in reversed(saved):
+            setattr(owner, attr, original)
+
+
+# --- the side ----------------------------------------------------------------------------------
+
+def _overrides(adapter: Adapter, method: str) -> bool:
+    return getattr(type(adapter), method) is not getattr(Adapter, method)
+
+
+def _array(value: Any) -> np.ndarray | None:
+    return None if value is None else np.array(value)
+
+
+class AdapterSide(Side):
+    """A user's model, through its adapter, in the reference's names and layouts."""
+
+    impl = "adapter"
+
+    def __init__(self, adapter: Adapter, config: TransformerConfig, dtype: str,
+                 arrays: dict[str, np.ndarray] | None = None) -> None:
+        """``arrays`` (reference names and layouts): load them into the user's model; None: keep its weights."""
+        if not isinstance(adapter, Adapter):
+            raise TypeError(f"expected a differential.adapter.Adapter, got {type(adapter).__name__}")
+        self.adapter, self.config, self.dtype = adapter, config, dtype
+        self.names = resolve_names(adapter, config)
+        self.has_optimizer = _overrides(adapter, "make_optimizer")
+        self.full_backward = True  # module input/output gradients available; known after capture()
+        self.called_through: dict[str, str] = {}  # reference path -> "__call__" | "forward"
+        if arrays is not None:
+            self.load(arrays)
+
+    # parameters, in the reference's names and layouts
+    def _layout(self, theirs: str, array: np.ndarray | None) -> np.ndarray | None:
+        return array.T if array is not None and theirs in self.names.transposed else array
+
+    def params(self) -> dict[str, np.ndarray]:
+        named = self.adapter.named_parameters()
+        return {ref: np.array(self._layout(theirs, np.asarray(self.adapter.to_numpy(named[theirs]))))
+                for ref, theirs in self.names.params.items()}
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        named = self.adapter.named_parameters()
+        for ref, theirs in self.names.params.items():
+            dtype = np.asarray(self.adapter.to_numpy(named[theirs])).dtype
+            self.adapter.set_parameter(theirs, np.array(self._layout(theirs, np.asarray(arrays[ref])), dtype=dtype))
+
+    def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
+        a = self.adapter
+        a.zero_grad()
+        aliased = True
+
+        def alias(x: Any) -> Any:
+            nonlocal aliased
+            twin = a.identity(x) if a.requires_grad(x) else x
+            aliased = aliased and twin is not None
+            return x if twin is None else twin
+
+        log = CallLog(is_tensor=a.is_tensor, alias=alias, requires_grad=a.requires_grad)
+        log.float_dtype = lambda x: np.issubdtype(np.asarray(a.to_numpy(x)).dtype, np.floating)  # type: ignore[method-assign]
+        found = a.modules()
+        objects = {ref: found[theirs] for ref, theirs in self.names.modules.items()}
+        try:
+            with recording(objects, log, self.called_through):
+                logits = a.forward(tokens)
+        except Exception as err:  # the code under test crashed: say where
+            raise ModuleCrash(log.innermost_open(), err) from err
+        out = np.asarray(a.to_numpy(logits))
+        if self.dtype == "float64" and out.dtype != np.float64:
+            raise ValueError(f"{type(a).__name__}'s model computes in {out.dtype}: run the report with "
+                             f"dtype='float32' (--dtype float32)")
+        try:
+            loss = a.loss_and_backward(logits, targets)
+        except Exception as err:
+            raise ModuleCrash(None, err) from err
+        calls = finish_calls(log, lambda t: np.array(a.to_numpy(t)), lambda t: _array(a.grad_of(t)))
+        self.full_backward = aliased and any(c.grad_output is not None for c in calls.values())
+        if not self.full_backward:  # what is there would mislead: a shared input's total gradient, say
+            for c in calls.values():
+                c.grad_output, c.grad_inputs = None, [None] * len(c.grad_inputs)
+        named = a.named_parameters()
+        return Capture("adapter", self.dtype, calls, float(np.asarray(a.to_numpy(loss)).reshape(-1)[0]), out,
+                       self.params(),
+                       {ref: self._layout(t, _array(a.grad_of(named[t]))) for ref, t in self.names.params.items()},
+                       {ref: a.requires_grad(named[t]) for ref, t in self.names.params.items()})
+
+    # judging what this framework can show
+    def judge(self, actual: Capture, expected: Capture, noise: Capture | None
+              ) -> tuple[Capture, dict[str, ModuleResult]]:
+        """`localize.judge` on what the user's model shows: reference modules with no counterpart
+        are left out, and without module gradients the backward phase is not checked."""
+        expected = replace(expected, calls={p: c for p, c in expected.calls.items()
+                                            if p.split("#")[0] in self.names.modules})
+        results = judge(actual, expected, noise)
+        if not self.full_backward:
+            for res in results.values():
+                res.backward = []
+        return expected, results
+
+    def backward_origin(self, results: dict[str, ModuleResult], expected: Capture, actual: Capture
+                        ) -> Origin | None:
+        if self.full_backward:
+            return backward_origin(results, expected, actual)
+        return parameter_origin(results, expected)
+
+    def unchecked(self) -> dict[str, str]:
+        """Phases this adapter could not check, with the reason."""
+        out = {}
+        if not self.full_backward:
+            out["backward"] = ("no gradients of module inputs and outputs (the adapter has no identity op, or the "
+                               "framework keeps no gradients on intermediate tensors): only parameter gradients "
+                               "were compared")
+        if not self.has_optimizer:
+            out["optimizer"] = out["training"] = "the adapter defines no make_optimizer"
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """The report's ``adapter`` section."""
+        cls = type(self.adapter)
+        theirs = self.names.modules
+        return {"adapter": f"{cls.__module__}.{cls.__qualname__}",
+                "gradients": "modules and parameters" if self.full_backward else "parameters only",
+                "transposed": sorted(self.names.transposed),
+                "unchecked_phases": list(self.unchecked()),
+                "why_unchecked": self.unchecked(),
+                "unmatched_reference_modules": list(self.names.unmatched),
+                "modules": dict(theirs),
+                "called_through": {theirs[p]: how for p, how in self.called_through.items()}}
+
+    # sources
+    def source(self, path: str) -> str:
+        theirs = self.names.modules.get(path.split("#")[0])
+        obj = self.adapter.modules().get(theirs) if theirs is not None else None
+        if obj is None:
+            return "?"
+        cls = type(obj)
+        owner = next((k for k in cls.__mro__ if "forward" in vars(k) and k is not object), None)
+        return source_location(cls.forward if owner is not None else cls.__call__)
+
+    def optimizer_source(self) -> str:
+        try:
+            return source_location(type(self.adapter.make_optimizer("adam", 1e-3)).step)
+        except Exception:  # noqa: BLE001 - any failure: point at the factory instead
+            return source_location(type(self.adapter).make_optimizer)
+
+    # optimizer and training
+    def optimizer_step(self, grads: dict[str, np.ndarray | None], optimizer: str, lr: float
+                       ) -> dict[str, np.ndarray]:
+        before = self.params()
+        opt = self._optimizer(optimizer, lr)
+        for ref, theirs in self.names.params.items():
+            g = grads.get(ref)
+            self.adapter.set_grad(theirs, None if g is None else np.array(self._layout(theirs, np.asarray(g)),
+                                                                           dtype=before[ref].dtype))
+        opt.step()
+        after = self.params()
+        self.load(before)
+        return after
+
+    def train_steps(self, batches: list[tuple[np.ndarray, np.ndarray]], optimizer: str, lr: float
+                    ) -> tuple[list[float], list[dict[str, np.ndarray]]]:
+        opt = self._optimizer(optimizer, lr)
+        losses, snapshots = [], []
+        for tokens, targets in batches:
+            self.adapter.zero_grad()
+            loss = self.adapter.loss_and_backward(self.adapter.forward(tokens), targets)
+            opt.step()
+            losses.append(float(np.asarray(self.adapter.to_numpy(loss)).reshape(-1)[0]))
+            snapshots.append(self.params())
+        return losses, snapshots
+
+    def _optimizer(self, kind: str, lr: float) -> Any:
+        if not self.has_optimizer:
+            raise ValueError(f"{type(self.adapter).__name__} defines no make_optimizer: the optimizer and "
+                             "training checks (--steps) need it")
+        return self.adapter.make_optimizer(kind, lr)
+
+    def run_module(self, path, inputs, tokens, grad_output):
+        raise ValueError("isolated mode runs modules alone on the reference's inputs; it is not available "
+                         "through an adapter")
+
+
+def parameter_origin(results: dict[str, ModuleResult], expected: Capture) -> Origin | None:
+    """Backward localization from parameter gradients alone: walking modules in the order the
+    backward reaches them, the first whose own parameter gradient differs. Without module
+    gradients the fault may be in its backward or in code the gradient passed through since the
+    last module whose parameter gradients matched; the hint says so."""
+    last_ok: str | None = None
+    for call in reversed(expected.ordered("enter")):
+        res = results[call.path]
+        if res.missing or not res.param_grad:
+            continue
+        bad = next((c for c in res.param_grad if not c.match), None)
+        if bad is None:
+            last_ok = call.path
+            continue
+        kind, words = diagnose.classify(bad.actual, bad.expected, is_grad=True)
+        since = (f"since {last_ok or '(model)'}, the last module whose parameter gradients match"
+                 if last_ok is not None else "before it (no module with parameters comes earlier in the backward)")
+        reason = (f"{bad.tensor} {words}. Only parameter gradients could be compared, so the fault is in this "
+                  f"module's backward or in the backward of code the gradient passed through {since}")
+        return Origin(call.path, "param_grad", bad, reason=reason, kind=kind)
+    return None
+
+
+# --- loading an adapter by name (the CLI's --adapter) ---------------------------------------
