@@ -1,8 +1,9 @@
 """Bring your own model: run the differential report on a from-scratch framework this project did
 not write, through a small `Adapter` its author subclasses (docs/adapter.md has a worked example).
 
-`AdapterSide` (differential/adapter_side.py) puts an adapter behind the `Side` interface, so ``run_report(ReportOptions(adapter=...))``
-compares the user's model with the torch reference, module by module, in the reference's names:
+`AdapterSide` (in `differential.adapter_side`) puts an adapter behind the `Side` interface, so
+``run_report(ReportOptions(adapter=...))`` compares the user's model with the torch reference,
+module by module, in the reference's names:
 
 - modules are found by walking the model object (attributes, lists, tuples, dicts) and recorded at
   run time by patching their *classes'* ``__call__`` and ``forward``: Python looks special methods
