@@ -23,7 +23,6 @@ from scratch_model.config import TransformerConfig
 SCHEMA_VERSION = 1
 
 
-PHASES = ("forward", "backward", "param_grad", "optimizer", "training")
 
 
 @dataclass(frozen=True)

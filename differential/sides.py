@@ -46,6 +46,12 @@ def source_location(obj: Any) -> str:
     return f"{shown}:{line}"
 
 
+def _cast_floats(arrays: dict[str, np.ndarray], dtype: str) -> dict[str, Any]:
+    """Float arrays in a side's dtype; anything else as given, for the strict check to report."""
+    return {n: a.astype(dtype, copy=False) if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)
+            else a for n, a in arrays.items()}
+
+
 class Side:
     """One implementation (``impl`` in class | functional | torch) in one dtype."""
 
@@ -126,8 +132,11 @@ class ScratchSide(Side):
         return {n: np.array(p.data) for n, p in self.named.items()}
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
-        for name, p in self.named.items():
-            p.data = np.array(arrays[name], dtype=self.dtype)
+        """Strictly (names, shapes, finite values), through the weight bridge, like the torch side."""
+        from differential.weights import load_into_params
+
+        load_into_params(self.named, _cast_floats(arrays, self.dtype))
+        for p in self.named.values():
             p.grad = None
 
     def _zero_grad(self) -> None:
@@ -331,9 +340,7 @@ class TorchSide(Side):
         this side's dtype first."""
         from differential.weights import load_into_torch
 
-        dtype = np.dtype(self.dtype)
-        load_into_torch(self.model, {n: np.asarray(a).astype(dtype, copy=False) if isinstance(a, np.ndarray)
-                                     and np.issubdtype(a.dtype, np.floating) else a for n, a in arrays.items()})
+        load_into_torch(self.model, _cast_floats(arrays, self.dtype))
         for p in self.model.parameters():
             p.grad = None
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from differential import faults
+from differential import diagnose, faults
 from differential.report import ReportOptions, run_report
 from differential.zoo import options_for, report_with_fault, run_zoo
 from scratch_model import autograd, layers, train
@@ -30,6 +30,7 @@ def test_catalogue_covers_every_bug_class_with_code() -> None:
     graph_break_places = {f.module for f in faults.FAULTS.values() if f.bug_class == 1}
     assert len(graph_break_places) >= 4
     assert len(faults.FAULTS) >= 18
+    assert {f.kind for f in faults.FAULTS.values()} <= set(diagnose.KINDS)
 
 
 def test_faults_restore_clean_code() -> None:
