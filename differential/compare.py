@@ -19,6 +19,7 @@ much as the reference's float32 run does; a bug differs by orders of magnitude m
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -27,9 +28,11 @@ RTOL64, ATOL64 = 1e-7, 1e-9
 NOISE_FACTOR, FLOAT32_FLOOR = 8.0, 1e-6
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Metrics:
-    """How far ``actual`` is from ``expected``; all floats are plain Python numbers (JSON-ready)."""
+    """How far ``actual`` is from ``expected``; all floats are plain Python numbers (JSON-ready).
+    Read-only by convention (not frozen: a report builds a hundred of these, and frozen
+    dataclasses are several times slower to create)."""
 
     match: bool
     shape_actual: list[int]
@@ -70,42 +73,74 @@ def compare(actual: np.ndarray | None, expected: np.ndarray | None,
         return Metrics(match=False, shape_actual=list(a.shape), shape_expected=list(e.shape))
     if a.size == 0:
         return Metrics(True, list(a.shape), list(e.shape), 0.0, 0.0, 1.0, 1.0, 0, 0.0, None)
-    finite = bool(np.isfinite(a).all() and np.isfinite(e).all())
-    nans = (0, 0, 0, 0) if finite else \
-        (int(np.isnan(a).sum()), int(np.isinf(a).sum()), int(np.isnan(e).sum()), int(np.isinf(e).sum()))
-    if not finite:  # keep the arithmetic below finite; the counts above carry the news
-        a_f, e_f = np.nan_to_num(a, posinf=0.0, neginf=0.0), np.nan_to_num(e, posinf=0.0, neginf=0.0)
+    # Fast path, a dozen passes over the data: every product below is finite exactly when every
+    # element is (a huge finite value that overflows a square only sends it to the careful path).
+    aa, ee, ae = float(np.vdot(a, a)), float(np.vdot(e, e)), float(np.vdot(a, e))
+    if not (math.isfinite(aa) and math.isfinite(ee) and math.isfinite(ae)):
+        return _compare_nonfinite(a, e, noise, scale)
+    shape, a, e = a.shape, a.reshape(-1), e.reshape(-1)  # flat (0-d too), so the passes can work in place
+    diff = a - e
+    np.abs(diff, out=diff)
+    abs_e = np.abs(e)
+    scale = max(float(abs_e.max()), scale)
+    worst_flat = int(diff.argmax())
+    max_abs = float(diff.flat[worst_flat])
+    if noise is None:
+        floor = ATOL64 * scale  # the least any element is allowed: when nothing exceeds it, nothing is bad
+        mismatched = 0 if max_abs <= floor else int(np.count_nonzero(diff > RTOL64 * abs_e + floor))
     else:
-        a_f, e_f = a, e
+        allowed = NOISE_FACTOR * _noise_error(noise, e) + FLOAT32_FLOOR * scale
+        mismatched = 0 if max_abs <= allowed else int(np.count_nonzero(diff > allowed))
+    np.maximum(abs_e, _TINY, out=abs_e)
+    with np.errstate(over="ignore"):  # a difference where the reference is 0: an infinite relative error
+        max_rel = float(np.divide(diff, abs_e, out=abs_e).max())
+    return _metrics(shape, mismatched, max_abs, max_rel, worst_flat, aa, ee, ae, (0, 0, 0, 0))
+
+
+def _noise_error(noise: np.ndarray, e: np.ndarray) -> float:
+    """max |noise - e|: how far the reference's own float32 run is from the float64 oracle."""
+    n = np.nan_to_num(np.asarray(noise, dtype=np.float64)).reshape(e.shape)
+    return float(np.abs(n - e).max())
+
+
+def _metrics(shape: tuple[int, ...], mismatched: int, max_abs: float, max_rel: float, worst_flat: int,
+             aa: float, ee: float, ae: float, nans: tuple[int, int, int, int]) -> Metrics:
+    norm_a, norm_e = math.sqrt(aa), math.sqrt(ee)
+    cosine = ae / (norm_a * norm_e) if norm_a > 0 and norm_e > 0 else (1.0 if norm_a == norm_e else 0.0)
+    ratio = norm_a / norm_e if norm_e > 0 else (1.0 if norm_a == 0 else float("inf"))
+    size = math.prod(shape)
+    return Metrics(
+        match=mismatched == 0,
+        shape_actual=list(shape), shape_expected=list(shape),
+        max_abs=max_abs, max_rel=max_rel, cosine=cosine, norm_ratio=ratio,
+        mismatched=mismatched, mismatched_share=mismatched / size,
+        worst_index=[int(i) for i in np.unravel_index(worst_flat, shape)] if shape else [],
+        nan_actual=nans[0], inf_actual=nans[1], nan_expected=nans[2], inf_expected=nans[3],
+    )
+
+
+def _compare_nonfinite(a: np.ndarray, e: np.ndarray, noise: np.ndarray | None, scale: float) -> Metrics:
+    """The careful path: a NaN or Inf on either side. Counts them, keeps the arithmetic finite, and
+    marks every element whose finiteness differs (or whose non-finite values differ) as bad."""
+    nans = (int(np.isnan(a).sum()), int(np.isinf(a).sum()), int(np.isnan(e).sum()), int(np.isinf(e).sum()))
+    a_f, e_f = np.nan_to_num(a, posinf=0.0, neginf=0.0), np.nan_to_num(e, posinf=0.0, neginf=0.0)
     abs_e = np.abs(e_f)
     scale = max(float(abs_e.max()), scale)
     diff = np.abs(a_f - e_f)
     if noise is None:
         allowed = RTOL64 * abs_e + ATOL64 * scale
     else:
-        noise_err = float(np.abs(np.nan_to_num(np.asarray(noise, dtype=np.float64)) - e_f).max())
-        allowed = NOISE_FACTOR * noise_err + FLOAT32_FLOOR * scale
+        allowed = NOISE_FACTOR * _noise_error(noise, e_f) + FLOAT32_FLOOR * scale
+    fin_a, fin_e = np.isfinite(a), np.isfinite(e)
     bad = diff > allowed
-    if not finite:
-        bad |= np.isfinite(a) != np.isfinite(e)
-        bad |= ~np.isfinite(a) & ~np.isfinite(e) & ~((a == e) | (np.isnan(a) & np.isnan(e)))
-        diff = np.where(np.isfinite(a) == np.isfinite(e), diff, np.inf)
-    rel = diff / np.maximum(abs_e, np.finfo(np.float64).tiny)
-    norm_a, norm_e = float(np.sqrt(np.vdot(a_f, a_f))), float(np.sqrt(np.vdot(e_f, e_f)))
-    cosine = float(np.vdot(a_f, e_f)) / (norm_a * norm_e) if norm_a > 0 and norm_e > 0 else \
-        (1.0 if norm_a == norm_e else 0.0)
-    ratio = norm_a / norm_e if norm_e > 0 else (1.0 if norm_a == 0 else float("inf"))
+    bad |= fin_a != fin_e
+    bad |= ~fin_a & ~fin_e & ~((a == e) | (np.isnan(a) & np.isnan(e)))
+    diff = np.where(fin_a == fin_e, diff, np.inf)
+    with np.errstate(over="ignore"):
+        rel = diff / np.maximum(abs_e, _TINY)
     worst_flat = int(np.argmax(diff))
-    worst = [int(i) for i in np.unravel_index(worst_flat, a.shape)] if a.ndim else []
-    mismatched = int(np.count_nonzero(bad))
-    return Metrics(
-        match=mismatched == 0,
-        shape_actual=list(a.shape), shape_expected=list(e.shape),
-        max_abs=float(diff.flat[worst_flat]), max_rel=float(rel.max()),
-        cosine=cosine, norm_ratio=ratio,
-        mismatched=mismatched, mismatched_share=mismatched / a.size,
-        worst_index=worst, nan_actual=nans[0], inf_actual=nans[1], nan_expected=nans[2], inf_expected=nans[3],
-    )
+    return _metrics(a.shape, int(np.count_nonzero(bad)), float(diff.flat[worst_flat]), float(rel.max()),
+                    worst_flat, float(np.vdot(a_f, a_f)), float(np.vdot(e_f, e_f)), float(np.vdot(a_f, e_f)), nans)
 
 
 def compare_many(pairs: list[tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, float]]
@@ -124,3 +159,4 @@ def compare_many(pairs: list[tuple[np.ndarray | None, np.ndarray | None, np.ndar
 
 
 _FIELDS = tuple(f.name for f in fields(Metrics))
+_TINY = np.finfo(np.float64).tiny

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from differential.compare import RTOL64, compare, compare_many
+from differential.compare import ATOL64, FLOAT32_FLOOR, NOISE_FACTOR, RTOL64, compare, compare_many
 
 rng = np.random.default_rng(0)
 REF = rng.standard_normal((4, 5))
@@ -72,3 +75,54 @@ def test_compare_many_equals_compare_pair_by_pair() -> None:
                 assert math.isclose(a[key], b[key], rel_tol=1e-12, abs_tol=1e-300), key
             elif not isinstance(a[key], float):
                 assert a[key] == b[key], key
+
+
+def _documented(actual: np.ndarray, expected: np.ndarray, noise: np.ndarray | None, scale: float) -> dict:
+    """The tolerance model as the module docstring states it, written out plainly (no fast paths)."""
+    a, e = actual.astype(np.float64), expected.astype(np.float64)
+    fin_a, fin_e = np.isfinite(a), np.isfinite(e)
+    a0, e0 = np.where(fin_a, a, 0.0), np.where(fin_e, e, 0.0)
+    s = max(float(np.max(np.abs(e0))), scale)
+    diff = np.abs(a0 - e0)
+    if noise is None:
+        allowed = RTOL64 * np.abs(e0) + ATOL64 * s
+    else:
+        allowed = NOISE_FACTOR * float(np.max(np.abs(np.nan_to_num(noise) - e0))) + FLOAT32_FLOOR * s
+    same_nonfinite = ~fin_a & ~fin_e & ((a == e) | (np.isnan(a) & np.isnan(e)))
+    bad = np.where(fin_a & fin_e, diff > allowed, ~same_nonfinite)
+    shown = np.where(fin_a == fin_e, diff, np.inf)
+    with np.errstate(over="ignore"):
+        rel = shown / np.maximum(np.abs(e0), np.finfo(np.float64).tiny)
+    return {"match": not bad.any(), "mismatched": int(bad.sum()), "max_abs": float(shown.max()),
+            "max_rel": float(rel.max()),
+            "nan_actual": int(np.isnan(a).sum()), "inf_actual": int(np.isinf(a).sum())}
+
+
+_values = st.one_of(st.floats(-1e3, 1e3), st.sampled_from([0.0, np.nan, np.inf, -np.inf, 1e-300]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), shape=hnp.array_shapes(min_dims=0, max_dims=3, max_side=4),
+       mode=st.sampled_from(["copy", "roundoff", "perturb", "random", "nonfinite"]),
+       noisy=st.booleans(), scale=st.sampled_from([0.0, 1e-2, 10.0]))
+def test_compare_follows_the_documented_model(data, shape, mode: str, noisy: bool, scale: float) -> None:
+    e = data.draw(hnp.arrays(np.float64, shape, elements=st.floats(-1e3, 1e3)))
+    if mode == "copy":
+        a = e.copy()
+    elif mode == "roundoff":
+        a = e * (1 + 1e-14)
+    elif mode == "perturb":
+        a = e + data.draw(hnp.arrays(np.float64, shape, elements=st.sampled_from([0.0, 1e-12, 1e-8, 1e-3])))
+    elif mode == "random":
+        a = data.draw(hnp.arrays(np.float64, shape, elements=st.floats(-1e3, 1e3)))
+    else:
+        a = data.draw(hnp.arrays(np.float64, shape, elements=_values))
+        e = np.where(data.draw(hnp.arrays(np.bool_, shape)), a, e)  # some non-finite values on both sides
+    noise = e.astype(np.float32).astype(np.float64) if noisy else None
+    got = compare(a, e, noise, scale)
+    want = _documented(a, e, noise, scale)
+    assert got.match is want["match"] and got.mismatched == want["mismatched"]
+    assert got.nan_actual == want["nan_actual"] and got.inf_actual == want["inf_actual"]
+    for key in ("max_abs", "max_rel"):
+        assert math.isclose(getattr(got, key), want[key], rel_tol=1e-12, abs_tol=0.0) or \
+            getattr(got, key) == want[key], key
