@@ -1,11 +1,13 @@
 """The cost of a report on the default model, against the bare work it must do.
 
 Bare work: one scratch (class) forward + backward and one torch forward + backward on the same
-batch, float64. Report: `run_report` with default options (both captures, every comparison,
-localization, the optimizer-step check, the report tables). Both are timed side by side in one
-process, interleaved, after a warm-up; medians are printed with their ratio.
+batch, float64, with both models built and loaded beforehand. Report: `run_report` with default
+options (building both sides, both captures, every comparison, localization, the optimizer-step
+check, the report tables). Both are timed side by side in one process, interleaved, after a
+warm-up; medians are printed with their ratio, then where the report's time goes (median per
+stage, as a share of the bare work).
 
-    .venv/bin/python benchmarks/report_cost.py [--repeats 30]
+    .venv/bin/python benchmarks/report_cost.py [--repeats 40] [--batch-size 16] [--layers 1]
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
 
-from differential.report import ReportOptions, initial_weights, run_report
+from differential.report import ReportOptions, Stopwatch, initial_weights, run_report
 from differential.weights import load_into_torch
-from scratch_model.config import TransformerConfig
 from scratch_model.data import make_reversal_data
 from scratch_model.layers import ReversalTransformer
 from scratch_model.train import cross_entropy
@@ -28,10 +30,14 @@ from torch_reference.model import ReversalTransformer as TorchTransformer
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=40, help="timed runs of each (default 40)")
+    parser.add_argument("--batch-size", type=int, default=ReportOptions.batch_size,
+                        help=f"batch size of both (default: the report's, {ReportOptions.batch_size})")
+    parser.add_argument("--layers", type=int, default=1, help="transformer blocks (default 1)")
     args = parser.parse_args()
-    config = TransformerConfig()
-    options = ReportOptions()
+    base = ReportOptions()
+    options = replace(base, batch_size=args.batch_size, model=replace(base.model, num_layers=args.layers))
+    config = options.model
     weights = initial_weights(config, options.seed)
     scratch = ReversalTransformer(config)
     scratch.load_arrays(weights)
@@ -47,13 +53,18 @@ def main() -> None:
         logits = reference(t_tokens)
         torch.nn.functional.cross_entropy(logits.reshape(-1, config.vocab_size), t_targets).backward()
 
+    stages: list[dict[str, float]] = []
+
     def report() -> None:
-        run_report(options)
+        watch = Stopwatch()
+        run_report(options, watch)
+        stages.append(watch.seconds)
 
     torch.set_num_threads(1)  # the report runs torch on one thread; the bare work gets the same
-    for _ in range(3):
+    for _ in range(5):
         bare()
         report()
+    stages.clear()
     bare_times, report_times = [], []
     for _ in range(args.repeats):
         for fn, times in ((bare, bare_times), (report, report_times)):
@@ -61,10 +72,14 @@ def main() -> None:
             fn()
             times.append(time.perf_counter() - start)
     b, r = statistics.median(bare_times), statistics.median(report_times)
+    print(f"model: {args.layers} layer(s), batch {options.batch_size}, float64; {args.repeats} runs each, interleaved")
     print(f"bare work (scratch + torch forward and backward): median {b * 1e3:.2f} ms")
-    print(f"report on the default model:                      median {r * 1e3:.2f} ms")
-    print(f"ratio report / bare: {r / b:.2f}  (torch threads: {torch.get_num_threads()}, "
-          f"numpy {np.__version__})")
+    print(f"report:                                           median {r * 1e3:.2f} ms")
+    print(f"ratio report / bare: {r / b:.2f}  (torch threads: {torch.get_num_threads()}, numpy {np.__version__})")
+    print("\nwhere the report's time goes (median per stage):")
+    for stage in stages[0]:
+        ms = statistics.median(s[stage] for s in stages) * 1e3
+        print(f"  {stage:24s} {ms:7.2f} ms  {ms / (b * 1e3):5.2f} x bare")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ answer the original report's questions (gradient flow, weight update, data sanit
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -152,16 +153,36 @@ def _checked_weights(options: ReportOptions) -> dict[str, np.ndarray]:
     return given
 
 
-def run_report(options: ReportOptions) -> Report:
-    """Run the implementation under test and the reference on one batch and report."""
+class Stopwatch:
+    """Wall time per stage of a report, in seconds (summed when one stopwatch times many reports)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def resume(self) -> None:
+        """Start timing from now (time since the last lap is not charged to any stage)."""
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        """Charge the time since the previous lap (or since creation) to ``stage``."""
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now
+
+
+def run_report(options: ReportOptions, stopwatch: Stopwatch | None = None) -> Report:
+    """Run the implementation under test and the reference on one batch and report.
+    ``stopwatch`` (optional) receives the time spent in each stage."""
     from torch_reference.train import cpu_threads
 
     # The models are tiny: torch on one thread is faster, and steady on a busy machine.
     with cpu_threads(1):
-        return _run_report(options)
+        return _run_report(options, stopwatch or Stopwatch())
 
 
-def _run_report(options: ReportOptions) -> Report:
+def _run_report(options: ReportOptions, watch: Stopwatch) -> Report:
+    watch.resume()
     arrays = _checked_weights(options)
     batches = phases.batches(options)
     tokens, targets = batches[0]
@@ -169,6 +190,7 @@ def _run_report(options: ReportOptions) -> Report:
     if not data["ok"]:
         return _data_report(data, options)
     mask = phases.mask(options, tokens.shape[1])
+    watch.lap("weights and batch")
 
     # [adapter] a user's model keeps its own weights (unless options.weights); the reference copies them
     own = None if options.adapter is not None and options.weights is None else arrays
@@ -178,14 +200,17 @@ def _run_report(options: ReportOptions) -> Report:
     oracle_side = make_side(options.against, options.model, arrays, "float64", options.device, mask)
     noise_side = make_side(options.against, options.model, arrays, "float32", options.device, mask) \
         if options.dtype == "float32" else None
+    watch.lap("build sides")
 
     expected = oracle_side.capture(tokens, targets)
+    noise = noise_side.capture(tokens, targets) if noise_side else None
+    watch.lap("capture reference")
     try:
         actual = actual_side.capture(tokens, targets)
     except ModuleCrash as crash:
         return _crash_report(crash, actual_side, oracle_side, expected, options, data)
-    noise = noise_side.capture(tokens, targets) if noise_side else None
     data["logits_shape"] = list(actual.logits.shape)
+    watch.lap("capture implementation")
 
     adapted = isinstance(actual_side, AdapterSide)  # [adapter] judge only what the user's framework shows
     if adapted:
@@ -193,9 +218,12 @@ def _run_report(options: ReportOptions) -> Report:
     else:
         results = judge(actual, expected, noise)
     loss = phases.loss_check(actual, expected, noise)
+    watch.lap("compare")
     optimizer_checks, weight_update = ([], []) if adapted and not actual_side.has_optimizer else \
         phases.optimizer_phase(actual_side, oracle_side, noise_side, actual, expected, options)
+    watch.lap("optimizer step")
     training = phases.training_phase(actual_side, oracle_side, noise_side, batches, options)
+    watch.lap("training")
 
     # Pipeline order: forward modules, the loss, the backward, the optimizer, training.
     first = None
@@ -223,13 +251,15 @@ def _run_report(options: ReportOptions) -> Report:
                                 f"{step} ({training['first_divergent_what']})",
                            scratch_source=actual_side.source(""), reference_source=oracle_side.source(""))
 
+    watch.lap("localize and diagnose")
     isolated = phases.isolated(actual_side, expected, noise, options, tokens) if options.isolated else None
     if isolated and first is None:
         first = isolated[0]
+    watch.lap("isolated")
 
     modules = [phases.module_entry(results[c.path], actual_side, oracle_side, phases.depth(c.path, expected))
                for c in expected.ordered("enter")]
-    return Report(
+    report = Report(
         options=_options_dict(options),
         verdict="match" if first is None else "diverged",
         first_divergence=first,
@@ -242,6 +272,8 @@ def _run_report(options: ReportOptions) -> Report:
         isolated=isolated,
         adapter=actual_side.summary() if adapted else None,  # [adapter]
     )
+    watch.lap("tables")
+    return report
 
 
 def _crash_report(crash: ModuleCrash, actual_side: Side, oracle_side: Side, expected: Capture,

@@ -290,7 +290,8 @@ class ScratchSide(Side):
         before = {name: p.data.copy() for name, p in self.named.items()}
         opt = self._optimizer(optimizer, lr)
         for name, p in self.named.items():
-            p.grad = None if grads.get(name) is None else np.asarray(grads[name], dtype=self.dtype)
+            # a copy: an optimizer under test may change p.grad in place, and these are the captures' arrays
+            p.grad = None if grads.get(name) is None else np.array(grads[name], dtype=self.dtype)
         opt.step()
         after = {name: p.data for name, p in self.named.items()}
         for name, p in self.named.items():
@@ -420,27 +421,23 @@ class TorchSide(Side):
         module = self.model.get_submodule(base) if base else self.model
         return source_location(type(module).forward)
 
-    def _optimizer(self, optimizer: str, lr: float) -> Any:
-        params = list(self.model.parameters())
+    def _optimizer(self, optimizer: str, lr: float, params: list[Any] | None = None) -> Any:
+        params = list(self.model.parameters()) if params is None else params
+        # foreach: one kernel per tensor list instead of a Python loop over parameters (same rules)
         if optimizer == "adam":
-            return self.torch.optim.Adam(params, lr=lr)
-        return self.torch.optim.SGD(params, lr=lr, momentum=0.9)
+            return self.torch.optim.Adam(params, lr=lr, foreach=True)
+        return self.torch.optim.SGD(params, lr=lr, momentum=0.9, foreach=True)
 
     def optimizer_step(self, grads, optimizer, lr):
-        named = dict(self.model.named_parameters())
-        with self.torch.no_grad():
-            saved = {name: p.detach().clone() for name, p in named.items()}
-        opt = self._optimizer(optimizer, lr)
-        for name, p in named.items():
+        # Step fresh copies of the parameters: the model itself is never touched.
+        torch = self.torch
+        with torch.no_grad():
+            copies = {name: p.detach().clone().requires_grad_() for name, p in self.model.named_parameters()}
+        for name, p in copies.items():
             g = grads.get(name)
-            p.grad = None if g is None else self.torch.as_tensor(np.array(g), dtype=self.tdtype, device=self.device)
-        opt.step()
-        after = self.params()
-        with self.torch.no_grad():
-            for name, p in named.items():
-                p.copy_(saved[name])
-                p.grad = None
-        return after
+            p.grad = None if g is None else torch.as_tensor(np.array(g), dtype=self.tdtype, device=self.device)
+        self._optimizer(optimizer, lr, list(copies.values())).step()
+        return {name: p.detach().cpu().numpy() for name, p in copies.items()}
 
     def train_steps(self, batches, optimizer, lr):
         opt = self._optimizer(optimizer, lr)

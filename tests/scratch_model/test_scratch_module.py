@@ -240,3 +240,22 @@ def test_functional_submodule_runs_each_module_like_the_class_model(masked: bool
         np.testing.assert_allclose(ours, model.get(path)(*args).data, rtol=1e-12, atol=1e-12, err_msg=path)
     with pytest.raises(ValueError, match="blocks.7"):
         functional.submodule(params, config, "blocks.7")
+
+
+def test_seeded_init_draws_are_fresh_arrays_and_independent_of_dtype_and_order() -> None:
+    """init remembers its draws; a model that changes its weights in place must not change the
+    next model built from the same seed, and float32 must be the float64 draw rounded."""
+    first = ReversalTransformer(TransformerConfig(**SMALL), seed=5)
+    before = {n: p.data.copy() for n, p in first.named_parameters()}
+    for p in first.parameters():
+        p.data += 1.0  # in place
+    again = ReversalTransformer(TransformerConfig(**SMALL), seed=5)
+    single = ReversalTransformer(TransformerConfig(**SMALL), seed=5, dtype=np.float32)
+    params, _ = functional.build_simple_transformer(TransformerConfig(**SMALL), seed=5)
+    for name, p in again.named_parameters():
+        np.testing.assert_array_equal(p.data, before[name])
+        np.testing.assert_array_equal(params[name].data, before[name])
+        np.testing.assert_array_equal(dict(single.named_parameters())[name].data, before[name].astype(np.float32))
+        assert p.data.flags.writeable
+    other = dict(ReversalTransformer(TransformerConfig(**SMALL), seed=6).named_parameters())
+    assert not np.array_equal(other["head.weight"].data, before["head.weight"])
