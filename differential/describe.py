@@ -232,9 +232,9 @@ def _optimizer_source(side: Side) -> str:
     if isinstance(side, AdapterSide):  # [adapter]
         return side.optimizer_source()
     if side.impl == "torch":
-        import torch
+        from torch_reference.optim import TorchOptimizer
 
-        return source_location(torch.optim.Adam.step)
+        return source_location(TorchOptimizer.step)
     from scratch_model.optim import Optimizer
 
     return source_location(Optimizer.step)

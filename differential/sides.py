@@ -422,11 +422,9 @@ class TorchSide(Side):
         return source_location(type(module).forward)
 
     def _optimizer(self, optimizer: str, lr: float, params: list[Any] | None = None) -> Any:
-        params = list(self.model.parameters()) if params is None else params
-        # foreach: one kernel per tensor list instead of a Python loop over parameters (same rules)
-        if optimizer == "adam":
-            return self.torch.optim.Adam(params, lr=lr, foreach=True)
-        return self.torch.optim.SGD(params, lr=lr, momentum=0.9, foreach=True)
+        from torch_reference.optim import TorchOptimizer
+
+        return TorchOptimizer(list(self.model.parameters()) if params is None else params, optimizer, lr)
 
     def optimizer_step(self, grads, optimizer, lr):
         # Step fresh copies of the parameters: the model itself is never touched.
