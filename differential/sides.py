@@ -441,7 +441,7 @@ class TorchSide(Side):
         opt = self._optimizer(optimizer, lr)
         losses, snapshots = [], []
         for tokens, targets in batches:
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss = self._loss(self.model(self._tokens(tokens), self.mask), targets)
             loss.backward()
             opt.step()
