@@ -1,12 +1,17 @@
-"""The bare work a report must do, as a process of its own: import the frameworks, build the
-scratch (class) model and the torch model with the report's shared initial weights, and run one
-forward and backward of each on the report's default batch (float64). `report_cost.py
---end-to-end` times this script against `scratchdiff report`.
+"""The bare work a report must do: build the scratch (class) model and the torch model with the
+report's shared initial weights, then one forward and backward of each on the report's batch
+(float64).
+
+`prepare(options)` builds both and returns the forward-and-backward to time (`report_cost.py`
+times it in process); run as a script, this is the whole job as a process of its own (imports
+included), which `report_cost.py --end-to-end` times against `scratchdiff report`.
 
     .venv/bin/python benchmarks/bare_work.py
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
@@ -18,8 +23,7 @@ from scratch_model.train import cross_entropy
 from torch_reference.model import ReversalTransformer as TorchTransformer
 
 
-def main() -> None:
-    options = ReportOptions()
+def prepare(options: ReportOptions) -> Callable[[], None]:
     config = options.model
     weights = initial_weights(config, options.seed)
     scratch = ReversalTransformer(config)
@@ -28,11 +32,17 @@ def main() -> None:
     load_into_torch(reference, weights)
     data = make_reversal_data(config, options.batch_size, 1, seed=options.seed)
     tokens, targets = next(data.batches(0, options.batch_size))
-    cross_entropy(scratch(tokens), targets).backward()
-    logits = reference(torch.as_tensor(tokens))
-    torch.nn.functional.cross_entropy(logits.reshape(-1, config.vocab_size),
-                                      torch.as_tensor(targets).reshape(-1)).backward()
+    t_tokens, t_targets = torch.as_tensor(tokens), torch.as_tensor(targets).reshape(-1)
+
+    def forward_and_backward() -> None:
+        scratch.zero_grad()
+        cross_entropy(scratch(tokens), targets).backward()
+        reference.zero_grad()
+        logits = reference(t_tokens)
+        torch.nn.functional.cross_entropy(logits.reshape(-1, config.vocab_size), t_targets).backward()
+
+    return forward_and_backward
 
 
 if __name__ == "__main__":
-    main()
+    prepare(ReportOptions())()

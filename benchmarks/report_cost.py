@@ -27,14 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bare_work import prepare  # this folder's bare_work.py
 
 from differential.report import ReportOptions, Stopwatch, initial_weights, run_report
 from differential.sides import make_side
-from differential.weights import load_into_torch
 from scratch_model.data import make_reversal_data
-from scratch_model.layers import ReversalTransformer
-from scratch_model.train import cross_entropy
-from torch_reference.model import ReversalTransformer as TorchTransformer
 
 
 def main() -> None:
@@ -54,21 +51,10 @@ def main() -> None:
     base = ReportOptions()
     options = replace(base, batch_size=args.batch_size, model=replace(base.model, num_layers=args.layers))
     config = options.model
+    bare = prepare(options)
     weights = initial_weights(config, options.seed)
-    scratch = ReversalTransformer(config)
-    scratch.load_arrays(weights)
-    reference = TorchTransformer(config).double()
-    load_into_torch(reference, weights)
-    tokens, targets = next(make_reversal_data(config, options.batch_size, 1, seed=0).batches(0, options.batch_size))
-    t_tokens, t_targets = torch.as_tensor(tokens), torch.as_tensor(targets).reshape(-1)
-
-    def bare() -> None:
-        scratch.zero_grad()
-        cross_entropy(scratch(tokens), targets).backward()
-        reference.zero_grad()
-        logits = reference(t_tokens)
-        torch.nn.functional.cross_entropy(logits.reshape(-1, config.vocab_size), t_targets).backward()
-
+    tokens, targets = next(make_reversal_data(config, options.batch_size, 1, seed=options.seed)
+                           .batches(0, options.batch_size))
     sides = {impl: make_side(impl, config, weights, "float64") for impl in ("class", "torch")}
 
     def captures() -> None:  # the floor: what any per-module capture of both sides costs
