@@ -39,11 +39,13 @@ def format_json(report: Report) -> str:
 
 def _tree(report: Report) -> Tree:
     first = report.first_divergence.module if report.first_divergence else None
-    root = Tree(Text("modules   fwd bwd param", style="bold"))
+    # Labels are padded so the marks line up in columns whatever the depth (the tree indents by 4).
+    width = max((4 * m["depth"] + len(m["module"]) for m in report.modules), default=0)
+    root = Tree(Text(f"{'modules':<{width + 5}}fwd bwd param", style="bold"))
     stack: list[tuple[int, Tree]] = [(-1, root)]
     for m in report.modules:
         marks = " ".join(f"{MARK[m[p]['status']]:>3}" for p in ("forward", "backward", "param_grad"))
-        label = Text(f"{m['module']:<28} {marks}")
+        label = Text(f"{m['module']:<{width - 4 * m['depth']}} {marks}")
         if m["module"] == first:
             label.stylize("bold red")
             label.append("  <- first divergence", style="bold red")
