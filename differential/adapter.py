@@ -112,6 +112,22 @@ class Adapter:
             return False
         return callable(getattr(obj, "forward", None)) or (callable(obj) and _user_class(type(obj)))
 
+    # --- optional: teacher forcing (every finding in one run) -----------------------------------
+    def tensor(self, array: np.ndarray) -> Any | None:
+        """A new tensor of yours holding ``array``: a leaf of your graph that receives a gradient in
+        the backward (``Tensor(array, requires_grad=True)`` in most frameworks). With it (and
+        `backward`) the report runs each module alone on the reference's inputs and output gradient,
+        so it blames every module only for the error it adds itself and finds every independent bug
+        in one run; it also runs your loss alone on the reference's logits. None (the default): only
+        the first divergence is localized, and the report lists these checks as not run."""
+        return None
+
+    def backward(self, output: Any, grad: np.ndarray) -> None:
+        """Run your backward from ``output`` (not a scalar) with ``grad`` (same shape, your dtype) as the
+        gradient of the loss with respect to it, accumulating into every ``grad_of``. A framework that
+        only backpropagates from scalars can backpropagate ``sum(output * grad)`` instead."""
+        raise NotImplementedError(f"{type(self).__name__} defines tensor(), so it must define backward(output, grad)")
+
     # --- optional: optimizer and training checks --------------------------------------------
     def make_optimizer(self, kind: str, lr: float) -> Any:
         """A fresh optimizer over the parameter list your training loop would use, with a ``step()``

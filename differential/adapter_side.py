@@ -19,6 +19,7 @@ import numpy as np
 from differential import diagnose
 from differential.adapter import Adapter, resolve_names
 from differential.capture import CallLog, Capture, ModuleCrash, finish_calls
+from differential.findings import NotAvailable
 from differential.localize import ModuleResult, Origin, backward_origin, judge
 from differential.sides import Side, source_location
 from scratch_model.config import TransformerConfig
@@ -38,9 +39,11 @@ def _patch_targets(objects: list[Any]) -> list[tuple[type, str]]:
 
 
 @contextlib.contextmanager
-def recording(modules: dict[str, Any], log: CallLog, called: dict[str, str]) -> Iterator[None]:
+def recording(modules: dict[str, Any], log: CallLog, called: dict[str, str],
+              arguments: dict[str, tuple[tuple, dict]] | None = None) -> Iterator[None]:
     """Record every call of the objects in ``modules`` (path -> object) into ``log`` while the block
-    runs, whether it goes through ``__call__`` or ``forward`` (which one is noted in ``called``).
+    runs, whether it goes through ``__call__`` or ``forward`` (which one is noted in ``called``; the
+    first call's arguments in ``arguments``, to run the module alone later).
 
     The classes are patched, not the instances (Python looks ``__call__`` up on the class); a
     call that ``__call__`` forwards to ``forward`` is recorded once; the original attributes are
@@ -57,6 +60,8 @@ def recording(modules: dict[str, Any], log: CallLog, called: dict[str, str]) -> 
                 return original(self, *args, **kwargs)
             running.add(id(self))
             called.setdefault(path, attr)
+            if arguments is not None:
+                arguments.setdefault(path, (args, kwargs))
             try:
                 out = original(self, *log.before(path, args), **kwargs)
             finally:
@@ -103,6 +108,8 @@ class AdapterSide(Side):
         self.has_optimizer = _overrides(adapter, "make_optimizer")
         self.full_backward = True  # module input/output gradients available; known after capture()
         self.called_through: dict[str, str] = {}  # reference path -> "__call__" | "forward"
+        self.arguments: dict[str, tuple[tuple, dict]] = {}  # reference path -> the first call's (args, kwargs)
+        self.can_force = _overrides(adapter, "tensor")
         if arrays is not None:
             self.load(arrays)
 
@@ -137,7 +144,7 @@ class AdapterSide(Side):
         found = a.modules()
         objects = {ref: found[theirs] for ref, theirs in self.names.modules.items()}
         try:
-            with recording(objects, log, self.called_through):
+            with recording(objects, log, self.called_through, self.arguments):
                 logits = a.forward(tokens)
         except Exception as err:  # the code under test crashed: say where
             raise ModuleCrash(log.innermost_open(), err) from err
@@ -155,10 +162,12 @@ class AdapterSide(Side):
             for c in calls.values():
                 c.grad_output, c.grad_inputs = None, [None] * len(c.grad_inputs)
         named = a.named_parameters()
+        logits_grad = _array(a.grad_of(logits)) if self.full_backward else None
         return Capture("adapter", self.dtype, calls, float(np.asarray(a.to_numpy(loss)).reshape(-1)[0]), out,
                        self.params(),
                        {ref: self._layout(t, _array(a.grad_of(named[t]))) for ref, t in self.names.params.items()},
-                       {ref: a.requires_grad(named[t]) for ref, t in self.names.params.items()})
+                       {ref: a.requires_grad(named[t]) for ref, t in self.names.params.items()},
+                       logits_grad=logits_grad, logits_grad_known=self.full_backward)
 
     # judging what this framework can show
     def judge(self, actual: Capture, expected: Capture, noise: Capture | None
@@ -188,6 +197,9 @@ class AdapterSide(Side):
                                "were compared")
         if not self.has_optimizer:
             out["optimizer"] = out["training"] = "the adapter defines no make_optimizer"
+        if not (self.can_force and self.full_backward):
+            out["findings"] = ("the adapter defines no tensor() and backward(): modules cannot run alone on the "
+                               "reference's values, so only the first divergence is localized")
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -251,9 +263,51 @@ class AdapterSide(Side):
                              "training checks (--steps) need it")
         return self.adapter.make_optimizer(kind, lr)
 
-    def run_module(self, path, inputs, tokens, grad_output):
-        raise ValueError("isolated mode runs modules alone on the reference's inputs; it is not available "
-                         "through an adapter")
+    # teacher forcing
+    def _forcing(self) -> None:
+        if not self.can_force:
+            raise NotAvailable(f"{type(self.adapter).__name__} defines no tensor() and backward(): modules and the "
+                               "loss cannot run alone on the reference's values (teacher forcing)")
+        if not self.full_backward:
+            raise NotAvailable(f"{type(self.adapter).__name__} keeps no gradients on module inputs: modules and the "
+                               "loss cannot be run alone and judged (teacher forcing)")
+
+    def _tensor(self, array: np.ndarray) -> Any:
+        return self.adapter.tensor(np.array(array, dtype=self.dtype))
+
+    def loss_on(self, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray | None, bool]:
+        self._forcing()
+        a = self.adapter
+        given = self._tensor(logits)
+        a.zero_grad()
+        loss = a.loss_and_backward(given, targets)
+        return float(np.asarray(a.to_numpy(loss)).reshape(-1)[0]), _array(a.grad_of(given)), a.requires_grad(loss)
+
+    def run_module(self, path: str, inputs: list[np.ndarray], tokens: np.ndarray, grad_output: np.ndarray | None
+                   ) -> tuple[np.ndarray, list[np.ndarray | None], dict[str, np.ndarray | None]]:
+        """The user's module called as the model called it (same non-float arguments), with each float
+        input replaced by a new tensor holding the reference's value."""
+        self._forcing()
+        a = self.adapter
+        base = path.split("#")[0]
+        obj = a.modules()[self.names.modules[base]]
+        args, kwargs = self.arguments.get(base, ((), {}))
+        given, fresh = [], list(inputs)
+        for x in args:
+            if a.is_tensor(x) and np.issubdtype(np.asarray(a.to_numpy(x)).dtype, np.floating) and fresh:
+                given.append(self._tensor(fresh.pop(0)))
+            else:
+                given.append(x)
+        leaves = [g for g, x in zip(given, args, strict=True) if g is not x]
+        run = obj if self.called_through.get(base, "__call__") == "__call__" else obj.forward
+        a.zero_grad()
+        out = run(*given, **kwargs)
+        if grad_output is not None and a.requires_grad(out):
+            a.backward(out, np.array(grad_output, dtype=self.dtype))
+        named = a.named_parameters()
+        grads = {ref: self._layout(theirs, _array(a.grad_of(named[theirs])))
+                 for ref, theirs in self.names.params.items() if not base or ref.startswith(base + ".")}
+        return np.array(a.to_numpy(out)), [_array(a.grad_of(t)) for t in leaves], grads
 
 
 def parameter_origin(results: dict[str, ModuleResult], expected: Capture) -> Origin | None:

@@ -49,13 +49,38 @@ class Capture:
     param_requires_grad: dict[str, bool]
     loss_requires_grad: bool = True
     max_backward_calls: int = 1  # most times one node's backward ran in one pass (should be 1)
+    logits_grad: np.ndarray | None = None  # the loss's own backward: d loss / d logits
+    logits_grad_known: bool = True  # False: this implementation keeps no gradient on the logits
 
     def ordered(self, by: str = "enter") -> list[Call]:
         return sorted(self.calls.values(), key=lambda c: getattr(c, by))
 
     def direct_params(self, path: str) -> list[str]:
-        """Names of the parameters owned by the module at ``path`` itself (not its children)."""
-        return [n for n in self.params if n.rpartition(".")[0] == path]
+        """Names of the parameters charged to the module call at ``path``: those whose nearest
+        recorded module is that one (a parameter of a module that was not recorded, such as a
+        user's layer with no counterpart in the name map, is charged to its nearest recorded
+        ancestor, or to the model root; none is ever dropped)."""
+        base = path.split("#")[0]
+        if path != base:
+            return []  # a repeated call: its module's parameters are judged at the first call
+        recorded = {p.split("#")[0] for p in self.calls}
+        return [n for n in self.params if nearest_recorded(n.rpartition(".")[0], recorded) == base]
+
+
+def nearest_recorded(path: str, recorded: set[str] | dict[str, Any]) -> str:
+    """``path`` itself if recorded, else its nearest recorded ancestor, else the root."""
+    while path and path not in recorded:
+        path = path.rpartition(".")[0]
+    return path
+
+
+def parent_call(path: str, recorded: set[str] | dict[str, Any]) -> str | None:
+    """The nearest recorded proper ancestor of the module call ``path`` (None for the root):
+    ``blocks.0``'s parent is the model even though ``blocks`` (a list) is not recorded."""
+    base = path.split("#")[0]
+    if base == ROOT:
+        return None
+    return nearest_recorded(base.rpartition(".")[0], recorded)
 
 
 class ModuleCrash(Exception):

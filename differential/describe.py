@@ -13,7 +13,8 @@ from differential import diagnose, phases
 from differential.adapter_side import AdapterSide
 from differential.capture import Capture
 from differential.diagnose import Divergence, display_path
-from differential.localize import Check, ModuleResult, Origin
+from differential.findings import Forced
+from differential.localize import Check, ModuleResult, Origin, children
 from differential.sides import ScratchSide, Side, mask_kwargs, source_location
 
 if TYPE_CHECKING:
@@ -21,7 +22,10 @@ if TYPE_CHECKING:
 
 
 def describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Side, oracle_side: Side,
-              actual: Capture, expected: Capture, options: ReportOptions) -> Divergence:
+              actual: Capture, expected: Capture, options: ReportOptions,
+              forced: dict[str, Forced] | None = None) -> Divergence:
+    """``forced``: the modules run alone (teacher forcing), which lets a container's hint say that
+    its children were checked."""
     check = origin.check
     is_grad = origin.phase != "forward"
     if origin.kind is not None:
@@ -37,16 +41,22 @@ def describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Side
     scratch_src = actual_side.source(origin.path)
     reference_src = oracle_side.source(origin.path)
     where = display_path(origin.path)
+    alone = "run alone on the reference's inputs" + ("" if origin.phase == "forward" else " and output gradient")
     if origin.kind == diagnose.GRAPH_BREAK and origin.reason and not origin.container_code:
         hint = f"{where}: {words}"
+    elif origin.kind == diagnose.CRASH:
+        hint = f"{where}: {words}"
     elif origin.phase == "forward":
-        hint = f"{where}'s inputs match but its output does not: {words}"
+        hint = f"{alone}, {where}'s output does not match: {words}" if origin.forced else \
+            f"{where}'s inputs match but its output does not: {words}"
     elif origin.phase == "backward":
-        hint = f"{where}'s output gradient matches but {words}"
+        hint = f"{alone}, {where}'s {words}" if origin.forced else f"{where}'s output gradient matches but {words}"
     else:
         name = check.tensor if check else "a parameter gradient"
-        hint = (f"{where}'s inputs and output gradient match but {name} does not: the weight-gradient "
-                f"formula is wrong ({words})") if kind == diagnose.PARAM_GRAD else f"{where}: {words}"
+        lead = f"{alone}, {where}'s output and input gradients match" if origin.forced else \
+            f"{where}'s inputs and output gradient match"
+        hint = (f"{lead} but {name} does not: the weight-gradient formula is wrong ({words})"
+                if kind == diagnose.PARAM_GRAD else f"{where}: {words}")
         if kind == diagnose.GRAPH_BREAK:
             pname = _param_name(origin.path, check)
             if not actual.param_requires_grad.get(pname, True):
@@ -54,25 +64,51 @@ def describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Side
             else:
                 hint = f"{where}: {pname} gets no gradient: the path from it to the output is cut in this module"
     if origin.container_code:
-        if kind != diagnose.GRAPH_BREAK:
-            hint += f" — every child of {where} matches, so the fault is in {where}'s own code"
-        child = _first_child_with_bad_input(origin.path, origin.phase, results, expected)
+        claim = _children_claim(origin.path, origin.phase, results, expected, forced)
+        if kind != diagnose.GRAPH_BREAK and claim:
+            hint += f" — {claim}, so the fault is in {where}'s own code"
+        elif kind != diagnose.GRAPH_BREAK:
+            hint += f" — not every child of {where} could be checked, so the fault is in {where}'s own code or in a " \
+                    "child that diverges only inside it"
+        child = None if origin.forced else _first_child_with_bad_input(origin.path, origin.phase, results, expected)
         if child:
-            scratch_src = _child_line(scratch_src, child.rpartition(".")[2])
-            reference_src = _child_line(reference_src, child.rpartition(".")[2])
+            leaf = child.split("#")[0].rpartition(".")[2]
+            scratch_src = _child_line(scratch_src, leaf)
+            reference_src = _child_line(reference_src, leaf)
             hint += f" (the input it builds for {child})" if origin.phase == "forward" else \
                 f" (around its call of {child})"
     if kind == diagnose.GRAPH_BREAK and isinstance(actual_side, ScratchSide):
         hint += _where_the_chain_stops(actual_side, origin, actual, options)
     op = None
     if is_grad and isinstance(actual_side, ScratchSide) and "chain stops" not in hint:
-        op = _op_check(actual_side, origin.path, actual, options)
+        op = _op_check(actual_side, origin.path, expected if origin.forced else actual, options)
         if op:
             hint += f"; inside it, the backward of `{op['op']}` ({op['source']}) disagrees with finite differences"
     metrics = check.metrics.to_dict() if check is not None else None
     return Divergence(module=where, phase=origin.phase, kind=kind, hint=hint, scratch_source=scratch_src,
                       reference_source=reference_src, tensor=check.tensor if check else None,
                       metrics=metrics, op=op)
+
+
+def _children_claim(path: str, phase: str, results: dict[str, ModuleResult], expected: Capture,
+                    forced: dict[str, Forced] | None) -> str:
+    """What was checked of a container's children, in words ("" when not all of them were)."""
+    kids = [c.path for c in children(path, expected.calls)]
+    phases_checked = ("forward",) if phase == "forward" else ("forward", "backward", "param_grad")
+
+    def joint_ok(p: str) -> bool:
+        res = results[p]
+        return not res.missing and all(c.match for ph in phases_checked for c in getattr(res, ph))
+
+    def alone_ok(p: str) -> bool:
+        f = (forced or {}).get(p)
+        return f is not None and f.error is None and all(f.bad(ph) is None for ph in phases_checked)
+
+    if all(joint_ok(p) for p in kids):
+        return f"every child of {display_path(path)} matches"
+    if all(joint_ok(p) or alone_ok(p) for p in kids):
+        return f"every child of {display_path(path)} matches when run alone on the reference's inputs"
+    return ""
 
 
 def _child_line(container_source: str, child: str) -> str:
@@ -123,10 +159,7 @@ def _first_child_with_bad_input(path: str, phase: str, results: dict[str, Module
     """The child whose input the container got wrong: in the forward, the first child (in call
     order) whose inputs diverge; in the backward, the last child (the first the gradient reaches)
     whose input is detached or whose output gradient diverges."""
-    prefix = f"{path}." if path else ""
-    depth = path.count(".") + 1 if path else 0
-    kids = [c.path for c in expected.ordered("enter")
-            if c.path.startswith(prefix) and c.path != path and c.path.count(".") == depth]
+    kids = [c.path for c in sorted(children(path, expected.calls), key=lambda c: c.enter)]
     if phase == "forward":
         return next((p for p in kids if not results[p].inputs_match()), None)
     for p in reversed(kids):
@@ -206,28 +239,7 @@ def backward_source() -> str:
     return source_location(Tensor.backward)
 
 
-def first_optimizer_divergence(checks: list[Check], actual_side: Side, oracle_side: Side) -> Divergence | None:
-
-    for check in checks:
-        if check.match:
-            continue
-        name = check.tensor[len("param["):-1]
-        if check.actual is not None and not np.any(check.actual) and np.any(check.expected):
-            kind = diagnose.NOT_UPDATED
-            hint = (f"{name} is not updated by the optimizer although its gradient is right: it is missing "
-                    "from the parameter list the optimizer was given")
-        else:
-            kind, words = diagnose.classify(check.actual, check.expected, is_grad=True)
-            hint = f"one optimizer step with the reference's gradients: the update of {name} {words}"
-        module = name.rpartition(".")[0]
-        scratch_src = _optimizer_source(actual_side)
-        return Divergence(module=display_path(module), phase="optimizer", kind=kind, hint=hint,
-                          scratch_source=scratch_src, reference_source=_optimizer_source(oracle_side),
-                          tensor=check.tensor, metrics=check.metrics.to_dict())
-    return None
-
-
-def _optimizer_source(side: Side) -> str:
+def optimizer_source(side: Side) -> str:
 
     if isinstance(side, AdapterSide):  # [adapter]
         return side.optimizer_source()

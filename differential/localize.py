@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from differential import diagnose
-from differential.capture import Call, Capture
+from differential.capture import Call, Capture, parent_call
 from differential.compare import Metrics, compare_many
 
 
@@ -74,6 +74,7 @@ class Origin:
     reason: str = ""  # extra words for the hint (graph breaks)
     kind: str | None = None
     culprit: tuple[str, int | str] | None = None  # (module call, input index or "output") that was cut
+    forced: bool = False  # found by running the module alone on the reference's inputs (teacher forcing)
 
 
 def _noise_lookup(noise: Capture | None, path: str) -> Call | None:
@@ -119,7 +120,7 @@ def judge(actual: Capture, expected: Capture, noise: Capture | None = None) -> d
                 res.detached_inputs.append(i)
         for name in expected.direct_params(path):
             n = noise.param_grads.get(name) if noise else None
-            res.param_grad.append(check(f"param_grad[{name.rpartition('.')[2]}]",
+            res.param_grad.append(check(f"param_grad[{relative_name(name, path)}]",
                                         actual.param_grads.get(name), expected.param_grads[name], n, grad_scale))
         own_params = [actual.param_requires_grad.get(n, False) for n in actual.direct_params(path)]
         feeds = any(got.input_requires_grad) or any(own_params)
@@ -129,15 +130,24 @@ def judge(actual: Capture, expected: Capture, noise: Capture | None = None) -> d
     return results
 
 
+def relative_name(param: str, path: str) -> str:
+    """A parameter's name inside the module call ``path`` (``weight``; ``q_proj.weight`` for one
+    charged to an ancestor)."""
+    base = path.split("#")[0]
+    return param[len(base) + 1:] if base and param.startswith(base + ".") else param
+
+
 def _scale(array: np.ndarray | None) -> float:
     return 0.0 if array is None else float(np.max(np.abs(array), initial=0.0))
 
 
-def _children(path: str, calls: dict[str, Call]) -> list[Call]:
-    prefix = f"{path}." if path else ""
-    depth = path.count(".") + 1 if path else 0
-    return [c for p, c in calls.items() if p.startswith(prefix) and p != path
-            and p.split("#")[0].count(".") == depth]
+def children(path: str, calls: dict[str, Call]) -> list[Call]:
+    """The recorded calls whose nearest recorded ancestor is ``path``, in entry order (a block
+    behind an unrecorded list is still a child of the model)."""
+    if "#" in path:
+        return []
+    recorded = {p.split("#")[0] for p in calls}
+    return [c for p, c in calls.items() if p != path and parent_call(p, recorded) == path]
 
 
 def forward_origin(results: dict[str, ModuleResult], expected: Capture) -> Origin | None:
@@ -148,13 +158,41 @@ def forward_origin(results: dict[str, ModuleResult], expected: Capture) -> Origi
                           kind=diagnose.VALUE)
         if res.inputs_match() and not res.output_match():
             out = next(c for c in res.forward if c.tensor == "output")
-            kids = _children(call.path, expected.calls)
+            kids = children(call.path, expected.calls)
             return Origin(call.path, "forward", out, container_code=bool(kids))
     return None
 
 
 def _first_bad(checks: list[Check], skip: set[str] = frozenset()) -> Check | None:
     return next((c for c in checks if not c.match and c.tensor not in skip), None)
+
+
+_OUTPUT_CUT = ("its output does not require grad although its inputs or parameters do: the graph is cut inside "
+               "this module's forward (a result rebuilt from raw data, or an op without a backward)")
+
+
+def graph_breaks(results: dict[str, ModuleResult], expected: Capture, actual: Capture) -> list[Origin]:
+    """Every cut in the graph the joint run shows, in backward order: a module whose output does not
+    require grad although it should, and a container whose own code cuts the graph between its
+    children. These are read from ``requires_grad`` and gradient presence alone, so they stay
+    visible when values diverge upstream."""
+    out = []
+    for call in reversed(expected.ordered("enter")):
+        res = results[call.path]
+        if res.missing:
+            continue
+        if res.output_detached:
+            out.append(Origin(call.path, "backward", _first_bad(res.backward), kind=diagnose.GRAPH_BREAK,
+                              culprit=(call.path, "output"), reason=_OUTPUT_CUT))
+            continue
+        if not res.backward:
+            continue  # gradients were not compared (a framework that keeps none on module outputs)
+        cut, culprit = _cut_children(call.path, results, expected, actual)
+        if cut:
+            bad = _first_bad(res.backward[1:]) or _first_bad(res.param_grad)
+            out.append(Origin(call.path, "backward", bad, container_code=True, kind=diagnose.GRAPH_BREAK,
+                              reason=cut, culprit=culprit))
+    return out
 
 
 def backward_origin(results: dict[str, ModuleResult], expected: Capture, actual: Capture) -> Origin | None:
@@ -164,10 +202,7 @@ def backward_origin(results: dict[str, ModuleResult], expected: Capture, actual:
             continue
         if res.output_detached:
             return Origin(call.path, "backward", _first_bad(res.backward), kind=diagnose.GRAPH_BREAK,
-                          culprit=(call.path, "output"),
-                          reason="its output does not require grad although its inputs or parameters do: "
-                                 "the graph is cut inside this module's forward (a result rebuilt from raw "
-                                 "data, or an op without a backward)")
+                          culprit=(call.path, "output"), reason=_OUTPUT_CUT)
         grad_out = res.backward[0] if res.backward else None
         if grad_out is None or not grad_out.match:
             continue
@@ -180,7 +215,7 @@ def backward_origin(results: dict[str, ModuleResult], expected: Capture, actual:
         bad_input = _first_bad(res.backward[1:], skip)
         if bad_input is not None:
             return Origin(call.path, "backward", bad_input,
-                          container_code=bool(_children(call.path, expected.calls)))
+                          container_code=bool(children(call.path, expected.calls)))
         bad_param = _first_bad(res.param_grad)
         if bad_param is not None:
             return Origin(call.path, "param_grad", bad_param)
@@ -197,16 +232,28 @@ def _cut_children(path: str, results: dict[str, ModuleResult], expected: Capture
     where the reference's is not) although the child itself kept its graph.
     """
     where = path or "the model"
-    children = [(c, results[c.path], actual.calls.get(c.path)) for c in _children(path, expected.calls)]
-    for child, res, got in children:
+    kids = [(c, results[c.path], actual.calls.get(c.path)) for c in children(path, expected.calls)]
+    for child, res, got in kids:
         cut = [i for i in res.detached_inputs if got is not None and i < len(got.produced_by)
                and got.produced_by[i] is None]
         if cut:
             return (f"the input of {child.path} is detached from the graph: {where}'s own code builds it "
                     "from raw data (or with an op that has no backward), so no gradient flows back through it",
                     (child.path, cut[0]))
-    for child, _, got in children:
-        if got is not None and got.grad_output is None and child.grad_output is not None and got.output_requires_grad:
+    own = actual.calls.get(path)
+    if own is None or own.grad_output is None:
+        return "", None  # no gradient reaches this module: the cut is further down the backward
+    for n, (child, _, got) in enumerate(kids):
+        if got is not None and got.grad_output is None and child.grad_output is not None and got.output_requires_grad \
+                and all(_passes_gradient(later, res) for later, res, _ in kids[n + 1:]):
             return (f"the output of {child.path} never reaches the loss (its gradient is None): {where}'s own "
                     "code uses it through raw data or an op without a backward", None)
     return "", None
+
+
+def _passes_gradient(call: Call, res: ModuleResult) -> bool:
+    """Whether a module called later got a gradient and handed one to every input that needs one
+    (if not, a missing gradient before it is its doing, or of what comes after it)."""
+    grads = [c for c in res.backward if c.tensor.startswith("grad_input")]
+    return call.grad_output is not None and res.backward[:1] != [] and res.backward[0].actual is not None \
+        and all(c.actual is not None or c.expected is None for c in grads)

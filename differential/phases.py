@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from differential import diagnose
 from differential.capture import Capture
 from differential.compare import compare, compare_many
-from differential.diagnose import Divergence, display_path
+from differential.diagnose import display_path
 from differential.localize import Check, ModuleResult
 from differential.sides import Side
 from scratch_model import data as data_module
@@ -51,8 +50,14 @@ def data_sanity(options: ReportOptions, batches: list[tuple[np.ndarray, np.ndarr
 
 
 def loss_check(actual: Capture, expected: Capture, noise: Capture | None) -> dict[str, Any]:
+    """The joint run's loss: its value, and its own backward (the gradient with respect to the logits)."""
     m = compare(np.array(actual.loss), np.array(expected.loss), None if noise is None else np.array(noise.loss))
-    return {"actual": actual.loss, "expected": expected.loss, "match": m.match, "metrics": m.to_dict()}
+    if not actual.logits_grad_known:
+        return {"actual": actual.loss, "expected": expected.loss, "match": m.match, "metrics": m.to_dict(),
+                "grad_match": None, "grad_metrics": None}
+    g = compare(actual.logits_grad, expected.logits_grad, None if noise is None else noise.logits_grad)
+    return {"actual": actual.loss, "expected": expected.loss, "match": m.match, "metrics": m.to_dict(),
+            "grad_match": g.match, "grad_metrics": g.to_dict()}
 
 
 def _phase_summary(checks: list[Check], missing: bool) -> dict[str, Any]:
@@ -88,7 +93,11 @@ def module_entry(res: ModuleResult, actual_side: Side, oracle_side: Side, depth:
 def gradient_flow(results: dict[str, ModuleResult], actual: Capture, expected: Capture,
                    noise: Capture | None) -> list[dict[str, Any]]:
     """Per parameter: has a gradient, non-zero, norm, matches the reference (the verdicts the
-    module comparison already reached; parameters of modules it did not reach are compared here)."""
+    module comparison already reached; parameters of modules it did not reach are compared here).
+
+    Every yes/no column is judged against the reference with the report's tolerance model, so a
+    "no" is always a disagreement: a gradient that is zero where the reference's is zero too (up
+    to round-off, e.g. a key-projection bias) is not "missing"."""
     verdicts: dict[str, bool] = {}
     for res in results.values():
         base = res.path.split("#")[0]
@@ -97,24 +106,39 @@ def gradient_flow(results: dict[str, ModuleResult], actual: Capture, expected: C
             name = f"{base}.{short}" if base else short
             verdicts[name] = verdicts.get(name, True) and check.match
     rest = [name for name in expected.param_grads if name not in verdicts]
-    pairs = [(actual.param_grads.get(n), expected.param_grads[n], noise.param_grads.get(n) if noise else None, 0.0)
-             for n in rest]
+    pairs = [(actual.param_grads.get(n), expected.param_grads[n], noise.param_grads.get(n) if noise else None,
+              _grad_scale(n, expected)) for n in rest]
     verdicts.update({n: m.match for n, m in zip(rest, compare_many(pairs), strict=True)})
     rows = []
     for name, ref in expected.param_grads.items():
         got = actual.param_grads.get(name)
-        rows.append({"parameter": name, "has_grad": got is not None,
-                     "nonzero": bool(got is not None and np.any(got)),
+        ref_zero = ref is None or compare(np.zeros_like(ref), ref, noise.param_grads.get(name) if noise else None,
+                                          _grad_scale(name, expected)).match
+        rows.append({"parameter": name, "has_grad": got is not None or ref is None,
+                     "nonzero": bool(got is not None and np.any(got)) or ref_zero,
                      "norm": None if got is None else float(np.sqrt(np.vdot(got, got))),
                      "reference_norm": None if ref is None else float(np.sqrt(np.vdot(ref, ref))),
                      "matches_reference": verdicts[name]})
     return rows
 
 
+def _grad_scale(name: str, expected: Capture) -> float:
+    """The output-gradient scale of the module a parameter is charged to (its round-off scale)."""
+    from differential.capture import nearest_recorded
+
+    call = expected.calls.get(nearest_recorded(name.rpartition(".")[0], expected.calls))
+    if call is None or call.grad_output is None:
+        return 0.0
+    return float(np.max(np.abs(call.grad_output), initial=0.0))
+
+
 def optimizer_phase(actual_side: Side, oracle_side: Side, noise_side: Side | None, actual: Capture,
-                     expected: Capture, options: ReportOptions) -> tuple[list[Check], list[dict[str, Any]]]:
+                     expected: Capture, noise: Capture | None, options: ReportOptions
+                     ) -> tuple[list[Check], list[dict[str, Any]]]:
     """One optimizer step with the reference's gradients on both sides, compared parameter by
-    parameter; plus the naive question "did the weight change after a step with its own gradients"."""
+    parameter; plus the naive question "did the weight change after a step with its own gradients".
+    A "no" in a row is a disagreement: a parameter the reference's step leaves (numerically)
+    unchanged may stay unchanged here too."""
     ref_grads = expected.param_grads
     stepped = actual_side.optimizer_step(ref_grads, options.optimizer, options.lr)
     ref_stepped = oracle_side.optimizer_step(ref_grads, options.optimizer, options.lr)
@@ -124,16 +148,19 @@ def optimizer_phase(actual_side: Side, oracle_side: Side, noise_side: Side | Non
     names = list(ref_stepped)
     updates = {n: None if stepped.get(n) is None else stepped[n] - before[n] for n in names}
     ref_updates = {n: ref_stepped[n] - expected.params[n] for n in names}
-    pairs = [(updates[n], ref_updates[n], None if noise_stepped is None else noise_stepped[n] - before[n], 0.0)
-             for n in names]
+    noise_updates = {n: None if noise_stepped is None else noise_stepped[n] - before[n] for n in names}
+    pairs = [(updates[n], ref_updates[n], noise_updates[n], 0.0) for n in names]
+    still = compare_many([(np.zeros_like(ref_updates[n]), ref_updates[n], noise_updates[n], 0.0) for n in names])
     checks, rows = [], []
-    for name, m in zip(names, compare_many(pairs), strict=True):
+    for name, m, zero in zip(names, compare_many(pairs), still, strict=True):
         update = updates[name]
+        moves = not zero.match  # the reference's step moves it beyond round-off
         checks.append(Check(f"param[{name}]", m, update, ref_updates[name]))
         rows.append({"parameter": name,
-                     "changed_after_step": bool(name in own_stepped and np.any(own_stepped[name] != before[name])),
+                     "changed_after_step": bool(name in own_stepped and np.any(own_stepped[name] != before[name]))
+                     or not moves,
                      "update_matches_reference": m.match,
-                     "updated_by_optimizer": bool(update is not None and np.any(update)),
+                     "updated_by_optimizer": bool(update is not None and np.any(update)) or not moves,
                      "reference_updated": bool(np.any(ref_updates[name]))})
     return checks, rows
 
@@ -167,45 +194,3 @@ def training_phase(actual_side: Side, oracle_side: Side, noise_side: Side | None
             "first_divergent_step": first, "first_divergent_what": what,
             "loss_actual": [float(f"{x:.10g}") for x in losses],
             "loss_expected": [float(f"{x:.10g}") for x in ref_losses]}
-
-
-def isolated(actual_side: Side, expected: Capture, noise: Capture | None, options: ReportOptions,
-              tokens: np.ndarray) -> list[Divergence]:
-    """Run every module alone on the reference's inputs and output gradient; list every module
-    whose own code diverges (containers only when all their children pass alone)."""
-    own_bad: dict[str, tuple[str, Check]] = {}
-    for call in expected.ordered("exit"):
-        out, grad_in, param_grads = actual_side.run_module(call.path, call.inputs, tokens, call.grad_output)
-        nz = noise.calls.get(call.path) if noise else None
-        gs = float(np.max(np.abs(call.grad_output))) if call.grad_output is not None else 0.0
-        checks = [("forward", Check("output", compare(out, call.output, nz.output if nz else None), out, call.output))]
-        for i, g in enumerate(grad_in):
-            ref_g = call.grad_inputs[i] if i < len(call.grad_inputs) else None
-            ng = nz.grad_inputs[i] if nz and i < len(nz.grad_inputs) else None
-            checks.append(("backward", Check(f"grad_input[{i}]", compare(g, ref_g, ng, gs), g, ref_g)))
-        for name in expected.direct_params(call.path):
-            ref_g = expected.param_grads[name]
-            ng = noise.param_grads.get(name) if noise else None
-            got = param_grads.get(name)
-            checks.append(("param_grad", Check(f"param_grad[{name.rpartition('.')[2]}]",
-                                               compare(got, ref_g, ng, gs), got, ref_g)))
-        bad = next(((phase, c) for phase, c in checks if not c.match), None)
-        prefix = f"{call.path}." if call.path else ""
-        child_bad = any(p.startswith(prefix) and p != call.path for p in own_bad)
-        if bad and not child_bad:
-            own_bad[call.path] = bad
-        elif bad:
-            own_bad.setdefault(call.path + "\0inherited", bad)
-    out = []
-    for path, (phase, check) in own_bad.items():
-        if path.endswith("\0inherited"):
-            continue
-        kind, words = diagnose.classify(check.actual, check.expected, phase != "forward")
-        if phase == "param_grad" and kind == diagnose.VALUE:
-            kind = diagnose.PARAM_GRAD
-        out.append(Divergence(module=display_path(path), phase=phase, kind=kind,
-                              hint=(f"run alone on the reference's inputs, "
-                                    f"{display_path(path)}'s {check.tensor} {words}"),
-                              scratch_source=actual_side.source(path), reference_source="",
-                              tensor=check.tensor, metrics=check.metrics.to_dict()))
-    return out

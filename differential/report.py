@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from differential import describe, diagnose, phases
+from differential import findings as fnd
 from differential.adapter_side import AdapterSide
 from differential.capture import Capture, ModuleCrash
 from differential.diagnose import Divergence, display_path
-from differential.localize import backward_origin, forward_origin, judge
+from differential.localize import backward_origin, forward_origin, graph_breaks, judge
 from differential.sides import Side, make_side, source_location
 from scratch_model.config import TransformerConfig
 
@@ -34,7 +35,8 @@ class ReportOptions:
     seed: int = 0
     batch_size: int = 16
     model: TransformerConfig = field(default_factory=TransformerConfig)
-    isolated: bool = False
+    isolated: bool = False  # run every module alone, not only those whose joint checks disagree
+    findings: bool = True  # every root cause by teacher forcing (False: the first divergence only)
     steps: int = 0  # training steps side by side (0: skip the training phase)
     optimizer: str = "adam"
     lr: float = 3e-3
@@ -82,6 +84,8 @@ class Report:
     loss: dict[str, Any]
     training: dict[str, Any]
     isolated: list[Divergence] | None = None
+    findings: list[Divergence] = field(default_factory=list)  # every root cause, pipeline order; [0] is the first
+    not_checked: dict[str, str] = field(default_factory=dict)  # checks that could not run, with the reason
     three_way: dict[str, Any] | None = None
     adapter: dict[str, Any] | None = None  # [adapter] AdapterSide.summary(): transposed, unchecked phases, names
 
@@ -89,6 +93,7 @@ class Report:
         out = asdict(self)
         out["schema_version"] = SCHEMA_VERSION
         out["first_divergence"] = None if self.first_divergence is None else self.first_divergence.to_dict()
+        out["findings"] = [d.to_dict() for d in self.findings]
         return out
 
 
@@ -220,60 +225,132 @@ def _run_report(options: ReportOptions, watch: Stopwatch) -> Report:
     loss = phases.loss_check(actual, expected, noise)
     watch.lap("compare")
     optimizer_checks, weight_update = ([], []) if adapted and not actual_side.has_optimizer else \
-        phases.optimizer_phase(actual_side, oracle_side, noise_side, actual, expected, options)
+        phases.optimizer_phase(actual_side, oracle_side, noise_side, actual, expected, noise, options)
     watch.lap("optimizer step")
     training = phases.training_phase(actual_side, oracle_side, noise_side, batches, options)
     watch.lap("training")
 
-    # Pipeline order: forward modules, the loss, the backward, the optimizer, training.
-    first = None
-    origin = forward_origin(results, expected)
-    if origin is not None:
-        first = describe.describe(origin, results, actual_side, oracle_side, actual, expected, options)
-    if first is None:
-        first = describe.loss_divergence(loss, actual, expected, options, actual_side)
-    if first is None:
-        origin = (actual_side.backward_origin if adapted else backward_origin)(results, expected, actual)  # [adapter]
-        if origin is not None:
-            first = describe.describe(origin, results, actual_side, oracle_side, actual, expected, options)
-    if first is None and actual.max_backward_calls > 1:
-        first = Divergence(module=display_path(""), phase="backward", kind=diagnose.REPEATED_BACKWARD,
-                           hint=f"gradients match, but one node's backward ran {actual.max_backward_calls} times in "
-                                "a single backward pass: the engine re-walks shared subgraphs once per path, which "
-                                "is exponential in depth (deep models seem to hang); walk a topological order once",
-                           scratch_source=describe.backward_source(), reference_source="")
-    if first is None:
-        first = describe.first_optimizer_divergence(optimizer_checks, actual_side, oracle_side)
-    if first is None and training.get("first_divergent_step") is not None:
-        step = training["first_divergent_step"]
-        first = Divergence(module=display_path(""), phase="training", kind=diagnose.VALUE,
-                           hint=f"every module and the optimizer step match, but training diverges at step "
-                                f"{step} ({training['first_divergent_what']})",
-                           scratch_source=actual_side.source(""), reference_source=oracle_side.source(""))
-
+    first = _first_divergence(results, loss, optimizer_checks, training, actual_side, oracle_side, actual, expected,
+                              noise, options)
     watch.lap("localize and diagnose")
-    isolated = phases.isolated(actual_side, expected, noise, options, tokens) if options.isolated else None
-    if isolated and first is None:
-        first = isolated[0]
-    watch.lap("isolated")
+    found, not_checked = ([], {}) if not (options.findings or options.isolated) else \
+        _independent_findings(results, loss, optimizer_checks, actual_side, oracle_side, actual, expected, noise,
+                              options, tokens, targets, first)
+    isolated = None
+    if options.isolated:
+        isolated = [d for d in found if d.module not in ("(loss)", "(data)") and d.phase != "optimizer"
+                    and d.kind != diagnose.REPEATED_BACKWARD]
+    all_found = fnd.merge(first, found, expected)
+    watch.lap("findings")
+
+    flow = phases.gradient_flow(results, actual, expected, noise)
+    if not all_found and training.get("first_divergent_step") is not None:
+        step = training["first_divergent_step"]
+        all_found = [Divergence(module=display_path(""), phase="training", kind=diagnose.VALUE,
+                                hint=f"every module and the optimizer step match, but training diverges at step "
+                                     f"{step} ({training['first_divergent_what']})",
+                                scratch_source=actual_side.source(""), reference_source=oracle_side.source(""))]
+    if not all_found:  # soundness: nothing that disagrees goes unreported
+        left = fnd.disagreements(results, loss, flow, weight_update, optimizer_checks, training)
+        if left:
+            all_found = [fnd.unexplained(left[0], actual_side.source(""), oracle_side.source(""))]
+    if not (options.findings or options.isolated):
+        all_found = all_found[:1]
 
     modules = [phases.module_entry(results[c.path], actual_side, oracle_side, phases.depth(c.path, expected))
                for c in expected.ordered("enter")]
     report = Report(
         options=_options_dict(options),
-        verdict="match" if first is None else "diverged",
-        first_divergence=first,
+        verdict="match" if not all_found else "diverged",
+        first_divergence=all_found[0] if all_found else None,
+        findings=all_found,
         modules=modules,
-        gradient_flow=phases.gradient_flow(results, actual, expected, noise),
+        gradient_flow=flow,
         weight_update=weight_update,
         data=data,
         loss=loss,
         training=training,
         isolated=isolated,
+        not_checked=not_checked,
         adapter=actual_side.summary() if adapted else None,  # [adapter]
     )
     watch.lap("tables")
     return report
+
+
+def _first_divergence(results: dict[str, Any], loss: dict[str, Any], optimizer_checks: list, training: dict,
+                      actual_side: Side, oracle_side: Side, actual: Capture, expected: Capture,
+                      noise: Capture | None, options: ReportOptions) -> Divergence | None:
+    """The joint run's first divergence, in pipeline order: forward modules, the loss, the loss's
+    own backward, the module backward, the optimizer."""
+    adapted = isinstance(actual_side, AdapterSide)
+    origin = forward_origin(results, expected)
+    if origin is not None:
+        return describe.describe(origin, results, actual_side, oracle_side, actual, expected, options)
+    first = describe.loss_divergence(loss, actual, expected, options, actual_side)
+    if first is not None:
+        return first
+    if actual.loss_requires_grad:
+        alone = {"on": "joint", "value": actual.loss, "value_match": loss["match"], "_grad": actual.logits_grad,
+                 "grad_match": loss["grad_match"], "grad_metrics": loss["grad_metrics"]}
+        first = fnd.loss_backward_finding(alone, expected, describe.loss_source(options.impl, options.adapter),
+                                          describe.loss_source(options.against))
+        if first is not None:
+            return first
+    origin = (actual_side.backward_origin if adapted else backward_origin)(results, expected, actual)  # [adapter]
+    if origin is not None:
+        return describe.describe(origin, results, actual_side, oracle_side, actual, expected, options)
+    if actual.max_backward_calls > 1:
+        return _repeated_backward(actual)
+    optimizer = fnd.optimizer_findings(optimizer_checks, actual, expected, noise,
+                                       describe.optimizer_source(actual_side), describe.optimizer_source(oracle_side))
+    return optimizer[0] if optimizer else None
+
+
+def _repeated_backward(actual: Capture) -> Divergence:
+    return Divergence(module=display_path(""), phase="backward", kind=diagnose.REPEATED_BACKWARD,
+                      hint=f"gradients match, but one node's backward ran {actual.max_backward_calls} times in "
+                           "a single backward pass: the engine re-walks shared subgraphs once per path, which "
+                           "is exponential in depth (deep models seem to hang); walk a topological order once",
+                      scratch_source=describe.backward_source(), reference_source="")
+
+
+def _independent_findings(results: dict[str, Any], loss: dict[str, Any], optimizer_checks: list,
+                          actual_side: Side, oracle_side: Side, actual: Capture, expected: Capture,
+                          noise: Capture | None, options: ReportOptions, tokens: np.ndarray, targets: np.ndarray,
+                          first: Divergence | None) -> tuple[list[Divergence], dict[str, str]]:
+    """Every root cause, by teacher forcing (see differential.findings), and the checks that could
+    not run."""
+    not_checked: dict[str, str] = {}
+    paths = [c.path for c in expected.ordered("exit") if options.isolated or fnd.needs_forcing(results[c.path])]
+    try:
+        forced = fnd.force_modules(actual_side, expected, noise, tokens, paths)
+    except fnd.NotAvailable as err:
+        forced = {}
+        not_checked["modules alone"] = str(err)
+    breaks = graph_breaks(results, expected, actual)
+    origins = breaks + fnd.module_origins(forced, results, expected, breaks)
+    found = [describe.describe(o, results, actual_side, oracle_side, actual, expected, options, forced)
+             for o in origins]
+    scratch_loss, reference_loss = describe.loss_source(options.impl, options.adapter), \
+        describe.loss_source(options.against)
+    cut = describe.loss_divergence(loss, actual, expected, options, actual_side)
+    if cut is not None and cut.kind == diagnose.GRAPH_BREAK:
+        found.append(cut)
+    else:
+        alone = fnd.loss_phase(actual_side, actual, expected, noise, targets)
+        loss["alone"] = {k: v for k, v in alone.items() if not k.startswith("_")}
+        if alone["not_checked"]:
+            not_checked["loss alone"] = alone["not_checked"]
+        else:
+            found += [d for d in (fnd.loss_value_finding(alone, expected, scratch_loss, reference_loss),
+                                  fnd.loss_backward_finding(alone, expected, scratch_loss, reference_loss))
+                      if d is not None]
+    if actual.max_backward_calls > 1:
+        found.append(_repeated_backward(actual))
+    found += fnd.optimizer_findings(optimizer_checks, actual, expected, noise, describe.optimizer_source(actual_side),
+                                    describe.optimizer_source(oracle_side))
+    return found, not_checked
 
 
 def _crash_report(crash: ModuleCrash, actual_side: Side, oracle_side: Side, expected: Capture,
@@ -293,7 +370,8 @@ def _crash_report(crash: ModuleCrash, actual_side: Side, oracle_side: Side, expe
 def _early_report(options: ReportOptions, first: Divergence, data: dict[str, Any],
                   expected_loss: float | None) -> Report:
     """A report that stops before comparing modules (bad data, or a crash)."""
-    return Report(options=_options_dict(options), verdict="diverged", first_divergence=first, modules=[],
+    return Report(options=_options_dict(options), verdict="diverged", first_divergence=first, findings=[first],
+                  modules=[],
                   gradient_flow=[], weight_update=[], data=data,
                   loss={"actual": None, "expected": expected_loss, "match": False, "metrics": None},
                   training={"steps": options.steps, "status": "not_checked", "first_divergent_step": None,

@@ -63,10 +63,16 @@ class Side:
         raise NotImplementedError
 
     def run_module(self, path: str, inputs: list[np.ndarray], tokens: np.ndarray,
-                   grad_output: np.ndarray) -> tuple[np.ndarray, list[np.ndarray | None],
-                                                     dict[str, np.ndarray | None]]:
+                   grad_output: np.ndarray | None) -> tuple[np.ndarray, list[np.ndarray | None],
+                                                            dict[str, np.ndarray | None]]:
         """Run the module at ``path`` alone on ``inputs`` (tokens where it takes tokens), then
-        backward ``grad_output``: (output, input grads, its own parameter grads)."""
+        backward ``grad_output`` (None: forward only): (output, input grads, the gradients of the
+        parameters inside the module, by reference name)."""
+        raise NotImplementedError
+
+    def loss_on(self, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray | None, bool]:
+        """This implementation's loss alone, on the given logits (the reference's: teacher forcing),
+        then its backward: (loss, d loss / d logits or None, whether the loss requires grad)."""
         raise NotImplementedError
 
     def params(self) -> dict[str, np.ndarray]:
@@ -191,7 +197,18 @@ class ScratchSide(Side):
         return Capture(self.impl, self.dtype, calls, loss.item(), np.array(logits.data), self.params(),
                        {n: _scratch_grad(p) for n, p in self.named.items()},
                        {n: p.requires_grad for n, p in self.named.items()},
-                       loss_requires_grad=loss.requires_grad, max_backward_calls=max(counts.values(), default=1))
+                       loss_requires_grad=loss.requires_grad, max_backward_calls=max(counts.values(), default=1),
+                       logits_grad=_scratch_grad(logits))
+
+    def loss_on(self, logits, targets):
+        from scratch_model.autograd import Tensor
+        from scratch_model.train import cross_entropy
+
+        given = Tensor(np.array(logits, dtype=self.dtype), requires_grad=True)
+        loss = cross_entropy(given, targets)
+        if loss.requires_grad:
+            loss.backward()
+        return loss.item(), _scratch_grad(given), loss.requires_grad
 
     def _observed(self, run: Callable[[], Any]) -> tuple[Any, list[tuple[int, str, bool]]]:
         """Run ``run()`` noting every Tensor it creates: (id, "function at file:line", made by the
@@ -268,9 +285,9 @@ class ScratchSide(Side):
         args = [Tensor(np.array(x, dtype=self.dtype), requires_grad=True) for x in inputs]
         fn = self._module_fn(base)
         out = fn(*(args or [tokens]), **mask_kwargs(fn, self.mask))
-        if out.requires_grad:
+        if out.requires_grad and grad_output is not None:
             out.backward(np.asarray(grad_output, dtype=self.dtype))
-        own = {n: _scratch_grad(p) for n, p in self.named.items() if n.rpartition(".")[0] == base}
+        own = {n: _scratch_grad(p) for n, p in self.named.items() if _within(n, base)}
         return np.array(out.data), [_scratch_grad(a) for a in args], own
 
     def source(self, path: str) -> str:
@@ -389,13 +406,20 @@ class TorchSide(Side):
         finally:
             for h in handles:
                 h.remove()
+        logits.retain_grad()
         loss = self._loss(logits, targets)
         loss.backward()
         calls = finish_calls(log, self._np, self._grad)
         named = dict(self.model.named_parameters())
         return Capture("torch", self.dtype, calls, float(loss.item()), self._np(logits), self.params(),
                        {n: self._grad(p) for n, p in named.items()},
-                       {n: p.requires_grad for n, p in named.items()})
+                       {n: p.requires_grad for n, p in named.items()}, logits_grad=self._grad(logits))
+
+    def loss_on(self, logits, targets):
+        given = self.torch.tensor(np.asarray(logits), dtype=self.tdtype, device=self.device, requires_grad=True)
+        loss = self._loss(given, targets)
+        loss.backward()
+        return float(loss.item()), self._grad(given), True
 
     @staticmethod
     def _np(t: Any) -> np.ndarray:
@@ -412,8 +436,9 @@ class TorchSide(Side):
         args = [torch.tensor(np.asarray(x), dtype=self.tdtype, device=self.device, requires_grad=True)
                 for x in inputs]
         out = module(*(args or [self._tokens(tokens)]), **mask_kwargs(module.forward, self.mask))
-        out.backward(torch.as_tensor(np.asarray(grad_output), dtype=self.tdtype, device=self.device))
-        own = {n: self._grad(p) for n, p in self.model.named_parameters() if n.rpartition(".")[0] == base}
+        if grad_output is not None and out.requires_grad:
+            out.backward(torch.as_tensor(np.asarray(grad_output), dtype=self.tdtype, device=self.device))
+        own = {n: self._grad(p) for n, p in self.model.named_parameters() if _within(n, base)}
         return self._np(out), [self._grad(a) for a in args], own
 
     def source(self, path: str) -> str:
@@ -448,6 +473,11 @@ class TorchSide(Side):
             losses.append(float(loss.item()))
             snapshots.append(self.params())
         return losses, snapshots
+
+
+def _within(name: str, base: str) -> bool:
+    """Whether parameter ``name`` lives inside the module at ``base`` ("" is the whole model)."""
+    return not base or name.startswith(base + ".")
 
 
 def crash_location(error: BaseException) -> str:

@@ -59,6 +59,18 @@ class TinyflowAdapter(Adapter):
     def identity(self, tensor: Value) -> Value:
         return tensor.times(1.0)
 
+    def tensor(self, array: np.ndarray) -> Value:
+        return Value(array)
+
+    def backward(self, output: Value, grad: np.ndarray) -> None:
+        seed = Value(0.0, (output,))  # tinyflow backpropagates from scalars: a seed that hands `grad` down
+
+        def hand_down() -> None:
+            output.g = output.g + grad
+
+        seed.back = hand_down
+        seed.backprop()
+
     def named_parameters(self) -> dict[str, Value]:
         return {f"{path}.params[{i}]": p for path, module in self.modules().items()
                 for i, p in enumerate(getattr(module, "params", []))}
