@@ -65,9 +65,9 @@ def describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Side
                 hint = f"{where}: {pname} gets no gradient: the path from it to the output is cut in this module"
     if origin.container_code:
         claim = _children_claim(origin.path, origin.phase, results, expected, forced)
-        if kind != diagnose.GRAPH_BREAK and claim:
+        if origin.kind is None and claim:
             hint += f" — {claim}, so the fault is in {where}'s own code"
-        elif kind != diagnose.GRAPH_BREAK:
+        elif origin.kind is None:
             hint += f" — not every child of {where} could be checked, so the fault is in {where}'s own code or in a " \
                     "child that diverges only inside it"
         child = None if origin.forced else _first_child_with_bad_input(origin.path, origin.phase, results, expected)
@@ -77,7 +77,17 @@ def describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Side
             reference_src = _child_line(reference_src, leaf)
             hint += f" (the input it builds for {child})" if origin.phase == "forward" else \
                 f" (around its call of {child})"
-    if kind == diagnose.GRAPH_BREAK and isinstance(actual_side, ScratchSide):
+    if origin.forced and origin.phase == "backward" and kind not in (diagnose.GRAPH_BREAK, diagnose.MOSTLY_DETACHED) \
+            and isinstance(actual_side, ScratchSide):
+        # run alone, a backward that differs while the module makes a tensor from raw data: a partial cut
+        tokens, targets = phases.batches(options)[0]
+        call = expected.calls.get(origin.path)
+        site = actual_side.first_raw_tensor(tokens, targets, origin.path, call.inputs if call else [])
+        if site:
+            kind = diagnose.GRAPH_BREAK
+            hint += f"; the module builds a tensor from raw data, so part of the gradient stops there: the chain " \
+                    f"stops at a tensor made by {site}"
+    if kind == diagnose.GRAPH_BREAK and isinstance(actual_side, ScratchSide) and "chain stops" not in hint:
         hint += _where_the_chain_stops(actual_side, origin, actual, options)
     op = None
     if is_grad and isinstance(actual_side, ScratchSide) and "chain stops" not in hint:

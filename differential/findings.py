@@ -20,7 +20,7 @@ the disagreement itself becomes a finding. The verdict is "match" only when noth
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,6 +50,7 @@ class Forced:
     backward: list[Check] = field(default_factory=list)
     param_grad: list[Check] = field(default_factory=list)
     error: BaseException | None = None
+    grads: dict[str, np.ndarray | None] = field(default_factory=dict)  # every parameter inside it, run alone
 
     def bad(self, phase: str) -> Check | None:
         return next((c for c in getattr(self, phase) if not c.match), None)
@@ -78,6 +79,7 @@ def force_modules(side: Side, expected: Capture, noise: Capture | None, tokens: 
         except Exception as err:  # noqa: BLE001 - the code under test raised: that is the finding
             forced.error = err
             continue
+        forced.grads = grads
         forced.forward.append(Check("output", compare(got, call.output, nz.output if nz else None), got, call.output))
         if call.grad_output is None:
             continue  # the reference's module does not reach the loss: nothing to backward
@@ -97,8 +99,29 @@ def force_modules(side: Side, expected: Capture, noise: Capture | None, tokens: 
     return out
 
 
+def refine_cut(origin: Origin, forced: dict[str, Forced]) -> Origin:
+    """A graph cut seen in the joint run, judged on the module's backward run alone: when a tiny
+    share of the reference's gradient still gets through, the kind says so (in the joint run a
+    wrong output gradient can hide that)."""
+    f = forced.get(origin.path)
+    bad = f.bad("backward") if f is not None and f.error is None else None
+    if origin.kind != diagnose.GRAPH_BREAK or bad is None or bad.actual is None:
+        return origin
+    kind, words = diagnose.classify(bad.actual, bad.expected, is_grad=True)
+    if kind != diagnose.MOSTLY_DETACHED:
+        return origin
+    return replace(origin, kind=kind, check=bad, reason=f"run alone, its {bad.tensor} {words}; {origin.reason}")
+
+
+def _cut_inside(path: str, f: Forced, expected: Capture, actual: Capture) -> list[str]:
+    """Parameters inside the module that require grad but got none when it ran alone, where the
+    reference's did: the graph is cut somewhere inside it."""
+    return [n for n, g in f.grads.items()
+            if g is None and expected.param_grads.get(n) is not None and actual.param_requires_grad.get(n, False)]
+
+
 def module_origins(forced: dict[str, Forced], results: dict[str, ModuleResult], expected: Capture,
-                   breaks: list[Origin]) -> list[Origin]:
+                   breaks: list[Origin], actual: Capture) -> list[Origin]:
     """The modules whose own code diverges when run alone, children before parents.
 
     A module's forward is its own fault when no recorded descendant's forward diverges alone; its
@@ -145,7 +168,16 @@ def module_origins(forced: dict[str, Forced], results: dict[str, ModuleResult], 
         if bad_bwd is None and bad_par is None:
             continue
         if not kids_any and path not in cut_at:
-            if bad_bwd is not None:
+            cut = _cut_inside(path, f, expected, actual) if bad_bwd is not None else []
+            if cut:
+                kind, words = diagnose.classify(bad_bwd.actual, bad_bwd.expected, is_grad=True)
+                lead = f"its {bad_bwd.tensor} {words}; " if kind == diagnose.MOSTLY_DETACHED else ""
+                origins.append(Origin(path, "backward", bad_bwd, forced=True,
+                                      kind=kind if kind == diagnose.MOSTLY_DETACHED else diagnose.GRAPH_BREAK,
+                                      reason=f"run alone on the reference's inputs and output gradient, {lead}no "
+                                             f"gradient reaches {', '.join(cut)}: the graph is cut inside this module "
+                                             "(a result rebuilt from raw data, or an op without a backward)"))
+            elif bad_bwd is not None:
                 origins.append(Origin(path, "backward", bad_bwd, container_code=_has_children(path, recorded),
                                       forced=True))
             else:
@@ -177,15 +209,17 @@ def loss_phase(side: Side, actual: Capture, expected: Capture, noise: Capture | 
         value, grad, how = actual.loss, actual.logits_grad, "joint"
     else:
         try:
-            value, grad, _ = side.loss_on(expected.logits, targets)
+            value, grad, forced_requires_grad = side.loss_on(expected.logits, targets)
             how = "reference logits"
         except NotAvailable as err:
             return {"on": None, "value": None, "value_match": None, "grad_match": None, "grad_metrics": None,
                     "not_checked": str(err)}
+    requires_grad = actual.loss_requires_grad if how == "joint" else forced_requires_grad
     value_m = compare(np.array(value), np.array(expected.loss), None if noise is None else np.array(noise.loss))
     ref_grad = expected.logits_grad
     grad_m = compare(grad, ref_grad, None if noise is None else noise.logits_grad)
     return {"on": how, "value": value, "value_match": value_m.match, "value_metrics": value_m.to_dict(),
+            "requires_grad": requires_grad,
             "grad_match": grad_m.match, "grad_metrics": grad_m.to_dict(), "not_checked": None,
             "_grad": grad}
 

@@ -189,9 +189,7 @@ def graph_breaks(results: dict[str, ModuleResult], expected: Capture, actual: Ca
             continue  # gradients were not compared (a framework that keeps none on module outputs)
         cut, culprit = _cut_children(call.path, results, expected, actual)
         if cut:
-            bad = _first_bad(res.backward[1:]) or _first_bad(res.param_grad)
-            out.append(Origin(call.path, "backward", bad, container_code=True, kind=diagnose.GRAPH_BREAK,
-                              reason=cut, culprit=culprit))
+            out.append(_cut_origin(call.path, res, cut, culprit))
     return out
 
 
@@ -208,9 +206,7 @@ def backward_origin(results: dict[str, ModuleResult], expected: Capture, actual:
             continue
         cut, culprit = _cut_children(call.path, results, expected, actual)
         if cut:
-            bad = _first_bad(res.backward[1:]) or _first_bad(res.param_grad)
-            return Origin(call.path, "backward", bad, container_code=True, kind=diagnose.GRAPH_BREAK, reason=cut,
-                          culprit=culprit)
+            return _cut_origin(call.path, res, cut, culprit)
         skip = {f"grad_input[{i}]" for i in res.detached_inputs}
         bad_input = _first_bad(res.backward[1:], skip)
         if bad_input is not None:
@@ -220,6 +216,19 @@ def backward_origin(results: dict[str, ModuleResult], expected: Capture, actual:
         if bad_param is not None:
             return Origin(call.path, "param_grad", bad_param)
     return None
+
+
+def _cut_origin(path: str, res: ModuleResult, cut: str, culprit: tuple[str, int | str] | None) -> Origin:
+    """A container whose own code cuts the graph; when some gradient still reaches its input, only a
+    tiny share of the reference's (a result rebuilt from raw data plus a small connected part), the
+    kind says so."""
+    bad = _first_bad(res.backward[1:]) or _first_bad(res.param_grad)
+    if bad is not None and bad.actual is not None and bad.tensor.startswith("grad_input"):
+        kind, words = diagnose.classify(bad.actual, bad.expected, is_grad=True)
+        if kind == diagnose.MOSTLY_DETACHED:
+            return Origin(path, "backward", bad, container_code=True, kind=kind, reason=f"{bad.tensor} {words}; {cut}",
+                          culprit=culprit)
+    return Origin(path, "backward", bad, container_code=True, kind=diagnose.GRAPH_BREAK, reason=cut, culprit=culprit)
 
 
 def _cut_children(path: str, results: dict[str, ModuleResult], expected: Capture, actual: Capture

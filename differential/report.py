@@ -301,17 +301,18 @@ def _first_divergence(results: dict[str, Any], loss: dict[str, Any], optimizer_c
     if origin is not None:
         return describe.describe(origin, results, actual_side, oracle_side, actual, expected, options)
     if actual.max_backward_calls > 1:
-        return _repeated_backward(actual)
+        return _repeated_backward(actual.max_backward_calls, gradients_match=True)
     optimizer = fnd.optimizer_findings(optimizer_checks, actual, expected, noise,
                                        describe.optimizer_source(actual_side), describe.optimizer_source(oracle_side))
     return optimizer[0] if optimizer else None
 
 
-def _repeated_backward(actual: Capture) -> Divergence:
+def _repeated_backward(calls: int, gradients_match: bool = False) -> Divergence:
+    lead = "gradients match, but " if gradients_match else ""
     return Divergence(module=display_path(""), phase="backward", kind=diagnose.REPEATED_BACKWARD,
-                      hint=f"gradients match, but one node's backward ran {actual.max_backward_calls} times in "
-                           "a single backward pass: the engine re-walks shared subgraphs once per path, which "
-                           "is exponential in depth (deep models seem to hang); walk a topological order once",
+                      hint=f"{lead}one node's backward ran {calls} times in a single backward pass: the engine "
+                           "re-walks shared subgraphs once per path, which is exponential in depth (deep models "
+                           "seem to hang); walk a topological order once",
                       scratch_source=describe.backward_source(), reference_source="")
 
 
@@ -328,8 +329,8 @@ def _independent_findings(results: dict[str, Any], loss: dict[str, Any], optimiz
     except fnd.NotAvailable as err:
         forced = {}
         not_checked["modules alone"] = str(err)
-    breaks = graph_breaks(results, expected, actual)
-    origins = breaks + fnd.module_origins(forced, results, expected, breaks)
+    breaks = [fnd.refine_cut(o, forced) for o in graph_breaks(results, expected, actual)]
+    origins = breaks + fnd.module_origins(forced, results, expected, breaks, actual)
     found = [describe.describe(o, results, actual_side, oracle_side, actual, expected, options, forced)
              for o in origins]
     scratch_loss, reference_loss = describe.loss_source(options.impl, options.adapter), \
@@ -342,12 +343,19 @@ def _independent_findings(results: dict[str, Any], loss: dict[str, Any], optimiz
         loss["alone"] = {k: v for k, v in alone.items() if not k.startswith("_")}
         if alone["not_checked"]:
             not_checked["loss alone"] = alone["not_checked"]
+        elif not alone["requires_grad"]:
+            found.append(Divergence(module="(loss)", phase="training", kind=diagnose.GRAPH_BREAK, tensor="loss",
+                                    hint="run alone on the reference's logits, the loss does not require grad: it is "
+                                         "built from raw arrays or through an op without a backward, so no gradient "
+                                         "reaches any parameter", scratch_source=scratch_loss,
+                                    reference_source=reference_loss))
         else:
             found += [d for d in (fnd.loss_value_finding(alone, expected, scratch_loss, reference_loss),
                                   fnd.loss_backward_finding(alone, expected, scratch_loss, reference_loss))
                       if d is not None]
-    if actual.max_backward_calls > 1:
-        found.append(_repeated_backward(actual))
+    calls = max(actual.max_backward_calls, actual_side.most_backward_calls)
+    if calls > 1:
+        found.append(_repeated_backward(calls))
     found += fnd.optimizer_findings(optimizer_checks, actual, expected, noise, describe.optimizer_source(actual_side),
                                     describe.optimizer_source(oracle_side))
     return found, not_checked

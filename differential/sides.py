@@ -58,6 +58,7 @@ class Side:
     impl: str
     dtype: str
     config: TransformerConfig
+    most_backward_calls: int = 1  # the most times one node's backward ran in one pass of run_module
 
     def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
         raise NotImplementedError
@@ -286,7 +287,11 @@ class ScratchSide(Side):
         fn = self._module_fn(base)
         out = fn(*(args or [tokens]), **mask_kwargs(fn, self.mask))
         if out.requires_grad and grad_output is not None:
-            out.backward(np.asarray(grad_output, dtype=self.dtype))
+            from scratch_model.autograd.gradcheck import count_backward_calls
+
+            with count_backward_calls(out) as counts:
+                out.backward(np.asarray(grad_output, dtype=self.dtype))
+            self.most_backward_calls = max(self.most_backward_calls, max(counts.values(), default=1))
         own = {n: _scratch_grad(p) for n, p in self.named.items() if _within(n, base)}
         return np.array(out.data), [_scratch_grad(a) for a in args], own
 

@@ -96,3 +96,86 @@ def train_with_fault(name: str | None, impl: str, seed: int = 0) -> float | None
         except (ValueError, IndexError, RuntimeError, TypeError):
             return None
     return result["exact_match"]
+
+
+# --- several faults at once -----------------------------------------------------------------------
+
+@dataclass
+class ComboRow:
+    faults: list[str]
+    expected: list[tuple[str, str, str]]  # (module, phase, kind) each fault must show among the findings
+    found: list[bool]  # per expected finding
+    all_found: bool
+    findings: list[tuple[str, str, str]]  # what the report listed
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def combinable(base: ReportOptions) -> list[faults.Fault]:
+    """The faults that can share a run with others: they apply to ``base.impl`` and let the report
+    go on after them (bad data stops it before any model runs; a crash stops the capture)."""
+    return [f for f in (faults.get_fault(n) for n in faults.names())
+            if f.applies_to(base.impl) and f.module != "(data)" and f.kind != "exception"]
+
+
+def footprint(fault: faults.Fault, base: ReportOptions) -> frozenset[str]:
+    """The modules a fault shows in when it is the only one: every finding's module and the modules
+    listed beside it. Two faults that show in the same module cannot be told apart there by
+    comparing modules (an autograd op broken everywhere, and a slip in one layer that uses it)."""
+    report = report_with_fault(fault.name, options_for(fault, base))
+    return frozenset(m for d in report.findings for m in (d.module, *d.also_in))
+
+
+def _apart(one: frozenset[str], other: frozenset[str]) -> bool:
+    """No module of one footprint is, or contains, a module of the other (the model root and the
+    loss, judged by checks of their own, do not count as containing)."""
+    def within(inner: str, outer: str) -> bool:
+        return inner == outer or (not outer.startswith("(") and inner.startswith(outer + "."))
+
+    return not any(within(a, b) or within(b, a) for a in one for b in other)
+
+
+def combos(base: ReportOptions, sizes: tuple[int, ...] = (2, 3)) -> list[tuple[faults.Fault, ...]]:
+    """Pairs and triples of faults from different phases that patch different code and show in
+    different modules (`footprint`), in catalogue order. The loss's value and its backward count as
+    phases of their own."""
+    import itertools
+
+    pool = combinable(base)
+    reach = {f.name: footprint(f, base) for f in pool}
+
+    def phase(f: faults.Fault) -> str:
+        return f"loss-{f.phase}" if f.module == "(loss)" else f.phase
+
+    out = []
+    for size in sizes:
+        for group in itertools.combinations(pool, size):
+            phases = {phase(f) for f in group}
+            targets = [(owner, attr) for f in group for owner, attr, _ in f.targets]
+            options = [f.report for f in group if f.report]
+            apart = all(_apart(reach[a.name], reach[b.name]) for a, b in itertools.combinations(group, 2))
+            if apart and len(phases) == size and len(set(targets)) == len(targets) \
+                    and len({str(o) for o in options}) <= 1:
+                out.append(group)
+    return out
+
+
+def run_combos(base: ReportOptions | None = None, sizes: tuple[int, ...] = (2, 3),
+               on_combo: Callable[[list[str]], None] | None = None) -> list[ComboRow]:
+    """Every combo of `combos` through the report: each fault must appear among the findings with
+    its module, phase and kind."""
+    base = base or ReportOptions()
+    rows = []
+    for group in combos(base, sizes):
+        names = [f.name for f in group]
+        options = replace(base, **{k: v for f in group for k, v in f.report.items()})
+        with faults.activate_all(names):
+            report = run_report(options)
+        listed = [(d.module, d.phase, d.kind) for d in report.findings]
+        expected = [e for f in group for e in f.expected()]
+        found = [e in listed for e in expected]
+        rows.append(ComboRow(names, expected, found, all(found), listed))
+        if on_combo is not None:
+            on_combo(names)
+    return rows

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from differential.faults.catalogue import FAULTS, Fault
 
-__all__ = ["FAULTS", "Fault", "activate", "get_fault", "names"]
+__all__ = ["FAULTS", "Fault", "activate", "activate_all", "get_fault", "names"]
 
 _INHERITED = object()
 
@@ -48,3 +48,10 @@ def activate(name: str | None) -> Iterator[Fault | None]:
                 delattr(owner, attr)
             else:
                 setattr(owner, attr, original)
+
+
+@contextlib.contextmanager
+def activate_all(names: list[str]) -> Iterator[list[Fault]]:
+    """Switch several faults on at once (they must patch different code)."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(activate(name)) for name in names]

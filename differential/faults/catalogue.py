@@ -20,6 +20,11 @@ class Fault:
     phase: str  # forward | backward | param_grad | optimizer | training
     kind: str
     report: dict[str, Any] = field(default_factory=dict)  # ReportOptions needed to see it (e.g. a mask)
+    also: tuple[tuple[str, str, str], ...] = ()  # further findings it causes: (module, phase, kind)
+
+    def expected(self) -> list[tuple[str, str, str]]:
+        """Every finding the report must list for this fault, the first divergence first."""
+        return [(self.module, self.phase, self.kind), *self.also]
 
     def patches(self) -> list[tuple[Any, str, Callable]]:
         return [(_resolve(owner), attr, _resolve(replacement)) for owner, attr, replacement in self.targets]
@@ -45,8 +50,8 @@ TR = "differential.faults.training:"
 
 
 def _fault(name: str, description: str, bug_class: int, impl: str, targets: list[tuple[str, str, str]],
-           module: str, phase: str, kind: str, **report: Any) -> Fault:
-    return Fault(name, description, bug_class, impl, tuple(targets), module, phase, kind, report)
+           module: str, phase: str, kind: str, also: tuple[tuple[str, str, str], ...] = (), **report: Any) -> Fault:
+    return Fault(name, description, bug_class, impl, tuple(targets), module, phase, kind, report, also)
 
 
 _ALL = [
@@ -64,6 +69,10 @@ _ALL = [
     _fault("value_from_data", "attention rebuilds the value projection from .data", 1, "class",
            [(L + "MultiHeadAttention", "forward", CM + "attention_value_from_data")],
            "blocks.0.attn", "backward", "graph_break"),
+    _fault("attention_mostly_outside_graph", "attention's output is rebuilt from raw data, plus a tiny proxy of its "
+           "input that keeps a gradient flowing", 1, "class",
+           [(L + "MultiHeadAttention", "forward", CM + "attention_mostly_outside_graph")],
+           "blocks.0.attn", "backward", "mostly_detached"),
     _fault("loss_from_data", "the loss is computed from log_probs.data with np.sum: nothing to backpropagate",
            1, "both", [("scratch_model.train", "cross_entropy", TR + "cross_entropy_from_data")],
            "(loss)", "training", "graph_break"),
@@ -102,6 +111,11 @@ _ALL = [
     _fault("optimizer_misses_ffn", "the hand-built parameter list given to the optimizer leaves out the FFN", 5,
            "class", [(L + "ReversalTransformer", "parameters", CM + "parameters_missing_ffn")],
            "blocks.0.ffn.fc1", "optimizer", "not_updated"),
+    _fault("positional_frozen_and_unlisted", "the positional table is created without requires_grad, and the "
+           "optimizer's list keeps only parameters that require grad", 5, "class",
+           [(L + "PositionalEmbedding", "__init__", CM + "positional_init_frozen"),
+            (L + "ReversalTransformer", "parameters", CM + "parameters_trainable_only")],
+           "pos_embedding", "param_grad", "graph_break", also=(("pos_embedding", "optimizer", "not_updated"),)),
     _fault("layernorm_weight_frozen", "LayerNorm's gamma is created with requires_grad=False", 5, "class",
            [(L + "LayerNorm", "__init__", CM + "layer_norm_init_frozen")],
            "blocks.0.ln2", "param_grad", "graph_break"),
@@ -138,6 +152,10 @@ _ALL = [
     _fault("loss_sum_not_mean", "cross-entropy sums over tokens instead of averaging", 8, "both",
            [("scratch_model.train", "cross_entropy", TR + "cross_entropy_sum")],
            "(loss)", "training", "loss_mismatch"),
+    _fault("loss_backward_no_mean", "a fused cross-entropy whose backward forgets the mean's 1/N: the loss value is "
+           "right, its gradient N times too large", 8, "both",
+           [("scratch_model.train", "cross_entropy", TR + "cross_entropy_fused_backward_no_mean")],
+           "(loss)", "backward", "scale_factor"),
     _fault("targets_not_reversed", "the dataset's target is the input itself, not its reversal", 8, "both",
            [("scratch_model.data", "reverse_targets", TR + "targets_not_reversed")],
            "(data)", "training", "data_mismatch"),

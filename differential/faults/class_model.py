@@ -117,3 +117,31 @@ def positional_not_added(self, x):
 def parameters_missing_ffn(self):
     # FAULT: a hand-built list that forgot the feed-forward layers
     return [p for name, p in self.named_parameters() if ".ffn." not in name]
+
+
+def positional_init_frozen(self, seq_len, dim, *, kind, seed, name, dtype=np.float64):
+    from scratch_model import init
+    from scratch_model.module import Module
+
+    Module.__init__(self)
+    # FAULT: the table is created without requires_grad, so it gets no gradient ...
+    self.weight = Parameter(init.normal(seed, f"{name}.weight", (seq_len, dim), dtype), requires_grad=False)
+
+
+def parameters_trainable_only(self):
+    # FAULT: ... and the optimizer's list keeps only parameters that require grad, so it never sees it
+    return [p for _, p in self.named_parameters() if p.requires_grad]
+
+
+def attention_mostly_outside_graph(self, x, mask=None):
+    b, t, d = x.shape
+    q = self.split_heads(self.q_proj(x))
+    k = self.split_heads(self.k_proj(x))
+    v = self.split_heads(self.v_proj(x))
+    scores = (q @ k.swapaxes(-1, -2)) * (1.0 / np.sqrt(self.head_dim))
+    if mask is not None:
+        scores = scores + np.where(mask, 0.0, -np.inf).astype(x.dtype)
+    context = (ag.softmax(scores, axis=-1) @ v).transpose(0, 2, 1, 3).reshape(b, t, d)
+    out = self.out_proj(context)
+    # FAULT: the output is rebuilt from raw data; a small proxy of the input keeps "a gradient" flowing
+    return Tensor(out.data - 1e-3 * x.data) + x * 1e-3

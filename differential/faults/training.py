@@ -6,6 +6,7 @@ import numpy as np
 
 from scratch_model import autograd as ag
 from scratch_model.autograd import Tensor
+from scratch_model.autograd.tensor import op
 
 
 def cross_entropy_sum(logits, targets):
@@ -49,3 +50,24 @@ def make_data_off_by_one(config, num_train=6000, num_test=1000, seed=0):
     shape = (num_train + num_test, config.seq_len)
     draw = rng.integers(1, config.vocab_size + 1, size=shape)  # FAULT: one past the last token
     return ReversalData(draw[:num_train], draw[num_train:], seed)
+
+
+@op
+def _fused_mean_nll(logits, targets):
+    """Mean negative log-likelihood of integer ``targets`` under ``logits`` (N, V), fused."""
+    n = logits.shape[0]
+    shifted = logits.data - logits.data.max(axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    loss = -log_probs[np.arange(n), targets].mean()
+
+    def backward(g):
+        grad = np.exp(log_probs)
+        grad[np.arange(n), targets] -= 1.0
+        return (g * grad,)  # FAULT: the mean's 1/N is missing from the backward
+
+    return np.asarray(loss, dtype=logits.dtype), backward
+
+
+def cross_entropy_fused_backward_no_mean(logits, targets):
+    b, t, v = logits.shape
+    return _fused_mean_nll(ag.reshape(logits, (b * t, v)), np.asarray(targets).reshape(-1))
