@@ -1,0 +1,281 @@
+"""Findings: every root cause in one run, a verdict that never contradicts the tables, and kinds
+and hints that say only what was checked."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from differential import diagnose as K
+from differential import faults
+from differential.capture import Capture, nearest_recorded, parent_call
+from differential.compare import compare
+from differential.report import ReportOptions, run_report
+from differential.sides import ScratchSide, TorchSide
+from differential.zoo import combos, options_for, report_with_fault, run_combos
+from scratch_model.config import TransformerConfig
+
+BATCH = 8
+
+
+def _found(report: Any) -> list[tuple[str, str, str]]:
+    return [(d.module, d.phase, d.kind) for d in report.findings]
+
+
+# --- every catalogue fault, alone and in combination -------------------------------------------
+
+@pytest.mark.parametrize("name", faults.names())
+def test_every_expected_finding_of_a_fault_is_listed(name: str) -> None:
+    fault = faults.get_fault(name)
+    report = report_with_fault(name, options_for(fault, ReportOptions()))
+    assert report.first_divergence is report.findings[0]
+    assert (report.first_divergence.module, report.first_divergence.phase, report.first_divergence.kind) == \
+        fault.expected()[0]
+    for expected in fault.expected():
+        assert expected in _found(report), (expected, _found(report))
+
+
+@pytest.mark.parametrize("impl", ["class", "functional"])
+def test_every_combo_of_faults_is_found(impl: str) -> None:
+    rows = run_combos(ReportOptions(impl=impl))
+    assert len(rows) >= (700 if impl == "class" else 50)  # pairs and triples, not an empty grid
+    assert {len(r.faults) for r in rows} == {2, 3}
+    missed = [(r.faults, [e for e, f in zip(r.expected, r.found, strict=True) if not f]) for r in rows
+              if not r.all_found]
+    assert not missed, missed[:5]
+
+
+def test_combos_keep_faults_apart() -> None:
+    for group in combos(ReportOptions()):
+        phases = [f"{f.module}-{f.phase}" if f.module == "(loss)" else f.phase for f in group]
+        assert len(set(phases)) == len(group)
+        assert not any(f.module == "(data)" or f.kind == K.CRASH for f in group)
+
+
+# --- the three bugs of the real model, in one run -----------------------------------------------
+
+def test_three_independent_bugs_are_all_named() -> None:
+    names = ["attention_mostly_outside_graph", "positional_frozen_and_unlisted", "broadcast_grad_not_summed"]
+    with faults.activate_all(names):
+        report = run_report(ReportOptions(batch_size=BATCH))
+    found = _found(report)
+    assert ("blocks.0.attn", "backward", K.MOSTLY_DETACHED) in found
+    assert ("pos_embedding", "param_grad", K.GRAPH_BREAK) in found
+    assert ("pos_embedding", "optimizer", K.NOT_UPDATED) in found
+    assert ("blocks.0.ln2", "backward", K.VALUE) in found
+    assert report.verdict == "diverged" and report.first_divergence is report.findings[0]
+
+
+def test_first_only_gives_one_finding() -> None:
+    names = ["attention_no_scale", "optimizer_misses_ffn"]
+    with faults.activate_all(names):
+        every = run_report(ReportOptions(batch_size=BATCH))
+        first = run_report(ReportOptions(batch_size=BATCH, findings=False))
+    assert _found(every)[:1] == _found(first) == [("blocks.0.attn", "forward", K.VALUE)]
+    assert ("blocks.0.ffn.fc1", "optimizer", K.NOT_UPDATED) in _found(every)
+
+
+# --- hints that state only what was checked -------------------------------------------------------
+
+def test_not_updated_hint_says_whether_the_parameter_had_a_gradient() -> None:
+    with faults.activate("positional_frozen_and_unlisted"):
+        report = run_report(ReportOptions(batch_size=BATCH))
+    d = next(d for d in report.findings if d.phase == "optimizer")
+    assert "pos_embedding.weight has no gradient of its own either" in d.hint
+    assert "although its gradient is right" not in d.hint
+    with faults.activate("optimizer_misses_ffn"):
+        report = run_report(ReportOptions(batch_size=BATCH))
+    d = report.findings[0]
+    assert "blocks.0.ffn.fc1.weight's own gradient matches the reference" in d.hint
+    assert d.module == "blocks.0.ffn.fc1" and "fc1.weight, blocks.0.ffn.fc1.bias" in d.hint
+    assert [(f.module, f.also_in) for f in report.findings] == [("blocks.0.ffn.fc1", ["blocks.0.ffn.fc2"])]
+
+
+def test_loss_backward_is_its_own_phase() -> None:
+    with faults.activate("loss_backward_no_mean"):
+        report = run_report(ReportOptions(batch_size=BATCH))
+    d = report.first_divergence
+    assert (d.module, d.phase, d.kind, d.tensor) == ("(loss)", "backward", K.SCALE, "grad_logits")
+    assert "the loss value matches" in d.hint and f"{BATCH * 8}" in d.hint  # N = batch x sequence length
+    assert d.scratch_source.startswith("differential/faults/training.py:")
+    assert report.loss["match"] and report.loss["grad_match"] is False
+
+
+def test_a_sum_instead_of_mean_is_one_finding_not_two() -> None:
+    with faults.activate("loss_sum_not_mean"):
+        report = run_report(ReportOptions(batch_size=BATCH, dtype="float32"))
+    assert _found(report) == [("(loss)", "training", K.LOSS)]
+
+
+def test_container_hint_claims_children_only_when_checked() -> None:
+    with faults.activate("residual_from_data"):
+        report = run_report(ReportOptions(batch_size=BATCH))
+    assert "every child" not in report.first_divergence.hint  # a graph break: no claim made
+    with faults.activate("head_reshape_from_data"):
+        report = run_report(ReportOptions(batch_size=BATCH))
+    assert report.findings[0].module == "(model)" and report.findings[0].also_in == []
+
+
+def test_same_code_in_several_modules_is_one_finding() -> None:
+    with faults.activate("sqrt_backward_no_half"):
+        report = run_report(ReportOptions(batch_size=BATCH))
+    assert len(report.findings) == 1
+    d = report.findings[0]
+    assert (d.module, d.also_in) == ("blocks.0.ln2", ["blocks.0.ln1"])
+    assert d.op is not None and d.op["op"] == "sqrt_backward_missing_half"
+
+
+# --- tables agree with the verdict -------------------------------------------------------------
+
+def _no_rows(report: Any) -> list[str]:
+    out = [f"flow {r['parameter']} {k}" for r in report.gradient_flow
+           for k in ("has_grad", "nonzero", "matches_reference") if not r[k]]
+    return out + [f"update {r['parameter']} {k}" for r in report.weight_update
+                  for k in ("changed_after_step", "updated_by_optimizer", "update_matches_reference") if not r[k]]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_clean_report_shows_no_no(dtype: str, layers: int) -> None:
+    report = run_report(ReportOptions(dtype=dtype, batch_size=BATCH, model=TransformerConfig(num_layers=layers)))
+    assert report.verdict == "match" and report.findings == []
+    assert _no_rows(report) == []
+
+
+def test_a_no_row_comes_with_a_finding() -> None:
+    with faults.activate("positional_frozen_and_unlisted"):
+        report = run_report(ReportOptions(batch_size=BATCH))
+    rows = {r["parameter"]: r for r in report.gradient_flow}
+    assert rows["pos_embedding.weight"]["has_grad"] is False
+    assert rows["blocks.0.ln1.weight"]["has_grad"] is True
+    updates = {r["parameter"]: r for r in report.weight_update}
+    assert updates["pos_embedding.weight"]["updated_by_optimizer"] is False
+    assert {d.module for d in report.findings} == {"pos_embedding"}
+
+
+# --- soundness: a corrupted capture is never a match --------------------------------------------
+
+_CORRUPTIONS = ["scale", "sign", "noise", "zero", "missing", "one_element", "nan"]
+
+
+def _slots(capture: Capture) -> list[tuple[str, Any, Any, float]]:
+    """(description, container, key, round-off scale) for every compared tensor of a capture; the
+    scale is the one the report judges that tensor with (a gradient: its module's output gradient)."""
+    def scale(path: str) -> float:
+        call = capture.calls.get(nearest_recorded(path, capture.calls))
+        g = None if call is None else call.grad_output
+        return 0.0 if g is None else float(np.max(np.abs(g)))
+
+    out: list[tuple[str, Any, Any, float]] = []
+    for path, call in capture.calls.items():
+        out += [(f"{path} input[{i}]", call.inputs, i, 0.0) for i in range(len(call.inputs))]
+        out.append((f"{path} output", call, "output", 0.0))
+        if call.grad_output is not None:
+            out.append((f"{path} grad_output", call, "grad_output", 0.0))
+        out += [(f"{path} grad_input[{i}]", call.grad_inputs, i, scale(path)) for i, g in enumerate(call.grad_inputs)
+                if g is not None]
+    out += [(f"param_grad {n}", capture.param_grads, n, scale(n.rpartition(".")[0]))
+            for n, g in capture.param_grads.items() if g is not None]
+    out += [("logits_grad", capture, "logits_grad", 0.0)]
+    return out
+
+
+def _get(container: Any, key: Any) -> Any:
+    return getattr(container, key) if isinstance(key, str) and not isinstance(container, dict) else container[key]
+
+
+def _set(container: Any, key: Any, value: Any) -> None:
+    if isinstance(key, str) and not isinstance(container, dict):
+        setattr(container, key, value)
+    else:
+        container[key] = value
+
+
+def _corrupt(array: np.ndarray, how: str, rng: np.random.Generator) -> np.ndarray | None:
+    a = np.array(array, dtype=np.float64)
+    size = float(np.max(np.abs(a), initial=0.0)) or 1.0
+    if how == "missing":
+        return None
+    if how == "scale":
+        return a * 1.5
+    if how == "sign":
+        return -a
+    if how == "noise":
+        return a + 1e-3 * size * rng.standard_normal(a.shape)
+    if how == "zero":
+        return np.zeros_like(a)
+    flat = a.reshape(-1).copy()
+    i = int(rng.integers(flat.size))
+    flat[i] = np.nan if how == "nan" else flat[i] + size
+    return flat.reshape(a.shape)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(side=st.sampled_from(["scratch", "torch"]), how=st.sampled_from(_CORRUPTIONS), data=st.data())
+def test_a_corrupted_capture_is_never_a_match(side: str, how: str, data: st.DataObject) -> None:
+    owner = ScratchSide if side == "scratch" else TorchSide
+    original = owner.capture
+    done: list[str] = []
+
+    def corrupted(self: Any, tokens: np.ndarray, targets: np.ndarray) -> Capture:
+        capture = original(self, tokens, targets)
+        if done or (owner is TorchSide and self.dtype != "float64"):
+            return capture
+        slots = _slots(capture)
+        name, container, key, scale = slots[data.draw(st.integers(0, len(slots) - 1), label="slot")]
+        before = _get(container, key)
+        after = _corrupt(before, how, np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed")))
+        assume(not compare(after, before, None, scale).match)  # a change the tolerance model cannot see is no corruption
+        _set(container, key, after)
+        done.append(name)
+        return capture
+
+    with mock.patch.object(owner, "capture", corrupted):
+        report = run_report(ReportOptions(batch_size=4))
+    assert done, "nothing was corrupted"
+    assert report.verdict == "diverged", f"{how} of {side} {done[0]} was reported as a match"
+    assert report.findings and report.first_divergence is report.findings[0]
+
+
+# --- the module tree --------------------------------------------------------------------------------
+
+def test_children_are_found_through_unrecorded_lists() -> None:
+    recorded = {"", "embedding", "blocks.0", "blocks.0.attn", "blocks.0.attn.q_proj", "head"}
+    assert parent_call("blocks.0", recorded) == ""
+    assert parent_call("blocks.0.attn.q_proj", recorded) == "blocks.0.attn"
+    assert parent_call("", recorded) is None
+    assert nearest_recorded("blocks.0.attn.k_proj", recorded) == "blocks.0.attn"
+    assert nearest_recorded("nowhere.at.all", recorded) == ""
+
+
+# --- kinds that are true -----------------------------------------------------------------------------
+
+def test_kinds_name_a_transform_only_when_it_explains_the_tensor() -> None:
+    rng = np.random.default_rng(0)
+    e = rng.standard_normal((4, 6, 8))
+    proxy = rng.standard_normal(e.shape)
+    blend = 0.9999 * e + 1e-4 * proxy  # almost but not quite a rescaling
+    assert K.classify(blend, e, is_grad=False)[0] == K.VALUE
+    noisy = e + 1e-6 * rng.standard_normal(e.shape)  # a small random error is no permutation
+    assert K.classify(noisy, e, is_grad=False)[0] == K.VALUE
+    assert K.classify(np.transpose(e, (0, 2, 1)).copy(), e, is_grad=False)[0] == K.SHAPE  # shapes differ
+    square = rng.standard_normal((3, 5, 5))
+    assert K.classify(np.transpose(square, (0, 2, 1)).copy(), square, is_grad=False)[0] == K.PERMUTED
+    assert K.classify(0.5 * e, e, is_grad=False) == (K.SCALE, "is the reference times a constant factor 0.5 (= 1/2)")
+    assert K.classify(-e, e, is_grad=True)[0] == K.SIGN
+    rows = e * rng.uniform(1.0, 1.01, size=(4, 6, 1))  # a normalization with another eps, row by row
+    kind, words = K.classify(rows, e, is_grad=False)
+    assert kind == K.SCALE and "row by row" in words
+    tiny = 1e-3 * proxy  # a gradient that only a small proxy carries
+    kind, words = K.classify(tiny, e, is_grad=True)
+    assert kind == K.MOSTLY_DETACHED and "outside the graph" in words
+    assert K.classify(tiny, e, is_grad=False)[0] == K.VALUE  # a forward value is not "detached"
+    with_nan = e.copy()
+    with_nan[0, 0, 0] = np.nan
+    kind, words = K.classify(e * 2, with_nan, is_grad=False)
+    assert kind == K.VALUE and "reference itself holds 1 NaN/Inf" in words
