@@ -230,7 +230,7 @@ def test_a_corrupted_capture_is_never_a_match(side: str, how: str, data: st.Data
         name, container, key, scale = slots[data.draw(st.integers(0, len(slots) - 1), label="slot")]
         before = _get(container, key)
         after = _corrupt(before, how, np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed")))
-        assume(not compare(after, before, None, scale).match)  # a change the tolerance model cannot see is no corruption
+        assume(not compare(after, before, None, scale).match)  # invisible to the tolerance model: no corruption
         _set(container, key, after)
         done.append(name)
         return capture
@@ -278,4 +278,4 @@ def test_kinds_name_a_transform_only_when_it_explains_the_tensor() -> None:
     with_nan = e.copy()
     with_nan[0, 0, 0] = np.nan
     kind, words = K.classify(e * 2, with_nan, is_grad=False)
-    assert kind == K.VALUE and "reference itself holds 1 NaN/Inf" in words
+    assert kind == K.VALUE and "which itself holds 1 NaN/Inf" in words
