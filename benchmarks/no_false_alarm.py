@@ -1,5 +1,7 @@
 """No false alarms: clean models must give "match" for 20 seeds x {1, 2, 3} layers x
-{float64, float32} x {class, functional}. Prints the count; exits 1 on any false alarm.
+{float64, float32} x {class, functional}, with no finding and no "NO" in the gradient-flow and
+weight-update tables (every yes/no column is judged against the reference, so a NO on a clean
+model is a false alarm too). Prints the counts; exits 1 on any false alarm, finding or NO row.
 
     .venv/bin/python benchmarks/no_false_alarm.py [--seeds 20]
 """
@@ -11,9 +13,23 @@ import itertools
 import sys
 import time
 from dataclasses import replace
+from typing import Any
 
 from differential.report import ReportOptions, run_report
 from scratch_model.config import TransformerConfig
+
+FLOW_COLUMNS = ("has_grad", "nonzero", "matches_reference")
+UPDATE_COLUMNS = ("changed_after_step", "updated_by_optimizer", "update_matches_reference")
+
+
+def no_rows(table: list[dict[str, Any]], columns: tuple[str, ...]) -> list[str]:
+    """The rows with a NO in any of ``columns``: "parameter (column, ...)"."""
+    out = []
+    for row in table:
+        bad = [c for c in columns if not row[c]]
+        if bad:
+            out.append(f"{row['parameter']} ({', '.join(bad)})")
+    return out
 
 
 def main() -> int:
@@ -22,20 +38,25 @@ def main() -> int:
     args = parser.parse_args()
     grid = list(itertools.product(range(args.seeds), (1, 2, 3), ("float64", "float32"), ("class", "functional")))
     start = time.perf_counter()
-    alarms = []
+    alarms, findings, rows = [], 0, []
     for seed, layers, dtype, impl in grid:
         model = replace(TransformerConfig(), num_layers=layers)
         options = ReportOptions(impl=impl, dtype=dtype, seed=seed, model=model)
         report = run_report(options)
+        where = f"seed={seed} layers={layers} {dtype} {impl}"
         if report.verdict != "match":
-            d = report.first_divergence
-            alarms.append(f"seed={seed} layers={layers} {dtype} {impl}: {d.module} {d.phase} {d.kind}")
+            alarms.append(where + ": " + "; ".join(f"{d.module} {d.phase} {d.kind}" for d in report.findings))
+        findings += len(report.findings)
+        rows += [f"{where}: gradient flow {r}" for r in no_rows(report.gradient_flow, FLOW_COLUMNS)]
+        rows += [f"{where}: weight update {r}" for r in no_rows(report.weight_update, UPDATE_COLUMNS)]
     seconds = time.perf_counter() - start
-    print(f"clean reports: {len(grid) - len(alarms)} of {len(grid)} match, {len(alarms)} false alarms "
-          f"({seconds:.1f} s)")
+    print(f"clean reports: {len(grid) - len(alarms)} of {len(grid)} match, {len(alarms)} false alarms, "
+          f"{findings} findings, {len(rows)} NO rows ({seconds:.1f} s)")
     for line in alarms:
         print("  false alarm:", line)
-    return 1 if alarms else 0
+    for line in rows:
+        print("  NO row:", line)
+    return 1 if alarms or findings or rows else 0
 
 
 if __name__ == "__main__":

@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         "report", help="compare a scratch model with the reference, module by module",
         description="Run the implementation under test and the reference on one seeded batch with "
                     "shared weights; report the first module whose forward output or gradient diverges, "
-                    "with its phase, kind, source lines and a hint. Exit 0: everything matches; "
-                    "1: a divergence; 2: bad input.")
+                    "with its phase, kind, source lines and a hint, then every independent root cause "
+                    "(the findings). Exit 0: everything matches; 1: a divergence; 2: bad input.")
     report.add_argument("--impl", choices=training.IMPLEMENTATIONS, default="class",
                         help="the implementation under test (default: class)")
     report.add_argument("--against", choices=training.IMPLEMENTATIONS, default="torch",
@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--isolated", action="store_true",
                         help="also run every module alone on the reference's inputs and output gradient, "
                              "so every broken module shows, not only the first")
+    report.add_argument("--first-only", action="store_true",
+                        help="report only the first divergence; skips teacher forcing (running each disagreeing "
+                             "module and the loss alone on the reference's values), which finds every independent "
+                             "fault in one run. Cheaper, but a second fault hides behind the first")
     report.add_argument("--steps", type=_non_negative_int, default=0,
                         help="train both side by side for N steps on the same batches and report the first "
                              "step where the loss or a parameter diverges (default: 0, skip)")
@@ -131,12 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
                                           "time; print whether each was detected, localized (module and phase) "
                                           "and given the right kind, beside what the naive checks say. Exit 0 "
                                           "only when every fault is detected and localized and the clean model "
-                                          "matches.")
+                                          "matches. With --combos: several faults at once, each combination "
+                                          "checked for every one of its faults among the report's findings; "
+                                          "exit 0 only when every fault of every combination is found.")
     zoo.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     zoo.add_argument("--train", action="store_true",
                      help="also train with each fault on (standard budget) and show test accuracy (slow)")
     zoo.add_argument("--fault", metavar="NAME", action="append", default=None,
                      help="run only this fault (repeatable)")
+    zoo.add_argument("--combos", action="store_true",
+                     help="switch on combinations of faults that break different code at once and check that the "
+                          "report's findings name every one of them (not only the first); cannot be combined "
+                          "with --train or --fault")
     zoo.add_argument("--seed", type=_int, default=0, help="seed for weights and batch (default: 0)")
     zoo.add_argument("-o", "--output", metavar="FILE", default=None, help="write the matrix to FILE")
     _add_sweep_parser(commands)
@@ -186,9 +196,13 @@ def _run_report(args: argparse.Namespace) -> int:
             raise UsageError("scratchdiff report: error: --adapter cannot be combined with --three-way or --fault")
         adapter = load_adapter(args.adapter)
         model = adapter.config or model
+    if args.first_only and args.isolated:
+        raise UsageError("scratchdiff report: error: --first-only cannot be combined with --isolated (isolated mode "
+                         "runs every module alone, and lists every finding)")
     options = ReportOptions(impl=args.impl, against=args.against, dtype=args.dtype, seed=args.seed,
                             batch_size=args.batch_size, model=model, isolated=args.isolated, steps=args.steps,
-                            optimizer=args.optimizer, lr=args.lr, weights=weights, adapter=adapter)
+                            optimizer=args.optimizer, lr=args.lr, weights=weights, adapter=adapter,
+                            findings=not args.first_only)
     if args.fault is not None:
         from differential import faults
 
@@ -236,6 +250,8 @@ def _run_zoo(args: argparse.Namespace) -> int:
     from differential.zoo import run_zoo
 
     target = _check_writable(args.output) if args.output else None
+    if args.combos:
+        return _run_combos(args, target)
     names = args.fault or faults.names()
     for name in names:
         faults.get_fault(name)
@@ -248,6 +264,25 @@ def _run_zoo(args: argparse.Namespace) -> int:
                            "all_detected_and_localized": ok}, indent=2, sort_keys=True)
     else:
         text = zoo_table(rows, clean.verdict)
+    _emit(text, target)
+    return EXIT_OK if ok else EXIT_DIVERGED
+
+
+def _run_combos(args: argparse.Namespace, target: Path | None) -> int:
+    """`zoo --combos`: several faults at once; every one of them must be among the findings."""
+    from differential import zoo
+    from differential.render import combos_table, progress_bar
+    from differential.report import ReportOptions
+
+    if args.train or args.fault:
+        raise UsageError("scratchdiff zoo: error: --combos cannot be combined with --train or --fault")
+    with progress_bar("fault combinations", total=None) as advance:
+        rows = zoo.run_combos(ReportOptions(seed=args.seed), on_combo=lambda *_: advance())
+    ok = all(r.all_found for r in rows)
+    if args.format == "json":
+        text = json.dumps({"combos": [r.to_dict() for r in rows], "all_found": ok}, indent=2, sort_keys=True)
+    else:
+        text = combos_table(rows)
     _emit(text, target)
     return EXIT_OK if ok else EXIT_DIVERGED
 

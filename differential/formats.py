@@ -37,18 +37,35 @@ def format_json(report: Report) -> str:
     return json.dumps(_json_safe(report.to_dict()), sort_keys=True, indent=2, allow_nan=False) + "\n"
 
 
+def _finding_marks(report: Report) -> dict[str, str]:
+    """Module name -> the tree's pointer: "first divergence", "finding 2", "findings 2, 3"."""
+    numbers: dict[str, list[int]] = {}
+    for i, d in enumerate(report.findings or ([report.first_divergence] if report.first_divergence else []), 1):
+        numbers.setdefault(d.module, []).append(i)
+    marks = {}
+    for module, nums in numbers.items():
+        words = ["first divergence"] if nums[0] == 1 else []
+        rest = [str(n) for n in nums if n != 1]
+        if rest:
+            words.append(f"finding{'s' if len(rest) > 1 else ''} {', '.join(rest)}")
+        marks[module] = ", ".join(words)
+    return marks
+
+
 def _tree(report: Report) -> Tree:
-    first = report.first_divergence.module if report.first_divergence else None
+    marks = _finding_marks(report)
     # Labels are padded so the marks line up in columns whatever the depth (the tree indents by 4).
     width = max((4 * m["depth"] + len(m["module"]) for m in report.modules), default=0)
     root = Tree(Text(f"{'modules':<{width + 5}}fwd bwd param", style="bold"))
     stack: list[tuple[int, Tree]] = [(-1, root)]
     for m in report.modules:
-        marks = " ".join(f"{MARK[m[p]['status']]:>3}" for p in ("forward", "backward", "param_grad"))
-        label = Text(f"{m['module']:<{width - 4 * m['depth']}} {marks}")
-        if m["module"] == first:
-            label.stylize("bold red")
-            label.append("  <- first divergence", style="bold red")
+        cells = " ".join(f"{MARK[m[p]['status']]:>3}" for p in ("forward", "backward", "param_grad"))
+        label = Text(f"{m['module']:<{width - 4 * m['depth']}} {cells}")
+        mark = marks.get(m["module"])
+        if mark is not None:
+            style = "bold red" if mark.startswith("first") else "red"
+            label.stylize(style)
+            label.append(f"  <- {mark}", style=style)
         while stack[-1][0] >= m["depth"]:
             stack.pop()
         node = stack[-1][1].add(label)
@@ -59,13 +76,7 @@ def _tree(report: Report) -> Tree:
 def _divergence_panel(report: Report) -> Panel:
     d = report.first_divergence
     if d is None:
-        opts = report.options
-        unchecked = report.adapter["unchecked_phases"] if report.adapter else []  # [adapter]
-        if unchecked:
-            return Panel(f"every phase that could be checked matches {opts['against']}; not checked: "
-                         f"{', '.join(unchecked)} (see below)", title="verdict: match", border_style="green")
-        return Panel(f"every module matches {opts['against']} in forward, backward and parameter gradients; "
-                     "the optimizer step matches", title="verdict: match", border_style="green")
+        return _match_panel(report)
     lines = [f"module:    {d.module}", f"phase:     {d.phase}", f"kind:      {d.kind}",
              f"hint:      {d.hint}", f"scratch:   {d.scratch_source}", f"reference: {d.reference_source}"]
     if d.op:
@@ -83,7 +94,82 @@ def _divergence_panel(report: Report) -> Panel:
             lines.append(f"metrics:   {d.tensor}: missing on the {m['missing']} side")
         else:
             lines.append(f"metrics:   {d.tensor}: shape {m['shape_actual']} vs {m['shape_expected']}")
-    return Panel("\n".join(lines), title="verdict: diverged — first divergence", border_style="red")
+    n = len(report.findings)
+    title = f"verdict: diverged — {n} findings; the first:" if n > 1 else "verdict: diverged — first divergence"
+    return Panel("\n".join(lines), title=title, border_style="red")
+
+
+def _coverage(report: Report, phase: str) -> str:
+    """How many modules were compared in ``phase``: "all", "some" or "none"."""
+    statuses = [m[phase]["status"] for m in report.modules]
+    checked = sum(s != "not_checked" for s in statuses)
+    return "none" if checked == 0 else ("all" if checked == len(statuses) else "some")
+
+
+def _match_panel(report: Report) -> Panel:
+    """The verdict "match", claiming only what was compared; what was not is named."""
+    against = report.options["against"]
+    names = {"forward": "forward outputs", "backward": "input gradients"}
+    coverage = {phase: _coverage(report, phase) for phase in names}
+    claims, unchecked = [], []
+    compared = [names[p] for p, c in coverage.items() if c != "none"]
+    if compared:
+        claims.append(f"every module's {_words(compared)} match" + (
+            " (where they could be read)" if "some" in coverage.values() else ""))
+    unchecked += [p for p, c in coverage.items() if c == "none"]
+    if report.gradient_flow:
+        claims.append("every parameter gradient matches")
+    else:
+        unchecked.append("parameter gradients")
+    loss = report.loss
+    if loss.get("match"):
+        claims.append("the loss matches" + (", and so does its gradient with respect to the logits"
+                                            if loss.get("grad_match") else ""))
+    if loss.get("grad_match") is None:
+        unchecked.append("the loss's gradient")
+    if report.weight_update:
+        claims.append("one optimizer step with the reference's gradients matches")
+    else:
+        unchecked.append("optimizer")
+    if report.training["steps"] and report.training["status"] == "match":
+        claims.append(f"{report.training['steps']} training steps side by side match")
+    unchecked += report.adapter["unchecked_phases"] if report.adapter else []  # [adapter]
+    unchecked += list(report.not_checked)
+    scope = "every phase that could be checked" if unchecked else "everything compared"
+    text = f"{scope} matches {against}: " + (
+        "; ".join(claims) or "nothing that was compared disagrees")
+    if unchecked:
+        text += f". Not checked: {', '.join(dict.fromkeys(unchecked))} (see below)"
+    return Panel(text, title="verdict: match", border_style="green")
+
+
+def _words(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _findings_table(report: Report) -> Table:
+    """Every finding: one independent root cause per row, in pipeline order."""
+    n = len(report.findings)
+    if report.not_checked:  # teacher forcing could not run: a second fault may hide behind the first
+        title = (f"findings: {n}, possibly not all: {', '.join(report.not_checked)} could not be checked "
+                 "(see below)")
+    elif report.options.get("findings", True) or report.options.get("isolated"):
+        title = f"findings: {n} independent root cause{'s' if n != 1 else ''}, in pipeline order"
+    else:
+        title = "findings: only the first divergence was searched for (--first-only)"
+    t = Table(title=title)
+    t.add_column("#", justify="right")
+    t.add_column("module", overflow="fold")
+    for col in ("phase", "kind", "scratch source"):
+        t.add_column(col, overflow="fold")
+    for i, d in enumerate(report.findings, 1):
+        module = d.module + (f"\nalso in: {', '.join(d.also_in)}" if d.also_in else "")
+        t.add_row(str(i), module, d.phase, d.kind, d.scratch_source)
+    return t
+
+
+def _not_checked_text(report: Report) -> Text:
+    return Text("\n".join(f"not checked: {what}: {why}" for what, why in report.not_checked.items()))
 
 
 def _adapter_text(report: Report) -> Text:
@@ -133,6 +219,8 @@ def _flow_table(report: Report) -> Table:
         t.add_row(r["parameter"], _yes(r["has_grad"]), _yes(r["nonzero"]),
                   "-" if r["norm"] is None else f"{r['norm']:.4g}",
                   "-" if r["reference_norm"] is None else f"{r['reference_norm']:.4g}", _yes(r["matches_reference"]))
+    if not report.gradient_flow:
+        t.add_row("(not checked)", "", "", "", "", "")
     return t
 
 
@@ -143,6 +231,8 @@ def _update_table(report: Report) -> Table:
     for r in report.weight_update:
         t.add_row(r["parameter"], _yes(r["changed_after_step"]), _yes(r["updated_by_optimizer"]),
                   _yes(r["update_matches_reference"]))
+    if not report.weight_update:
+        t.add_row("(not checked)", "", "", "")
     return t
 
 
@@ -156,16 +246,44 @@ def _data_table(report: Report) -> Table:
     return t
 
 
+def _forward_and_loss_line(report: Report) -> str:
+    """Forward parity (the architecture) and the loss: the joint run's value and gradient, and the
+    loss run alone on the reference's logits when the joint logits differ."""
+    if report.modules:
+        forward_ok = all(m["forward"]["status"] != "diverged" for m in report.modules)
+        line = f"architecture (forward parity): {'match' if forward_ok else 'DIVERGES'}"
+    else:
+        line = "architecture (forward parity): not checked"
+    loss = report.loss
+    if loss.get("actual") is None:
+        return line + ";  loss not computed"
+    line += f";  loss {loss['actual']:.6g} vs reference {loss['expected']:.6g}"
+    if loss.get("grad_match") is False:
+        line += ", its gradient (d loss / d logits) DIFFERS"
+    alone = loss.get("alone")
+    if alone and alone.get("on") == "reference logits":
+        line += (f";  the loss alone on the reference's logits: value {_same(alone['value_match'])}, "
+                 f"gradient {_same(alone['grad_match'])}")
+    return line
+
+
+def _same(flag: bool | None) -> str:
+    return "not checked" if flag is None else ("matches" if flag else "DIFFERS")
+
+
 def format_text(report: Report) -> str:
     opts = report.options
     header = Text(f"scratchdiff: {opts['impl']} vs {opts['against']}, {opts['dtype']}, seed {opts['seed']}, "
                   f"batch {opts['batch_size']}, {opts['model']['num_layers']} layer(s)", style="bold")
-    parts: list[Any] = [header, _tree(report), _divergence_panel(report)]
+    parts: list[Any] = [header, _tree(report)] if report.modules else [header]  # none: the run stopped early
+    parts.append(_divergence_panel(report))
+    if report.findings:
+        parts.append(_findings_table(report))
+    if report.not_checked:
+        parts.append(_not_checked_text(report))
     if report.adapter is not None:  # [adapter]
         parts.append(_adapter_text(report))
-    forward_ok = all(m["forward"]["status"] != "diverged" for m in report.modules)
-    parts.append(Text(f"architecture (forward parity): {'match' if forward_ok else 'DIVERGES'};  "
-                      f"loss {report.loss['actual']:.6g} vs reference {report.loss['expected']:.6g}"))
+    parts.append(Text(_forward_and_loss_line(report)))
     tr = report.training
     if tr["steps"]:
         parts.append(Text(f"training {tr['steps']} steps side by side: " + (

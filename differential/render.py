@@ -14,8 +14,9 @@ from rich.table import Table
 
 
 @contextlib.contextmanager
-def progress_bar(label: str, total: int, enabled: bool = True) -> Iterator[Callable[..., None]]:
-    """Yield ``advance(loss=None)``; draws a bar on stderr when ``enabled`` and stderr is a terminal."""
+def progress_bar(label: str, total: int | None, enabled: bool = True) -> Iterator[Callable[..., None]]:
+    """Yield ``advance(loss=None)``; draws a bar on stderr when ``enabled`` and stderr is a terminal
+    (``total`` None: the count is not known in advance)."""
     if not enabled or not sys.stderr.isatty():
         yield lambda *_: None
         return
@@ -83,4 +84,20 @@ def zoo_table(rows: list[Any], clean_verdict: str) -> str:
     naive_pass = sum(bool(r.naive_all_have_grad and r.naive_all_changed) for r in rows)
     table.caption = (f"{found} of {len(rows)} faults detected and localized; the naive checks pass on "
                      f"{naive_pass} of them; clean model: {clean_verdict}")
+    return to_text(table, width=170)
+
+
+def combos_table(rows: list[Any]) -> str:
+    """`zoo --combos`: one line per combination of faults: whether the report's findings name every
+    finding each fault must show (module, phase, kind), and which it missed."""
+    table = Table(title="fault combinations: does the report find every fault, not only the first?")
+    for col in ("faults", "all found", "missed (module / phase / kind)", "findings"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        missed = [" / ".join(e) for e, found in zip(r.expected, r.found, strict=True) if not found]
+        table.add_row(" + ".join(r.faults), "yes" if r.all_found else "NO", "\n".join(missed) or "-",
+                      str(len(r.findings)))
+    found = sum(r.all_found for r in rows)
+    table.caption = (f"{found} of {len(rows)} combinations: every fault found among the findings "
+                     "(--format json lists every expected and reported finding)")
     return to_text(table, width=170)

@@ -105,8 +105,17 @@ def test_help_explains_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--impl", "--against", "--dtype", "--seed", "--batch-size", "--layers", "--isolated", "--steps",
-                 "--format", "--output", "--three-way", "--fault"):
+                 "--format", "--output", "--three-way", "--fault", "--first-only"):
         assert flag in text
+    assert "teacher forcing" in " ".join(text.split())  # what --first-only skips
+
+
+def test_zoo_help_explains_combos(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["zoo", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--combos" in text and "every one of them" in text
 
 
 def test_console_script_runs() -> None:
