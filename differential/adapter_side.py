@@ -109,7 +109,7 @@ class AdapterSide(Side):
         self.full_backward = True  # module input/output gradients available; known after capture()
         self.called_through: dict[str, str] = {}  # reference path -> "__call__" | "forward"
         self.arguments: dict[str, tuple[tuple, dict]] = {}  # reference path -> the first call's (args, kwargs)
-        self.can_force = _overrides(adapter, "tensor")
+        self.can_force = _overrides(adapter, "tensor") and _overrides(adapter, "backward")
         if arrays is not None:
             self.load(arrays)
 

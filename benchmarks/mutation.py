@@ -1,0 +1,163 @@
+"""Mutation testing of the reasoning modules: how many mutants of each file the default suite kills.
+
+Runs mutmut 3 (the ``dev`` extra: ``.venv/bin/pip install -e '.[dev]'``) over the chosen files of
+``differential/`` with the default test suite (``tests/``, not the slow tests), then prints a table
+per file: mutants, killed, survived, timeout, no tests (no test reaches the mutated function),
+equivalent (survivors listed in ``benchmarks/mutation_equivalent.md`` that still read as listed) and
+the kill rate = (killed + timeout) / (mutants - equivalent). The target is 90 %.
+
+    .venv/bin/python benchmarks/mutation.py                   # the reasoning modules
+    .venv/bin/python benchmarks/mutation.py --files differential/compare.py differential/weights.py
+    .venv/bin/python benchmarks/mutation.py --files differential/compare.py --list-survivors
+    .venv/bin/python benchmarks/mutation.py --max-children 2  # worker processes (default: the cores)
+
+Every run starts afresh: it deletes ``mutants/`` (git-ignored; mutmut copies the packages and the
+tests there and runs them on the copy) because mutmut's cache keeps which tests reach which function
+only for the files of the run that made it, so a later run over other files would call their mutants
+untested. The repository itself is never modified. After a run, ``.venv/bin/mutmut results``,
+``.venv/bin/mutmut show NAME`` and ``.venv/bin/mutmut browse`` read the same ``mutants/`` folder, and
+``.venv/bin/mutmut run NAME`` rechecks one mutant (say, after adding the test that should kill it).
+On two cores compare.py takes about ... and diagnose.py about ... (see the end of the output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REASONING = ("differential/compare.py", "differential/localize.py", "differential/diagnose.py",
+             "differential/describe.py", "differential/phases.py", "differential/weights.py",
+             "differential/findings.py")
+EQUIVALENT = ROOT / "benchmarks" / "mutation_equivalent.md"
+COLUMNS = ("killed", "survived", "timeout", "no tests", "equivalent", "other")
+
+# Runs in a fresh interpreter at the repository root: mutmut reads [tool.mutmut] from pyproject.toml
+# and this narrows only_mutate to the chosen files. (Importing mutmut.__main__ sets the fork start
+# method, as the `mutmut` command does.)
+_CHILD = """
+import json, sys
+import mutmut.__main__ as main
+from mutmut.configuration import config
+config().only_mutate = json.loads(sys.argv[1])
+main.cli(["run", "--max-children", sys.argv[2]])
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", nargs="+", default=list(REASONING), metavar="FILE",
+                        help="files to mutate, relative to the repository root (default: the reasoning modules)")
+    parser.add_argument("--list-survivors", action="store_true",
+                        help="print the diff of every surviving mutant (and every mutant no test reaches)")
+    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2,
+                        help="mutants tested at once (default: the number of cores)")
+    args = parser.parse_args()
+    try:
+        import mutmut  # noqa: F401
+    except ImportError:
+        print("mutmut is not installed: .venv/bin/pip install -e '.[dev]'", file=sys.stderr)
+        return 2
+
+    files = []
+    for name in args.files:
+        path = Path(name).resolve().relative_to(ROOT) if Path(name).is_absolute() else Path(name)
+        if not (ROOT / path).is_file():
+            print(f"note: skipping {path}: no such file")
+        elif path.parts[0] != "differential" or path.suffix != ".py":
+            print(f"note: skipping {path}: mutation testing covers the .py files of differential/")
+        else:
+            files.append(path.as_posix())
+    if not files:
+        print("nothing to mutate", file=sys.stderr)
+        return 2
+
+    shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+    # One thread per test process: with several mutants tested at once, torch's and BLAS's thread
+    # pools would only fight over the cores.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    print(f"mutmut over {', '.join(files)} with {args.max_children} workers", flush=True)
+    start = time.perf_counter()
+    run = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(files), str(args.max_children)],
+                         cwd=ROOT, env=env, check=False)
+    seconds = time.perf_counter() - start
+    print()
+    if run.returncode != 0:
+        print(f"mutmut run failed (exit code {run.returncode}); see its output above", file=sys.stderr)
+        return 1
+
+    os.chdir(ROOT)  # mutmut's readers take paths relative to the root
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+    from mutmut.stats import status_by_exit_code
+
+    equivalent = _equivalent_mutants()
+    table, survivors, stale = {}, [], []
+    for path in files:
+        meta = ROOT / "mutants" / f"{path}.meta"
+        codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
+        counts = Counter()
+        for name, code in codes.items():
+            status = status_by_exit_code[code]
+            if status in ("survived", "no tests"):
+                diff = get_diff_for_mutant(name, path=path)
+                if status == "survived" and name in equivalent:
+                    if _mutated_line(diff) == equivalent[name]:
+                        counts["equivalent"] += 1
+                        continue
+                    stale.append(name)
+                survivors.append((name, status, diff))
+            counts[status if status in COLUMNS else "other"] += 1
+        table[path] = (len(codes), counts)
+
+    print(f"{'file':32} {'mutants':>7} " + " ".join(f"{c:>10}" for c in COLUMNS) + f" {'kill rate':>9}")
+    total_n, total = 0, Counter()
+    for path, (n, counts) in table.items():
+        total_n, total = total_n + n, total + counts
+        print(_row(path, n, counts))
+    if len(table) > 1:
+        print(_row("total", total_n, total))
+    print(f"\n{seconds:.0f} s for the mutmut run ({args.max_children} workers, {os.cpu_count()} cores)")
+    for name in stale:
+        print(f"note: {name} is listed as equivalent in {EQUIVALENT.name}, but its mutation now reads "
+              "differently (the numbering moved): counted as a survivor; update the list")
+    if args.list_survivors:
+        for name, status, diff in survivors:
+            print(f"\n# {name}: {status}\n{diff}")
+    elif survivors:
+        print(f"{len(survivors)} mutants survived or were reached by no test: --list-survivors shows them, "
+              "or .venv/bin/mutmut show NAME")
+    return 0
+
+
+def _row(label: str, n: int, counts: Counter) -> str:
+    judged = n - counts["equivalent"]
+    rate = f"{100 * (counts['killed'] + counts['timeout']) / judged:8.1f}%" if judged else f"{'-':>9}"
+    return f"{label:32} {n:7d} " + " ".join(f"{counts[c]:10d}" for c in COLUMNS) + f" {rate}"
+
+
+def _mutated_line(diff: str) -> str:
+    """The added lines of a mutant's diff, whitespace squeezed: what an entry of the equivalent list
+    records, so that an entry whose number now names another mutation is noticed."""
+    added = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    return " ".join(" ".join(added).split())
+
+
+def _equivalent_mutants() -> dict[str, str]:
+    """``{mutant name: its mutated line}`` from the list in mutation_equivalent.md: lines of the form
+    ``- `NAME` `MUTATED LINE`: reason``."""
+    if not EQUIVALENT.is_file():
+        return {}
+    entries = re.findall(r"^- `([\w.ǁ]+__mutmut_\d+)` ``(.*?)``:", EQUIVALENT.read_text(), re.MULTILINE)
+    return {name: " ".join(line.split()) for name, line in entries}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
