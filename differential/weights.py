@@ -74,15 +74,15 @@ def check_arrays(expected: Layout, arrays: Mapping[str, Any], target: str = "mod
     given = {name: a for name, a in arrays.items() if isinstance(a, np.ndarray)}
     odd = [name for name in arrays if name not in given]
     want = {name: spec for name, spec in expected.items() if name not in odd}
-    shapes = DeepDiff({n: str(shape) for n, (shape, _) in want.items()},
-                      {n: str(a.shape) for n, a in given.items()}, view="tree")
-    dtypes = DeepDiff({n: dtype for n, (_, dtype) in want.items()},
-                      {n: a.dtype.name for n, a in given.items()}, view="tree")
+    # Names by set arithmetic; values of the shared names by DeepDiff. (Given whole, two dicts that
+    # share few keys come back from DeepDiff as one change of the root, with no names in it.)
+    common = [n for n in want if n in given]
+    shapes = DeepDiff({n: str(want[n][0]) for n in common}, {n: str(given[n].shape) for n in common}, view="tree")
+    dtypes = DeepDiff({n: want[n][1] for n in common}, {n: given[n].dtype.name for n in common}, view="tree")
 
-    problems = [f"missing: {n!r} (expected shape {want[n][0]}, dtype {want[n][1]})"
-                for n in _names(shapes, "dictionary_item_removed")]
+    problems = [f"missing: {n!r} (expected shape {want[n][0]}, dtype {want[n][1]})" for n in want if n not in given]
     problems += [f"unexpected: {n!r} (got shape {given[n].shape}, dtype {given[n].dtype})"
-                 for n in _names(shapes, "dictionary_item_added")]
+                 for n in given if n not in want]
     problems += [f"shape mismatch: {n!r} expected {want[n][0]}, got {given[n].shape}"
                  for n in _names(shapes, "values_changed")]
     problems += [f"dtype mismatch: {n!r} expected {want[n][1]}, got {given[n].dtype}"
