@@ -155,7 +155,7 @@ class AdapterSide(Side):
         try:
             loss = a.loss_and_backward(logits, targets)
         except Exception as err:
-            raise ModuleCrash(None, err) from err
+            raise ModuleCrash(None, err, phase="backward") from err
         calls = finish_calls(log, lambda t: np.array(a.to_numpy(t)), lambda t: _array(a.grad_of(t)))
         self.full_backward = aliased and any(c.grad_output is not None for c in calls.values())
         if not self.full_backward:  # what is there would mislead: a shared input's total gradient, say

@@ -84,12 +84,13 @@ def parent_call(path: str, recorded: set[str] | dict[str, Any]) -> str | None:
 
 
 class ModuleCrash(Exception):
-    """The implementation under test raised while running; ``path`` is the innermost module that
-    was running (None when it raised outside every module, e.g. in backward)."""
+    """The implementation under test raised while running: ``phase`` is "forward" (``path``: the
+    innermost module that was running, None when it raised outside every recorded module) or
+    "backward" (the loss and its backward)."""
 
-    def __init__(self, path: str | None, error: BaseException) -> None:
+    def __init__(self, path: str | None, error: BaseException, phase: str = "forward") -> None:
         super().__init__(f"{type(error).__name__}: {error}")
-        self.path, self.error = path, error
+        self.path, self.error, self.phase = path, error, phase
 
 
 class CallLog:

@@ -4,7 +4,6 @@ disagrees with finite differences."""
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,7 +14,7 @@ from differential.capture import Capture
 from differential.diagnose import Divergence, display_path
 from differential.findings import Forced
 from differential.localize import Check, ModuleResult, Origin, children
-from differential.sides import ScratchSide, Side, mask_kwargs, source_location
+from differential.sides import ScratchSide, Side, child_line, mask_kwargs, source_location
 
 if TYPE_CHECKING:
     from differential.report import ReportOptions
@@ -73,8 +72,8 @@ def describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Side
         child = None if origin.forced else _first_child_with_bad_input(origin.path, origin.phase, results, expected)
         if child:
             leaf = child.split("#")[0].rpartition(".")[2]
-            scratch_src = _child_line(scratch_src, leaf)
-            reference_src = _child_line(reference_src, leaf)
+            scratch_src = child_line(scratch_src, leaf)
+            reference_src = child_line(reference_src, leaf)
             hint += f" (the input it builds for {child})" if origin.phase == "forward" else \
                 f" (around its call of {child})"
     if origin.forced and origin.phase == "backward" and kind not in (diagnose.GRAPH_BREAK, diagnose.MOSTLY_DETACHED) \
@@ -119,30 +118,6 @@ def _children_claim(path: str, phase: str, results: dict[str, ModuleResult], exp
     if all(joint_ok(p) or alone_ok(p) for p in kids):
         return f"every child of {display_path(path)} matches when run alone on the reference's inputs"
     return ""
-
-
-def _child_line(container_source: str, child: str) -> str:
-    """Point at the line in a container's source that uses ``child`` (e.g. ``self.ln1(``)."""
-    file, _, line = container_source.rpartition(":")
-    if not file or not line.isdigit():
-        return container_source
-    from differential.sides import PROJECT_ROOT
-
-    path = PROJECT_ROOT / file
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return container_source
-    start = int(line) - 1
-    indent = len(lines[start]) - len(lines[start].lstrip())
-    pattern = re.compile(rf"\b{re.escape(child)}\b")
-    for i in range(start + 1, len(lines)):
-        text = lines[i]
-        if text.strip() and len(text) - len(text.lstrip()) <= indent:
-            break
-        if pattern.search(text):
-            return f"{file}:{i + 1}"
-    return container_source
 
 
 def _where_the_chain_stops(side: ScratchSide, origin: Origin, actual: Capture, options: ReportOptions) -> str:

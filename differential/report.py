@@ -366,8 +366,9 @@ def _crash_report(crash: ModuleCrash, actual_side: Side, oracle_side: Side, expe
     from differential.sides import crash_location
 
     path = crash.path
-    phase = "forward" if path is not None else "backward"
-    where = display_path(path) if path is not None else "the backward pass"
+    phase = crash.phase
+    where = display_path(path) if path is not None else \
+        ("the forward, outside every recorded module" if phase == "forward" else "the loss or the backward pass")
     first = Divergence(module=display_path(path or ""), phase=phase, kind=diagnose.CRASH,
                        hint=f"the {options.impl} implementation raised in {where}: {crash}",
                        scratch_source=crash_location(crash.error),

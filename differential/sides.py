@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,28 @@ def source_location(obj: Any) -> str:
     except ValueError:
         shown = file
     return f"{shown}:{line}"
+
+
+def child_line(container_source: str, child: str) -> str:
+    """Point at the line in a container's source that uses ``child`` (e.g. ``self.ln1(``)."""
+    file, _, line = container_source.rpartition(":")
+    if not file or not line.isdigit():
+        return container_source
+    path = PROJECT_ROOT / file
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return container_source
+    start = int(line) - 1
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    pattern = re.compile(rf"\b{re.escape(child)}\b")
+    for i in range(start + 1, len(lines)):
+        text = lines[i]
+        if text.strip() and len(text) - len(text.lstrip()) <= indent:
+            break
+        if pattern.search(text):
+            return f"{file}:{i + 1}"
+    return container_source
 
 
 def _cast_floats(arrays: dict[str, np.ndarray], dtype: str) -> dict[str, Any]:
@@ -193,7 +216,7 @@ class ScratchSide(Side):
                 with count_backward_calls(loss) as counts:
                     loss.backward()
         except Exception as err:
-            raise ModuleCrash(None, err) from err
+            raise ModuleCrash(None, err, phase="backward") from err
         calls = finish_calls(log, _as_numpy, _scratch_grad)
         return Capture(self.impl, self.dtype, calls, loss.item(), np.array(logits.data), self.params(),
                        {n: _scratch_grad(p) for n, p in self.named.items()},
@@ -447,9 +470,18 @@ class TorchSide(Side):
         return self._np(out), [self._grad(a) for a in args], own
 
     def source(self, path: str) -> str:
+        """The module's forward, or, for a module of torch's own (nn.Linear), the line of the
+        project's code that calls it: a pointer into site-packages helps nobody port a fix."""
         base = path.split("#")[0]
         module = self.model.get_submodule(base) if base else self.model
-        return source_location(type(module).forward)
+        here = source_location(type(module).forward)
+        file = here.rpartition(":")[0]
+        if not base or not (Path(file).is_absolute() or "site-packages" in file):
+            return here
+        parent, _, leaf = base.rpartition(".")
+        while parent and isinstance(self.model.get_submodule(parent), self.torch.nn.ModuleList):
+            parent, _, _ = parent.rpartition(".")
+        return child_line(self.source(parent), leaf)
 
     def _optimizer(self, optimizer: str, lr: float, params: list[Any] | None = None) -> Any:
         from torch_reference.optim import TorchOptimizer

@@ -279,3 +279,90 @@ def test_kinds_name_a_transform_only_when_it_explains_the_tensor() -> None:
     with_nan[0, 0, 0] = np.nan
     kind, words = K.classify(e * 2, with_nan, is_grad=False)
     assert kind == K.VALUE and "which itself holds 1 NaN/Inf" in words
+
+
+# --- adapters: parameters of unmapped modules, crashes outside every module -----------------------
+
+def _unmapped_projections() -> Any:
+    from tests.foreign import nets
+    from tests.foreign.adapter import TinyflowAdapter
+
+    class Unmapped(TinyflowAdapter):
+        """The attention's four projections have no module counterpart; only their parameters do."""
+
+        name_map = {**TinyflowAdapter.name_map,
+                    **{f"layers[{{i}}].mha.{w}": None for w in ("wq", "wk", "wv", "wo")},
+                    **{f"layers[{{i}}].mha.{w}.params[{k}]": f"blocks.{{i}}.attn.{ref}.{leaf}"
+                       for w, ref in (("wq", "q_proj"), ("wk", "k_proj"), ("wv", "v_proj"), ("wo", "out_proj"))
+                       for k, leaf in ((0, "weight"), (1, "bias"))}}
+
+    return Unmapped(nets.Reverser())
+
+
+def test_unmapped_owner_parameters_are_charged_to_the_nearest_mapped_module() -> None:
+    from tests.foreign.faults import FAULTS as FOREIGN
+
+    clean = run_report(ReportOptions(adapter=_unmapped_projections(), batch_size=BATCH))
+    assert clean.verdict == "match", clean.findings
+    fault = next(f for f in FOREIGN if f.name == "dense_weight_grad_one_sample")
+    with mock.patch.object(fault.target, fault.attribute, fault.replacement):
+        report = run_report(ReportOptions(adapter=_unmapped_projections(), batch_size=BATCH))
+    attn = next(d for d in report.findings if d.module == "blocks.0.attn")
+    assert (attn.phase, attn.kind) == ("param_grad", K.PARAM_GRAD)
+    assert attn.tensor.startswith("param_grad[") and "_proj.weight]" in attn.tensor  # named inside the module
+    rows = {r["parameter"]: r["matches_reference"] for r in report.gradient_flow}
+    assert rows["blocks.0.attn.q_proj.weight"] is False and rows["blocks.0.ln1.weight"] is True
+
+
+def test_a_model_that_raises_outside_every_module_is_a_forward_crash() -> None:
+    from tests.foreign import nets
+    from tests.foreign.adapter import TinyflowAdapter
+
+    class Raises(TinyflowAdapter):
+        name_map = {**TinyflowAdapter.name_map, "": None}  # the model object itself is not recorded
+
+        def forward(self, tokens: np.ndarray) -> Any:
+            raise RuntimeError("tokens must be a list")  # the user's own check, before any module runs
+
+    report = run_report(ReportOptions(adapter=Raises(nets.Reverser()), batch_size=BATCH))
+    d = report.first_divergence
+    assert (d.phase, d.kind) == ("forward", K.CRASH)
+    assert "RuntimeError: tokens must be a list" in d.hint and "backward" not in d.hint
+    assert d.scratch_source.startswith("tests/differential/test_findings.py:")
+
+
+# --- sources -------------------------------------------------------------------------------------------
+
+def test_reference_sources_point_into_the_project() -> None:
+    with faults.activate("embedding_grad_overwrite"):
+        report = run_report(ReportOptions(batch_size=BATCH))
+    for m in report.modules:
+        assert m["reference_source"].startswith("torch_reference/"), m
+    assert report.first_divergence.reference_source.startswith("torch_reference/model.py:")
+    with faults.activate("layernorm_weight_frozen"):
+        report = run_report(ReportOptions(batch_size=BATCH))
+    ln2 = report.first_divergence.reference_source
+    line = int(ln2.rpartition(":")[2])
+    from differential.sides import PROJECT_ROOT
+
+    assert "ln2" in (PROJECT_ROOT / "torch_reference/model.py").read_text().splitlines()[line - 1]
+
+
+# --- training steps ------------------------------------------------------------------------------------
+
+def test_training_names_the_first_divergent_step() -> None:
+    from differential.sides import ScratchSide
+
+    original = ScratchSide.train_steps
+
+    def drifting(self: Any, batches: Any, optimizer: str, lr: float) -> Any:
+        losses, params = original(self, batches, optimizer, lr)
+        params[2]["head.bias"] = params[2]["head.bias"] + 1e-3  # the third step goes astray
+        return losses, params
+
+    with mock.patch.object(ScratchSide, "train_steps", drifting):
+        report = run_report(ReportOptions(batch_size=BATCH, steps=4))
+    assert report.training["first_divergent_step"] == 3
+    assert report.training["first_divergent_what"] == "parameter head.bias"
+    assert _found(report) == [("(model)", "training", K.VALUE)]
+    assert "training diverges at step 3 (parameter head.bias)" in report.first_divergence.hint
