@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from bare_work import prepare  # this folder's bare_work.py
 
+from differential import faults
 from differential.report import ReportOptions, Stopwatch, initial_weights, run_report
 from differential.sides import make_side
 from scratch_model.data import make_reversal_data
@@ -41,6 +42,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=ReportOptions.batch_size,
                         help=f"batch size of both (default: the report's, {ReportOptions.batch_size})")
     parser.add_argument("--layers", type=int, default=1, help="transformer blocks (default 1)")
+    parser.add_argument("--fault", metavar="NAME", default=None,
+                        help="switch a catalogue fault on for every run (findings then do real work)")
     parser.add_argument("--end-to-end", action="store_true",
                         help="time whole processes: bare_work.py against `scratchdiff report`")
     args = parser.parse_args()
@@ -48,6 +51,11 @@ def main() -> None:
         end_to_end(args.repeats or 7)
         return
     args.repeats = args.repeats or 40
+    with faults.activate(args.fault):
+        in_process(args)
+
+
+def in_process(args: argparse.Namespace) -> None:
     base = ReportOptions()
     options = replace(base, batch_size=args.batch_size, model=replace(base.model, num_layers=args.layers))
     config = options.model
@@ -68,23 +76,34 @@ def main() -> None:
         run_report(options, watch)
         stages.append(watch.seconds)
 
+    first_only = replace(options, findings=False)
+
+    def report_first() -> None:  # the first divergence only: no teacher forcing
+        run_report(first_only)
+
     torch.set_num_threads(1)  # the report runs torch on one thread; the bare work gets the same
     for _ in range(5):
         bare()
         report()
+        report_first()
         captures()
     stages.clear()
-    bare_times, report_times, capture_times = [], [], []
+    bare_times, report_times, first_times, capture_times = [], [], [], []
     for _ in range(args.repeats):
-        for fn, times in ((bare, bare_times), (report, report_times), (captures, capture_times)):
+        for fn, times in ((bare, bare_times), (report, report_times), (report_first, first_times),
+                          (captures, capture_times)):
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
     b, r = statistics.median(bare_times), statistics.median(report_times)
-    print(f"model: {args.layers} layer(s), batch {options.batch_size}, float64; {args.repeats} runs each, interleaved")
+    f = statistics.median(first_times)
+    print(f"model: {args.layers} layer(s), batch {options.batch_size}, float64, fault {args.fault or 'none'}; "
+          f"{args.repeats} runs each, interleaved")
     print(f"bare work (scratch + torch forward and backward): median {b * 1e3:.2f} ms")
-    print(f"report:                                           median {r * 1e3:.2f} ms")
-    print(f"ratio report / bare: {r / b:.2f}  (torch threads: {torch.get_num_threads()}, numpy {np.__version__})")
+    print(f"report, all findings:                             median {r * 1e3:.2f} ms")
+    print(f"report, first divergence only (--first-only):     median {f * 1e3:.2f} ms")
+    print(f"ratio report / bare: {r / b:.2f} (all findings), {f / b:.2f} (first only)  "
+          f"(torch threads: {torch.get_num_threads()}, numpy {np.__version__})")
     c = statistics.median(capture_times)
     print(f"floor: the two hooked captures alone, median {c * 1e3:.2f} ms = {c / b:.2f} x bare")
     print("\nwhere the report's time goes (median per stage):")
