@@ -366,3 +366,47 @@ def test_training_names_the_first_divergent_step() -> None:
     assert report.training["first_divergent_what"] == "parameter head.bias"
     assert _found(report) == [("(model)", "training", K.VALUE)]
     assert "training diverges at step 3 (parameter head.bias)" in report.first_divergence.hint
+
+
+# --- localization on hand-made captures ----------------------------------------------------------
+
+def _capture(calls: dict[str, dict[str, Any]], params: dict[str, np.ndarray]) -> Capture:
+    from differential.capture import Call
+
+    made = {}
+    for n, (path, c) in enumerate(calls.items()):
+        made[path] = Call(path=path, enter=n, exit=len(calls) - 1 - n, inputs=c["inputs"], output=c["output"],
+                          input_requires_grad=[True] * len(c["inputs"]), output_requires_grad=True,
+                          grad_output=c["grad_output"], grad_inputs=c["grad_inputs"],
+                          produced_by=[None] * len(c["inputs"]))
+    return Capture("test", "float64", made, 1.0, np.zeros(1), params, dict(params), dict.fromkeys(params, True))
+
+
+def test_a_module_with_two_float_inputs_names_the_wrong_input_gradient() -> None:
+    from differential.localize import backward_origin, judge
+
+    rng = np.random.default_rng(1)
+    x, y, out, g, gx, gy = (rng.standard_normal((2, 3)) for _ in range(6))
+    ref = _capture({"": {"inputs": [], "output": out, "grad_output": g, "grad_inputs": []},
+                    "mix": {"inputs": [x, y], "output": out, "grad_output": g, "grad_inputs": [gx, gy]}}, {})
+    got = _capture({"": {"inputs": [], "output": out, "grad_output": g, "grad_inputs": []},
+                    "mix": {"inputs": [x, y], "output": out, "grad_output": g, "grad_inputs": [gx, 2 * gy]}}, {})
+    results = judge(got, ref)
+    origin = backward_origin(results, ref, got)
+    assert (origin.path, origin.phase, origin.check.tensor) == ("mix", "backward", "grad_input[1]")
+    assert [c.tensor for c in results["mix"].backward if not c.match] == ["grad_input[1]"]
+
+
+def test_input_and_parameter_gradients_both_wrong_is_one_backward_finding() -> None:
+    from differential.localize import backward_origin, judge
+
+    rng = np.random.default_rng(2)
+    x, out, g, gx, w, gw = (rng.standard_normal((2, 3)) for _ in range(6))
+    ref = _capture({"lin": {"inputs": [x], "output": out, "grad_output": g, "grad_inputs": [gx]}}, {"lin.weight": gw})
+    got = _capture({"lin": {"inputs": [x], "output": out, "grad_output": g, "grad_inputs": [-gx]}},
+                   {"lin.weight": gw + 1.0})
+    results = judge(got, ref)
+    assert [c.match for c in results["lin"].param_grad] == [False]
+    origin = backward_origin(results, ref, got)
+    assert (origin.path, origin.phase, origin.check.tensor) == ("lin", "backward", "grad_input[0]")
+    assert K.classify(origin.check.actual, origin.check.expected, is_grad=True)[0] == K.SIGN
