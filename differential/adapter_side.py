@@ -197,9 +197,12 @@ class AdapterSide(Side):
                                "were compared")
         if not self.has_optimizer:
             out["optimizer"] = out["training"] = "the adapter defines no make_optimizer"
-        if not (self.can_force and self.full_backward):
+        if not self.can_force:
             out["findings"] = ("the adapter defines no tensor() and backward(): modules cannot run alone on the "
                                "reference's values, so only the first divergence is localized")
+        elif not self.full_backward:
+            out["findings"] = ("no gradients of module inputs (see backward): modules run alone could not be judged, "
+                               "so only the first divergence is localized")
         return out
 
     def summary(self) -> dict[str, Any]:

@@ -120,6 +120,7 @@ def test_params_only_clean_matches_and_says_what_it_could_not_check() -> None:
     report = _report(ParamsOnly(nets.Reverser()))
     assert report.verdict == "match"
     assert report.adapter["unchecked_phases"] == ["backward", "optimizer", "training", "findings"]
+    assert report.adapter["why_unchecked"]["findings"].startswith("no gradients of module inputs")
     assert report.adapter["gradients"] == "parameters only"
     assert {m["backward"]["status"] for m in report.modules} == {"not_checked"}
     assert report.weight_update == []
