@@ -10,6 +10,7 @@ one that flows through this module, as torch's full backward hooks define it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,8 +64,13 @@ class Capture:
         base = path.split("#")[0]
         if path != base:
             return []  # a repeated call: its module's parameters are judged at the first call
+        return [n for n, owner in self._owners.items() if owner == base]
+
+    @functools.cached_property
+    def _owners(self) -> dict[str, str]:
+        """Each parameter's charged module call (computed once: every module asks)."""
         recorded = {p.split("#")[0] for p in self.calls}
-        return [n for n in self.params if nearest_recorded(n.rpartition(".")[0], recorded) == base]
+        return {n: nearest_recorded(n.rpartition(".")[0], recorded) for n in self.params}
 
 
 def nearest_recorded(path: str, recorded: set[str] | dict[str, Any]) -> str:

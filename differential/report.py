@@ -230,12 +230,15 @@ def _run_report(options: ReportOptions, watch: Stopwatch) -> Report:
     training = phases.training_phase(actual_side, oracle_side, noise_side, batches, options)
     watch.lap("training")
 
-    first = _first_divergence(results, loss, optimizer_checks, training, actual_side, oracle_side, actual, expected,
-                              noise, options)
+    searching = options.findings or options.isolated
+    forced, not_checked = _force(results, actual_side, expected, noise, options, tokens) if searching else ({}, {})
+    loss_cut = describe.loss_divergence(loss, actual, expected, options, actual_side)
+    first = _first_divergence(results, loss, loss_cut, optimizer_checks, actual_side, oracle_side, actual, expected,
+                              noise, options, forced)
     watch.lap("localize and diagnose")
-    found, not_checked = ([], {}) if not (options.findings or options.isolated) else \
-        _independent_findings(results, loss, optimizer_checks, actual_side, oracle_side, actual, expected, noise,
-                              options, tokens, targets, first)
+    found = [] if not searching else \
+        _independent_findings(results, loss, loss_cut, optimizer_checks, actual_side, oracle_side, actual, expected,
+                              noise, options, targets, forced, not_checked)
     isolated = None
     if options.isolated:
         isolated = [d for d in found if d.module not in ("(loss)", "(data)") and d.phase != "optimizer"
@@ -278,18 +281,19 @@ def _run_report(options: ReportOptions, watch: Stopwatch) -> Report:
     return report
 
 
-def _first_divergence(results: dict[str, Any], loss: dict[str, Any], optimizer_checks: list, training: dict,
-                      actual_side: Side, oracle_side: Side, actual: Capture, expected: Capture,
-                      noise: Capture | None, options: ReportOptions) -> Divergence | None:
+def _first_divergence(results: dict[str, Any], loss: dict[str, Any], loss_cut: Divergence | None,
+                      optimizer_checks: list, actual_side: Side, oracle_side: Side, actual: Capture,
+                      expected: Capture, noise: Capture | None, options: ReportOptions,
+                      forced: dict[str, fnd.Forced]) -> Divergence | None:
     """The joint run's first divergence, in pipeline order: forward modules, the loss, the loss's
-    own backward, the module backward, the optimizer."""
+    own backward, the module backward, the optimizer. ``forced`` (modules run alone) lets a
+    container's hint say its children were checked."""
     adapted = isinstance(actual_side, AdapterSide)
     origin = forward_origin(results, expected)
     if origin is not None:
-        return describe.describe(origin, results, actual_side, oracle_side, actual, expected, options)
-    first = describe.loss_divergence(loss, actual, expected, options, actual_side)
-    if first is not None:
-        return first
+        return describe.describe(origin, results, actual_side, oracle_side, actual, expected, options, forced)
+    if loss_cut is not None:
+        return loss_cut
     if actual.loss_requires_grad:
         alone = {"on": "joint", "value": actual.loss, "value_match": loss["match"], "_grad": actual.logits_grad,
                  "grad_match": loss["grad_match"], "grad_metrics": loss["grad_metrics"]}
@@ -299,7 +303,7 @@ def _first_divergence(results: dict[str, Any], loss: dict[str, Any], optimizer_c
             return first
     origin = (actual_side.backward_origin if adapted else backward_origin)(results, expected, actual)  # [adapter]
     if origin is not None:
-        return describe.describe(origin, results, actual_side, oracle_side, actual, expected, options)
+        return describe.describe(origin, results, actual_side, oracle_side, actual, expected, options, forced)
     if actual.max_backward_calls > 1:
         return _repeated_backward(actual.max_backward_calls, gradients_match=True)
     optimizer = fnd.optimizer_findings(optimizer_checks, actual, expected, noise,
@@ -316,28 +320,31 @@ def _repeated_backward(calls: int, gradients_match: bool = False) -> Divergence:
                       scratch_source=describe.backward_source(), reference_source="")
 
 
-def _independent_findings(results: dict[str, Any], loss: dict[str, Any], optimizer_checks: list,
-                          actual_side: Side, oracle_side: Side, actual: Capture, expected: Capture,
-                          noise: Capture | None, options: ReportOptions, tokens: np.ndarray, targets: np.ndarray,
-                          first: Divergence | None) -> tuple[list[Divergence], dict[str, str]]:
-    """Every root cause, by teacher forcing (see differential.findings), and the checks that could
-    not run."""
-    not_checked: dict[str, str] = {}
+def _force(results: dict[str, Any], actual_side: Side, expected: Capture, noise: Capture | None,
+           options: ReportOptions, tokens: np.ndarray) -> tuple[dict[str, fnd.Forced], dict[str, str]]:
+    """Run alone every module whose joint checks disagree (every module with ``isolated``); and the
+    checks that could not run, with the reason."""
     paths = [c.path for c in expected.ordered("exit") if options.isolated or fnd.needs_forcing(results[c.path])]
     try:
-        forced = fnd.force_modules(actual_side, expected, noise, tokens, paths)
+        return fnd.force_modules(actual_side, expected, noise, tokens, paths), {}
     except fnd.NotAvailable as err:
-        forced = {}
-        not_checked["modules alone"] = str(err)
+        return {}, {"modules alone": str(err)}
+
+
+def _independent_findings(results: dict[str, Any], loss: dict[str, Any], loss_cut: Divergence | None,
+                          optimizer_checks: list, actual_side: Side, oracle_side: Side, actual: Capture,
+                          expected: Capture, noise: Capture | None, options: ReportOptions, targets: np.ndarray,
+                          forced: dict[str, fnd.Forced], not_checked: dict[str, str]) -> list[Divergence]:
+    """Every root cause, by teacher forcing (see differential.findings); checks that cannot run are
+    added to ``not_checked``."""
     breaks = [fnd.refine_cut(o, forced) for o in graph_breaks(results, expected, actual)]
     origins = breaks + fnd.module_origins(forced, results, expected, breaks, actual)
     found = [describe.describe(o, results, actual_side, oracle_side, actual, expected, options, forced)
              for o in origins]
     scratch_loss, reference_loss = describe.loss_source(options.impl, options.adapter), \
         describe.loss_source(options.against)
-    cut = describe.loss_divergence(loss, actual, expected, options, actual_side)
-    if cut is not None and cut.kind == diagnose.GRAPH_BREAK:
-        found.append(cut)
+    if loss_cut is not None and loss_cut.kind == diagnose.GRAPH_BREAK:
+        found.append(loss_cut)
     else:
         alone = fnd.loss_phase(actual_side, actual, expected, noise, targets)
         loss["alone"] = {k: v for k, v in alone.items() if not k.startswith("_")}
@@ -358,7 +365,7 @@ def _independent_findings(results: dict[str, Any], loss: dict[str, Any], optimiz
         found.append(_repeated_backward(calls))
     found += fnd.optimizer_findings(optimizer_checks, actual, expected, noise, describe.optimizer_source(actual_side),
                                     describe.optimizer_source(oracle_side))
-    return found, not_checked
+    return found
 
 
 def _crash_report(crash: ModuleCrash, actual_side: Side, oracle_side: Side, expected: Capture,

@@ -410,3 +410,13 @@ def test_input_and_parameter_gradients_both_wrong_is_one_backward_finding() -> N
     origin = backward_origin(results, ref, got)
     assert (origin.path, origin.phase, origin.check.tensor) == ("lin", "backward", "grad_input[0]")
     assert K.classify(origin.check.actual, origin.check.expected, is_grad=True)[0] == K.SIGN
+
+
+def test_first_divergence_hint_uses_the_children_run_alone() -> None:
+    with faults.activate("attention_no_scale"):
+        report = run_report(ReportOptions(batch_size=BATCH))
+    hint = report.first_divergence.hint
+    assert "every child of blocks.0.attn matches when run alone on the reference's inputs" in hint
+    with faults.activate("attention_no_scale"):
+        first_only = run_report(ReportOptions(batch_size=BATCH, findings=False))
+    assert "not every child of blocks.0.attn could be checked" in first_only.first_divergence.hint
