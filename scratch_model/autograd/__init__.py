@@ -1,5 +1,6 @@
 """A small reverse-mode autograd over numpy arrays (float32 and float64)."""
 
+from scratch_model.autograd.activations import gelu, gelu_tanh
 from scratch_model.autograd.elementwise import add, div, exp, log, mul, neg, pow, relu, sqrt, sub
 from scratch_model.autograd.linalg import matmul
 from scratch_model.autograd.movement import concatenate, getitem, identity, reshape, swapaxes, transpose
@@ -16,7 +17,7 @@ from scratch_model.autograd.tensor import (
 )
 
 __all__ = [
-    "OpRecord", "Tensor", "add", "as_tensor", "concatenate", "div", "embedding", "exp",
+    "OpRecord", "Tensor", "add", "as_tensor", "concatenate", "div", "embedding", "exp", "gelu", "gelu_tanh",
     "getitem", "identity", "is_grad_enabled", "log", "log_softmax", "matmul", "max", "mean", "mul", "neg",
     "no_grad", "op", "pow", "relu", "reshape", "softmax", "sqrt", "sub", "sum", "swapaxes",
     "topological_order", "transpose",
