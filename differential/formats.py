@@ -9,14 +9,17 @@ import json
 import math
 from typing import Any
 
+from rich import box
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from differential.render import to_text
+from differential.capture import ROOT
+from differential.diagnose import display_path
 from differential.report import Report
+from differential.tables import compact, first_fitting, to_string
 
 MARK = {"match": "ok", "diverged": "XX", "not_checked": "--"}
 
@@ -32,9 +35,52 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+# In JSON a module is named by its path, as the name map uses it: the model itself is "" (ROOT);
+# a finding about the loss has the id "(loss)" and one about the batch "(data)", which no module
+# path can be. The display name (the text report's "(model)") is the separate field "module_display".
+LOSS_ID, DATA_ID = "(loss)", "(data)"
+
+
+def _module_path(display: str) -> str:
+    return ROOT if display == display_path(ROOT) else display
+
+
+def _with_path(entry: dict[str, Any] | None, yours: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """A finding or module row with ``module`` as a path and ``module_display`` beside it; with an
+    adapter's map (reference path -> yours), ``your_module``: the same place in the user's names."""
+    if entry is None:
+        return None
+    path = _module_path(entry["module"])
+    out = {**entry, "module": path, "module_display": entry["module"]}
+    if yours is not None:
+        out["your_module"] = yours.get(path)
+    return out
+
+
+def json_dict(report: Report) -> dict[str, Any]:
+    """The report as the JSON schema has it: module paths (see above), and without what the user's
+    code printed (``adapter.printed_lines`` counts its lines per stage; the text shows it)."""
+    out = report.to_dict()
+    adapter = out.get("adapter")
+    yours = None
+    if adapter is not None:
+        yours = adapter["modules"]
+        printed = adapter.pop("printed", None) or {}
+        adapter["printed_lines"] = {stage: len(text.splitlines()) for stage, text in printed.items()}
+    out["first_divergence"] = _with_path(out["first_divergence"], yours)
+    out["findings"] = [_with_path(d, yours) for d in out["findings"]]
+    if out.get("isolated") is not None:
+        out["isolated"] = [_with_path(d, yours) for d in out["isolated"]]
+    out["modules"] = [_with_path(m) for m in out["modules"]]
+    for entry in (out.get("three_way") or {}).values():
+        if isinstance(entry, dict) and "first_divergence" in entry:
+            entry["first_divergence"] = _with_path(entry["first_divergence"])
+    return out
+
+
 def format_json(report: Report) -> str:
     """Stable, strict JSON: sorted keys, no timings, so identical runs give identical bytes."""
-    return json.dumps(_json_safe(report.to_dict()), sort_keys=True, indent=2, allow_nan=False) + "\n"
+    return json.dumps(_json_safe(json_dict(report)), sort_keys=True, indent=2, allow_nan=False) + "\n"
 
 
 def _finding_marks(report: Report) -> dict[str, str]:
@@ -52,6 +98,9 @@ def _finding_marks(report: Report) -> dict[str, str]:
     return marks
 
 
+MARK_STYLE = {"match": "green", "diverged": "bold red", "not_checked": "dim"}
+
+
 def _tree(report: Report) -> Tree:
     marks = _finding_marks(report)
     # Labels are padded so the marks line up in columns whatever the depth (the tree indents by 4).
@@ -59,8 +108,10 @@ def _tree(report: Report) -> Tree:
     root = Tree(Text(f"{'modules':<{width + 5}}fwd bwd param", style="bold"))
     stack: list[tuple[int, Tree]] = [(-1, root)]
     for m in report.modules:
-        cells = " ".join(f"{MARK[m[p]['status']]:>3}" for p in ("forward", "backward", "param_grad"))
-        label = Text(f"{m['module']:<{width - 4 * m['depth']}} {cells}")
+        label = Text(f"{m['module']:<{width - 4 * m['depth']}}")
+        for phase in ("forward", "backward", "param_grad"):
+            status = m[phase]["status"]
+            label.append(f" {MARK[status]:>3}", style=MARK_STYLE[status])
         mark = marks.get(m["module"])
         if mark is not None:
             style = "bold red" if mark.startswith("first") else "red"
@@ -77,26 +128,50 @@ def _divergence_panel(report: Report) -> Panel:
     d = report.first_divergence
     if d is None:
         return _match_panel(report)
-    lines = [f"module:    {d.module}", f"phase:     {d.phase}", f"kind:      {d.kind}",
-             f"hint:      {d.hint}", f"scratch:   {d.scratch_source}", f"reference: {d.reference_source}"]
+    rows = [("module", d.module), ("phase", d.phase), ("kind", d.kind), ("hint", d.hint),
+            ("scratch", d.scratch_source), ("reference", d.reference_source)]
     if d.op:
-        lines.append(f"op:        {d.op['op']} at {d.op['source']} (backward vs finite differences: "
-                     f"relative error {d.op['relative_error']})")
+        rows.append(("op", f"{d.op['op']} at {d.op['source']} (backward vs finite differences: "
+                           f"relative error {_num(d.op['relative_error'])})"))
     if d.port_from:
-        lines.append(f"port from: {d.port_from}")
+        rows.append(("port from", d.port_from))
     if d.metrics:
-        m = d.metrics
-        if m.get("max_abs") is not None:
-            lines.append(f"metrics:   {d.tensor}: max abs {m['max_abs']}, max rel {m['max_rel']}, cosine "
-                         f"{m['cosine']}, norm ratio {m['norm_ratio']}, mismatched {m['mismatched']} "
-                         f"({m['mismatched_share']:.1%}), worst at {m['worst_index']}")
-        elif m.get("missing"):
-            lines.append(f"metrics:   {d.tensor}: missing on the {m['missing']} side")
-        else:
-            lines.append(f"metrics:   {d.tensor}: shape {m['shape_actual']} vs {m['shape_expected']}")
+        rows.append(("metrics", f"{d.tensor}: {_metrics_text(d.metrics)}"))
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True, style="bold")
+    grid.add_column(overflow="fold")
+    for label, value in rows:
+        grid.add_row(f"{label}:", value)
     n = len(report.findings)
     title = f"verdict: diverged — {n} findings; the first:" if n > 1 else "verdict: diverged — first divergence"
-    return Panel("\n".join(lines), title=title, border_style="red")
+    return Panel(grid, title=title, border_style="red")
+
+
+def _num(value: Any) -> str:
+    """A metric for people: 4 significant digits (the JSON keeps full precision)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return str(value) if isinstance(value, int) else f"{value:.4g}"
+
+
+def _metrics_text(m: dict[str, Any]) -> str:
+    """A compared tensor's metrics in one phrase: what is missing, the shapes that differ, or the errors."""
+    if m.get("missing"):
+        return f"missing on the {m['missing']} side"
+    if m.get("max_abs") is None:
+        return f"shape {m.get('shape_actual')} vs {m.get('shape_expected')}"
+    share = m.get("mismatched_share")
+    text = (f"max abs {_num(m['max_abs'])}, max rel {_num(m.get('max_rel'))}, cosine {_num(m.get('cosine'))}, "
+            f"norm ratio {_num(m.get('norm_ratio'))}, mismatched {_num(m.get('mismatched'))}"
+            + (f" ({share:.1%})" if isinstance(share, (int, float)) else ""))
+    where = m.get("worst_index")
+    if where:  # [] for a scalar: nothing to point at
+        text += f", worst at ({', '.join(str(i) for i in where)})"
+    bad = [f"{m[f'{what}_{side}']} {shown} on the {side} side" for what, shown in (("nan", "NaN"), ("inf", "Inf"))
+           for side in ("actual", "expected") if m.get(f"{what}_{side}")]
+    return text + (f"; {', '.join(bad)}" if bad else "")
 
 
 def _coverage(report: Report, phase: str) -> str:
@@ -147,8 +222,9 @@ def _words(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
-def _findings_table(report: Report) -> Table:
-    """Every finding: one independent root cause per row, in pipeline order."""
+def _findings_table(report: Report, width: int = 120) -> Table:
+    """Every finding: one independent root cause per row, in pipeline order. Where the five
+    columns do not fit, the source goes under the module."""
     n = len(report.findings)
     if report.not_checked:  # teacher forcing could not run: a second fault may hide behind the first
         title = (f"findings: {n}, possibly not all: {', '.join(report.not_checked)} could not be checked "
@@ -157,15 +233,30 @@ def _findings_table(report: Report) -> Table:
         title = f"findings: {n} independent root cause{'s' if n != 1 else ''}, in pipeline order"
     else:
         title = "findings: only the first divergence was searched for (--first-only)"
-    t = Table(title=title)
-    t.add_column("#", justify="right")
-    t.add_column("module", overflow="fold")
-    for col in ("phase", "kind", "scratch source"):
-        t.add_column(col, overflow="fold")
-    for i, d in enumerate(report.findings, 1):
-        module = d.module + (f"\nalso in: {', '.join(d.also_in)}" if d.also_in else "")
-        t.add_row(str(i), module, d.phase, d.kind, d.scratch_source)
-    return t
+
+    def wide() -> Table:
+        t = Table(title=title)
+        t.add_column("#", justify="right")
+        t.add_column("module")
+        for col in ("phase", "kind", "scratch source"):
+            t.add_column(col, no_wrap=col != "phase")
+        for i, d in enumerate(report.findings, 1):
+            module = d.module + (f"\nalso in: {', '.join(d.also_in)}" if d.also_in else "")
+            t.add_row(str(i), module, d.phase, d.kind, d.scratch_source)
+        return t
+
+    def narrow() -> Table:
+        t = compact(title)
+        t.add_column("#", justify="right")
+        t.add_column("module, scratch source", overflow="fold")
+        t.add_column("phase")
+        t.add_column("kind", overflow="fold")
+        for i, d in enumerate(report.findings, 1):
+            also = f"\nalso in: {', '.join(d.also_in)}" if d.also_in else ""
+            t.add_row(str(i), Text.assemble((d.module, "bold"), also, "\n", (d.scratch_source, "dim")), d.phase, d.kind)
+        return t
+
+    return first_fitting((wide, narrow), width)
 
 
 def _not_checked_text(report: Report) -> Text:
@@ -186,6 +277,16 @@ def _adapter_text(report: Report) -> Text:
     if a["unmatched_reference_modules"]:
         lines.append(f"  reference modules with no counterpart (not compared): "
                      f"{', '.join(a['unmatched_reference_modules'])}")
+    lines += [f"  note: {note}" for note in a.get("notes", [])]
+    return Text("\n".join(lines))
+
+
+def _printed_text(report: Report) -> Text:
+    """What the user's code printed while the report imported, built and ran it (kept out of JSON)."""
+    lines = ["what your code printed (captured; not part of the JSON)"]
+    for stage, text in report.adapter["printed"].items():
+        lines.append(f"  during {stage}:")
+        lines += [f"    {line}" for line in text.rstrip("\n").splitlines()]
     return Text("\n".join(lines))
 
 
@@ -207,14 +308,14 @@ def _three_way_table(report: Report) -> Table:
     return t
 
 
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "NO"
+def _yes(flag: bool) -> Text:
+    return Text("yes") if flag else Text("NO", style="bold red")
 
 
 def _flow_table(report: Report) -> Table:
     t = Table(title="gradient flow: 'has a gradient' is not enough")
     for col in ("parameter", "has grad", "non-zero", "norm", "reference norm", "matches reference"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in ("parameter", "norm", "reference norm"))
     for r in report.gradient_flow:
         t.add_row(r["parameter"], _yes(r["has_grad"]), _yes(r["nonzero"]),
                   "-" if r["norm"] is None else f"{r['norm']:.4g}",
@@ -227,7 +328,7 @@ def _flow_table(report: Report) -> Table:
 def _update_table(report: Report) -> Table:
     t = Table(title="weight update after one step: 'it changed' is not enough")
     for col in ("parameter", "changed (own grads)", "updated by optimizer", "update matches reference"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col == "parameter")
     for r in report.weight_update:
         t.add_row(r["parameter"], _yes(r["changed_after_step"]), _yes(r["updated_by_optimizer"]),
                   _yes(r["update_matches_reference"]))
@@ -257,7 +358,7 @@ def _forward_and_loss_line(report: Report) -> str:
     loss = report.loss
     if loss.get("actual") is None:
         return line + ";  loss not computed"
-    line += f";  loss {loss['actual']:.6g} vs reference {loss['expected']:.6g}"
+    line += f";  loss {_num(loss['actual'])} vs reference {_num(loss.get('expected'))}"
     if loss.get("grad_match") is False:
         line += ", its gradient (d loss / d logits) DIFFERS"
     alone = loss.get("alone")
@@ -271,18 +372,26 @@ def _same(flag: bool | None) -> str:
     return "not checked" if flag is None else ("matches" if flag else "DIFFERS")
 
 
-def format_text(report: Report) -> str:
+def summary_line(report: Report) -> str:
+    """The report in one line: the verdict, and the first finding with its place in the code."""
+    if report.verdict == "match":
+        whole = str(_match_panel(report).renderable).startswith("everything")
+        return (f"scratchdiff: match — {report.options['impl']} agrees with {report.options['against']} on "
+                + ("everything compared" if whole else "every phase that could be checked (some could not: see above)"))
+    n = len(report.findings)
+    d = report.first_divergence
+    first = "" if d is None else f"; the first: {d.module} ({d.phase}, {d.kind})"
+    return f"scratchdiff: diverged — {n} finding{'s' if n != 1 else ''}{first}"
+
+
+def format_text(report: Report, width: int = 120, color: bool = False) -> str:
+    """The report for a terminal ``width`` columns wide (ANSI colour when ``color``): the module
+    tree and the detail tables first, then the verdict and the findings, then `summary_line`, so
+    the answer is where the eye lands after the command."""
     opts = report.options
     header = Text(f"scratchdiff: {opts['impl']} vs {opts['against']}, {opts['dtype']}, seed {opts['seed']}, "
                   f"batch {opts['batch_size']}, {opts['model']['num_layers']} layer(s)", style="bold")
     parts: list[Any] = [header, _tree(report)] if report.modules else [header]  # none: the run stopped early
-    parts.append(_divergence_panel(report))
-    if report.findings:
-        parts.append(_findings_table(report))
-    if report.not_checked:
-        parts.append(_not_checked_text(report))
-    if report.adapter is not None:  # [adapter]
-        parts.append(_adapter_text(report))
     parts.append(Text(_forward_and_loss_line(report)))
     tr = report.training
     if tr["steps"]:
@@ -301,7 +410,21 @@ def format_text(report: Report) -> str:
     if report.three_way is not None:
         parts.append(_three_way_table(report))
     parts += [_flow_table(report), _update_table(report), _data_table(report)]
-    return to_text(Group(*parts), width=120)
+    if report.adapter is not None and report.adapter.get("printed"):
+        parts.append(_printed_text(report))
+    if report.adapter is not None:  # [adapter]
+        parts.append(_adapter_text(report))
+    if report.not_checked:
+        parts.append(_not_checked_text(report))
+    for part in parts:
+        if isinstance(part, Table) and width < 100:  # no vertical rules: the columns fit a narrow terminal
+            part.box, part.pad_edge = box.SIMPLE_HEAD, False
+    parts.append(_divergence_panel(report))
+    if report.findings:
+        parts.append(_findings_table(report, width))
+    summary = summary_line(report)
+    parts.append(Text(summary, style="bold " + ("green" if report.verdict == "match" else "red")))
+    return to_string(Group(*parts), width, color)
 
 
 def _plot_png(report: Report) -> str | None:

@@ -32,7 +32,8 @@ def test_clean_report_exits_0_with_the_documented_json(capsys: pytest.CaptureFix
     report = json.loads(out)
     assert JSON_KEYS <= report.keys()
     assert report["verdict"] == "match" and report["first_divergence"] is None
-    assert [m["module"] for m in report["modules"]][:3] == ["(model)", "embedding", "pos_embedding"]
+    assert [m["module"] for m in report["modules"]][:3] == ["", "embedding", "pos_embedding"]  # paths: root ""
+    assert report["modules"][0]["module_display"] == "(model)"
     assert all(m[p]["status"] != "diverged" for m in report["modules"] for p in ("forward", "backward"))
 
 
