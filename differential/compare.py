@@ -49,6 +49,9 @@ class Metrics:
     nan_expected: int = 0
     inf_expected: int = 0
     missing: str | None = None  # "actual" or "expected" when one side has no tensor
+    # The largest error relative to what the tolerance model allows there: 1 is where match ends
+    # (inf for a non-finite disagreement; None when there is nothing to compare).
+    tolerance_ratio: float | None = None
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in _FIELDS}
@@ -72,7 +75,7 @@ def compare(actual: np.ndarray | None, expected: np.ndarray | None,
     if a.shape != e.shape:
         return Metrics(match=False, shape_actual=list(a.shape), shape_expected=list(e.shape))
     if a.size == 0:
-        return Metrics(True, list(a.shape), list(e.shape), 0.0, 0.0, 1.0, 1.0, 0, 0.0, None)
+        return Metrics(True, list(a.shape), list(e.shape), 0.0, 0.0, 1.0, 1.0, 0, 0.0, None, tolerance_ratio=0.0)
     # Fast path, a dozen passes over the data: every product below is finite exactly when every
     # element is (a huge finite value that overflows a square only sends it to the careful path).
     aa, ee, ae = float(np.vdot(a, a)), float(np.vdot(e, e)), float(np.vdot(a, e))
@@ -87,14 +90,25 @@ def compare(actual: np.ndarray | None, expected: np.ndarray | None,
     max_abs = float(diff.flat[worst_flat])
     if noise is None:
         floor = ATOL64 * scale  # the least any element is allowed: when nothing exceeds it, nothing is bad
-        mismatched = 0 if max_abs <= floor else int(np.count_nonzero(diff > RTOL64 * abs_e + floor))
+        allowed = abs_e * RTOL64
+        allowed += floor
+        mismatched = 0 if max_abs <= floor else int(np.count_nonzero(diff > allowed))
+        ratio = _ratio(diff, allowed)
     else:
         allowed = NOISE_FACTOR * _noise_error(noise, e) + FLOAT32_FLOOR * scale
         mismatched = 0 if max_abs <= allowed else int(np.count_nonzero(diff > allowed))
+        ratio = _ratio(max_abs, allowed)
     np.maximum(abs_e, _TINY, out=abs_e)
     with np.errstate(over="ignore"):  # a difference where the reference is 0: an infinite relative error
         max_rel = float(np.divide(diff, abs_e, out=abs_e).max())
-    return _metrics(shape, mismatched, max_abs, max_rel, worst_flat, aa, ee, ae, (0, 0, 0, 0))
+    return _metrics(shape, mismatched, max_abs, max_rel, worst_flat, aa, ee, ae, (0, 0, 0, 0), ratio)
+
+
+def _ratio(diff: np.ndarray | float, allowed: np.ndarray | float) -> float:
+    """max(diff / allowed): an element allowed nothing (a zero reference with no scale) counts as
+    allowed the smallest normal number, so any difference there is far above 1 and none is 0."""
+    with np.errstate(over="ignore"):
+        return float(np.max(np.divide(diff, np.maximum(allowed, _TINY))))
 
 
 def _noise_error(noise: np.ndarray, e: np.ndarray) -> float:
@@ -104,7 +118,7 @@ def _noise_error(noise: np.ndarray, e: np.ndarray) -> float:
 
 
 def _metrics(shape: tuple[int, ...], mismatched: int, max_abs: float, max_rel: float, worst_flat: int,
-             aa: float, ee: float, ae: float, nans: tuple[int, int, int, int]) -> Metrics:
+             aa: float, ee: float, ae: float, nans: tuple[int, int, int, int], ratio: float) -> Metrics:
     norm_a, norm_e = math.sqrt(aa), math.sqrt(ee)
     cosine = ae / (norm_a * norm_e) if norm_a > 0 and norm_e > 0 else (1.0 if norm_a == norm_e else 0.0)
     ratio = norm_a / norm_e if norm_e > 0 else (1.0 if norm_a == 0 else float("inf"))
@@ -116,6 +130,7 @@ def _metrics(shape: tuple[int, ...], mismatched: int, max_abs: float, max_rel: f
         mismatched=mismatched, mismatched_share=mismatched / size,
         worst_index=[int(i) for i in np.unravel_index(worst_flat, shape)] if shape else [],
         nan_actual=nans[0], inf_actual=nans[1], nan_expected=nans[2], inf_expected=nans[3],
+        tolerance_ratio=ratio,
     )
 
 
@@ -139,8 +154,11 @@ def _compare_nonfinite(a: np.ndarray, e: np.ndarray, noise: np.ndarray | None, s
     with np.errstate(over="ignore"):
         rel = diff / np.maximum(abs_e, _TINY)
     worst_flat = int(np.argmax(diff))
+    # Two non-finite values that differ (inf vs -inf, inf vs nan) have no finite distance: infinitely far.
+    ratio = math.inf if np.any(bad & ~fin_a & ~fin_e) else _ratio(diff, np.broadcast_to(allowed, diff.shape))
     return _metrics(a.shape, int(np.count_nonzero(bad)), float(diff.flat[worst_flat]), float(rel.max()),
-                    worst_flat, float(np.vdot(a_f, a_f)), float(np.vdot(e_f, e_f)), float(np.vdot(a_f, e_f)), nans)
+                    worst_flat, float(np.vdot(a_f, a_f)), float(np.vdot(e_f, e_f)), float(np.vdot(a_f, e_f)), nans,
+                    ratio)
 
 
 def compare_many(pairs: list[tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, float]]

@@ -36,7 +36,8 @@ def test_empty_tensors_match_with_neutral_metrics() -> None:
     got = compare(np.zeros((0, 3)), np.zeros((0, 3))).to_dict()
     assert got == {"match": True, "shape_actual": [0, 3], "shape_expected": [0, 3], "max_abs": 0.0, "max_rel": 0.0,
                    "cosine": 1.0, "norm_ratio": 1.0, "mismatched": 0, "mismatched_share": 0.0, "worst_index": None,
-                   "nan_actual": 0, "inf_actual": 0, "nan_expected": 0, "inf_expected": 0, "missing": None}
+                   "nan_actual": 0, "inf_actual": 0, "nan_expected": 0, "inf_expected": 0, "missing": None,
+                   "tolerance_ratio": 0.0}
     assert got["match"] is True
 
 
