@@ -118,7 +118,7 @@ def _noise_error(noise: np.ndarray, e: np.ndarray) -> float:
 
 
 def _metrics(shape: tuple[int, ...], mismatched: int, max_abs: float, max_rel: float, worst_flat: int,
-             aa: float, ee: float, ae: float, nans: tuple[int, int, int, int], ratio: float) -> Metrics:
+             aa: float, ee: float, ae: float, nans: tuple[int, int, int, int], tolerance_ratio: float) -> Metrics:
     norm_a, norm_e = math.sqrt(aa), math.sqrt(ee)
     cosine = ae / (norm_a * norm_e) if norm_a > 0 and norm_e > 0 else (1.0 if norm_a == norm_e else 0.0)
     ratio = norm_a / norm_e if norm_e > 0 else (1.0 if norm_a == 0 else float("inf"))
@@ -130,7 +130,7 @@ def _metrics(shape: tuple[int, ...], mismatched: int, max_abs: float, max_rel: f
         mismatched=mismatched, mismatched_share=mismatched / size,
         worst_index=[int(i) for i in np.unravel_index(worst_flat, shape)] if shape else [],
         nan_actual=nans[0], inf_actual=nans[1], nan_expected=nans[2], inf_expected=nans[3],
-        tolerance_ratio=ratio,
+        tolerance_ratio=tolerance_ratio,
     )
 
 
