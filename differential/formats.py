@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import math
 from typing import Any
@@ -427,62 +424,12 @@ def format_text(report: Report, width: int = 120, color: bool = False) -> str:
     return to_string(Group(*parts), width, color)
 
 
-def _plot_png(report: Report) -> str | None:
-    """Per-module worst error per phase (log scale) and, with --steps, the loss curves, as base64 PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [m["module"] for m in report.modules]
-    tr = report.training
-    fig, axes = plt.subplots(1, 2 if tr["steps"] else 1, figsize=(12 if tr["steps"] else 8, 0.3 * len(names) + 2))
-    ax = axes[0] if tr["steps"] else axes
-    for offset, phase in ((-0.25, "forward"), (0.0, "backward"), (0.25, "param_grad")):
-        values = []
-        for m in report.modules:
-            worst = m[phase]["worst"]
-            values.append(max(worst["max_abs"] or 0.0, 1e-18) if worst and worst.get("max_abs") is not None
-                          else 1e-18)
-        ax.barh([i + offset for i in range(len(names))], values, height=0.25, label=phase)
-    ax.set_xscale("log")
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("max absolute error vs reference (log scale)")
-    ax.set_title("per-module error")
-    ax.legend(fontsize=8)
-    if tr["steps"]:
-        steps = range(1, len(tr["loss_actual"]) + 1)
-        axes[1].plot(steps, tr["loss_actual"], marker="o", label=report.options["impl"])
-        axes[1].plot(steps, tr["loss_expected"], marker="x", linestyle="--", label=report.options["against"])
-        if tr["first_divergent_step"]:
-            axes[1].axvline(tr["first_divergent_step"], color="red", linestyle=":", label="first divergence")
-        axes[1].set_xlabel("training step")
-        axes[1].set_ylabel("cross-entropy loss")
-        axes[1].set_title("loss, side by side")
-        axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def format_html(report: Report) -> str:
-    """A self-contained HTML page: the text report, the plots inline, and the JSON."""
-    image = _plot_png(report)
-    verdict = report.verdict
-    colour = "#1a7f37" if verdict == "match" else "#cf222e"
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>scratchdiff report</title>"
-        "<style>body{font-family:sans-serif;margin:2em}pre{background:#f6f8fa;padding:1em;overflow:auto}"
-        f"h1 span{{color:{colour}}}</style></head><body>\n"
-        f"<h1>scratchdiff report: <span>{html.escape(verdict)}</span></h1>\n"
-        f"<img alt='per-module error and loss curves' src='data:image/png;base64,{image}'>\n"
-        f"<pre>{html.escape(format_text(report))}</pre>\n"
-        "<details><summary>JSON</summary>\n"
-        f"<pre>{html.escape(format_json(report))}</pre></details>\n</body></html>\n"
-    )
+    """A self-contained HTML page (`differential.html_report`): the verdict, every finding, the error
+    picture, the module tree with coloured marks, the three-way view, the text report and the JSON."""
+    from differential.html_report import page
+
+    return page(report, format_text(report), format_json(report))
 
 
 FORMATTERS = {"text": format_text, "json": format_json, "html": format_html}

@@ -1,0 +1,402 @@
+"""`describe`: the kind and the hint of every kind of origin (forward, backward, parameter gradient; joint or
+run alone; a cut, a crash, a container and what was checked of its children), the child's line a
+container's source points at, the loss's own divergences and the source lines of the loss, the backward
+and the optimizer. Origins are hand-built, the sides stand-ins that only name sources (so no scratch-only
+check runs); every expected word is worked out here. Written to kill the mutants ``benchmarks/mutation.py``
+found surviving in describe.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from differential import describe as D
+from differential import diagnose as K
+from differential.adapter_side import AdapterSide
+from differential.capture import Call, Capture
+from differential.compare import compare
+from differential.findings import Forced
+from differential.localize import Check, ModuleResult, Origin
+from differential.report import ReportOptions
+from differential.sides import source_location
+from scratch_model import layers
+
+ROOT = Path(__file__).resolve().parents[2]
+ONE = np.array([1.0, 2.0])
+MHA = source_location(layers.MultiHeadAttention.forward)  # a container whose children are called by name
+OPTIONS = ReportOptions()
+
+
+def _def_at(location: str, name: str) -> bool:
+    """Whether ``location`` points at the definition of ``name`` (or at a decorator of it)."""
+    file, _, line = location.rpartition(":")
+    lines = (ROOT / file).read_text().splitlines()[int(line) - 1:]
+    first = next(text.strip() for text in lines if not text.strip().startswith("@"))
+    return first.startswith(f"def {name}(")
+
+
+def _line_number_of(text: str, after: str) -> str:
+    """The location of the first line holding ``text`` after the line ``after`` points at."""
+    file, _, line = after.rpartition(":")
+    lines = (ROOT / file).read_text().splitlines()
+    n = next(i for i in range(int(line), len(lines)) if text in lines[i])
+    return f"{file}:{n + 1}"
+
+
+class Sources:
+    """A side that only names sources: the attention's forward for "attn", "<name>:<path>" elsewhere."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def source(self, path: str) -> str:
+        return MHA if path == "attn" else f"{self.name}:{path}"
+
+
+MINE, REF = Sources("mine"), Sources("ref")
+
+
+def check(tensor: str, actual: Any, expected: Any) -> Check:
+    a = None if actual is None else np.asarray(actual, dtype=np.float64)
+    e = None if expected is None else np.asarray(expected, dtype=np.float64)
+    return Check(tensor, compare(a, e), a, e)
+
+
+def call(path: str, enter: int) -> Call:
+    return Call(path=path, enter=enter, exit=enter, inputs=[ONE], output=ONE, input_requires_grad=[True],
+                output_requires_grad=True, grad_output=ONE, grad_inputs=[ONE])
+
+
+KIDS = ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.out_proj")
+
+
+def capture(requires: dict[str, bool] | None = None, loss: float = 2.0, loss_requires_grad: bool = True,
+            root_output_requires_grad: bool | None = True) -> Capture:
+    # the children are listed out of their entry order (k_proj entered before q_proj): the blame
+    # goes by call order
+    calls = [call("", 0), call("attn", 1), call("attn.q_proj", 3), call("attn.k_proj", 2), call("attn.v_proj", 4),
+             call("attn.out_proj", 5)]
+    if root_output_requires_grad is None:
+        calls = calls[1:]
+    else:
+        calls[0].output_requires_grad = root_output_requires_grad
+    return Capture(impl="x", dtype="float64", calls={c.path: c for c in calls}, loss=loss, logits=ONE, params={},
+                   param_grads={}, param_requires_grad=requires or {}, loss_requires_grad=loss_requires_grad)
+
+
+EXPECTED = capture()
+
+
+def results(**bad: str) -> dict[str, ModuleResult]:
+    """Every module matching, but ``name=how`` for the child attn.<name>: "input" (its input differs),
+    "grad_output", "param", "detached", "missing"."""
+    out = {}
+    for path in EXPECTED.calls:
+        res = ModuleResult(path, forward=[check("input[0]", ONE, ONE), check("output", ONE, ONE)],
+                           backward=[check("grad_output", ONE, ONE), check("grad_input[0]", ONE, ONE)],
+                           param_grad=[check("param_grad[weight]", ONE, ONE)])
+        how = bad.get(path.rpartition(".")[2]) if path.startswith("attn.") else None
+        if how == "input":
+            res.forward[0] = check("input[0]", -ONE, ONE)
+        elif how == "grad_output":
+            res.backward[0] = check("grad_output", -ONE, ONE)
+        elif how == "param":
+            res.param_grad[0] = check("param_grad[weight]", -ONE, ONE)
+        elif how == "detached":
+            res.detached_inputs = [0]
+        elif how == "missing":
+            res.missing = True
+        out[path] = res
+    return out
+
+
+def describe(origin: Origin, res: dict[str, ModuleResult] | None = None, actual: Capture = EXPECTED,
+             forced: dict[str, Forced] | None = None) -> Any:
+    return D.describe(origin, res or results(), MINE, REF, actual, EXPECTED, OPTIONS, forced)
+
+
+def words(actual: Any, expected: Any, is_grad: bool) -> tuple[str, str]:
+    return K.classify(np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64), is_grad)
+
+
+# --- leaves ---------------------------------------------------------------------------------------
+
+def test_a_forward_origin() -> None:
+    out = check("output", 2 * ONE, ONE)
+    kind, w = words(2 * ONE, ONE, False)
+    d = describe(Origin("attn.q_proj", "forward", out))
+    assert (d.module, d.phase, d.kind, d.tensor) == ("attn.q_proj", "forward", kind, "output")
+    assert d.hint == f"attn.q_proj's inputs match but its output does not: output {w}"
+    assert (d.scratch_source, d.reference_source) == ("mine:attn.q_proj", "ref:attn.q_proj")
+    assert d.metrics == out.metrics.to_dict() and d.op is None
+    d = describe(Origin("attn.q_proj", "forward", out, forced=True))
+    assert d.hint == f"run alone on the reference's inputs, attn.q_proj's output does not match: output {w}"
+
+
+def test_a_forward_origin_of_the_root_with_an_all_zero_output() -> None:
+    out = check("output", [0.0, 0.0], ONE)
+    d = describe(Origin("", "forward", out))
+    assert (d.module, d.kind) == ("(model)", K.VALUE)  # a forward is judged as a value, not a gradient
+    assert d.hint == "(model)'s inputs match but its output does not: output is all zeros where the reference is not"
+    assert (d.scratch_source, d.reference_source) == ("mine:", "ref:")
+
+
+def test_a_backward_origin() -> None:
+    bad = check("grad_input[0]", -ONE, ONE)
+    d = describe(Origin("attn.v_proj", "backward", bad))
+    assert (d.phase, d.kind, d.tensor) == ("backward", K.SIGN, "grad_input[0]")
+    assert d.hint == "attn.v_proj's output gradient matches but grad_input[0] has the right magnitude but the " \
+                     "opposite sign"
+    d = describe(Origin("attn.v_proj", "backward", bad, forced=True))
+    assert d.hint == "run alone on the reference's inputs and output gradient, attn.v_proj's grad_input[0] has the " \
+                     "right magnitude but the opposite sign"
+    zero = check("grad_input[0]", [0.0, 0.0], ONE)
+    assert describe(Origin("attn.v_proj", "backward", zero)).kind == K.ZERO_GRAD  # judged as a gradient
+
+
+def test_a_parameter_gradient_origin() -> None:
+    bad = check("param_grad[weight]", [3.0, 1.0], ONE)
+    _, w = words([3.0, 1.0], ONE, True)
+    d = describe(Origin("attn.q_proj", "param_grad", bad))
+    assert (d.phase, d.kind, d.tensor) == ("param_grad", K.PARAM_GRAD, "param_grad[weight]")
+    assert d.hint == ("attn.q_proj's inputs and output gradient match but param_grad[weight] does not: the "
+                      f"weight-gradient formula is wrong (param_grad[weight] {w})")
+    d = describe(Origin("attn.q_proj", "param_grad", bad, forced=True))
+    assert d.hint == ("run alone on the reference's inputs and output gradient, attn.q_proj's output and input "
+                      "gradients match but param_grad[weight] does not: the weight-gradient formula is wrong "
+                      f"(param_grad[weight] {w})")
+    # a kind that names the error keeps its name
+    scaled = check("param_grad[weight]", 2 * ONE, ONE)
+    _, w = words(2 * ONE, ONE, True)
+    d = describe(Origin("attn.q_proj", "param_grad", scaled))
+    assert (d.kind, d.hint) == (K.SCALE, f"attn.q_proj: param_grad[weight] {w}")
+
+
+def test_a_parameter_with_no_gradient() -> None:
+    none = check("param_grad[weight]", None, ONE)
+    d = describe(Origin("attn.q_proj", "param_grad", none))
+    assert d.kind == K.GRAPH_BREAK
+    assert d.hint == ("attn.q_proj: attn.q_proj.weight gets no gradient: the path from it to the output is cut in "
+                      "this module")
+    frozen = capture(requires={"attn.q_proj.weight": False, "weight": True})
+    d = describe(Origin("attn.q_proj", "param_grad", none), actual=frozen)
+    assert d.hint == "attn.q_proj.weight was created without requires_grad, so it never gets a gradient"
+    # a parameter of the root is named as it is
+    d = describe(Origin("", "param_grad", none), actual=capture(requires={"weight": False}))
+    assert d.hint == "weight was created without requires_grad, so it never gets a gradient"
+    d = describe(Origin("", "param_grad", none))
+    assert d.hint == "(model): weight gets no gradient: the path from it to the output is cut in this module"
+
+
+def test_an_origin_without_a_check() -> None:
+    d = describe(Origin("attn.k_proj", "param_grad", None, reason="a parameter gradient is lost"))
+    assert (d.kind, d.tensor, d.metrics) == (K.VALUE, None, None)
+    assert d.hint == "attn.k_proj: a parameter gradient is lost"
+    d = describe(Origin("attn.k_proj", "param_grad", None, kind=K.GRAPH_BREAK))
+    assert d.hint == "attn.k_proj: attn.k_proj.? gets no gradient: the path from it to the output is cut in this module"
+    d = describe(Origin("attn.k_proj", "param_grad", check("grad_input[0]", ONE, ONE), kind=K.GRAPH_BREAK))
+    assert "attn.k_proj.? gets no gradient" in d.hint  # not a parameter's check: no name to give
+    d = describe(Origin("attn.k_proj", "forward", None, reason="the scratch model never called this module",
+                        kind=K.VALUE))
+    assert (d.kind, d.tensor) == (K.VALUE, None)
+    assert d.hint == "attn.k_proj's inputs match but its output does not: the scratch model never called this module"
+
+
+def test_a_cut_and_a_crash_say_their_reason() -> None:
+    d = describe(Origin("attn.k_proj", "backward", check("grad_output", None, ONE), kind=K.GRAPH_BREAK,
+                        reason="its output is cut"))
+    assert (d.kind, d.hint, d.tensor) == (K.GRAPH_BREAK, "attn.k_proj: its output is cut", "grad_output")
+    d = describe(Origin("attn.k_proj", "forward", None, kind=K.CRASH, reason="it raised: KeyError: 'w'", forced=True))
+    assert (d.kind, d.hint, d.phase) == (K.CRASH, "attn.k_proj: it raised: KeyError: 'w'", "forward")
+    # a cut with no words of its own (no rule makes one) is worded by its phase
+    d = describe(Origin("attn.k_proj", "backward", check("grad_input[0]", None, ONE), kind=K.GRAPH_BREAK))
+    assert d.hint == "attn.k_proj's output gradient matches but "
+
+
+# --- containers -----------------------------------------------------------------------------------
+
+def test_a_container_whose_children_all_match() -> None:
+    out = check("output", 2 * ONE, ONE)
+    _, w = words(2 * ONE, ONE, False)
+    d = describe(Origin("attn", "forward", out, container_code=True))
+    assert d.hint == (f"attn's inputs match but its output does not: output {w} — every child of attn matches, so "
+                      "the fault is in attn's own code")
+    assert (d.scratch_source, d.reference_source) == (MHA, MHA)  # no child to point at
+
+
+def test_a_container_that_builds_a_wrong_input_for_a_child() -> None:
+    out = check("output", 2 * ONE, ONE)
+    _, w = words(2 * ONE, ONE, False)
+    # k_proj (entered first) and v_proj get wrong inputs; both match when run alone on the right ones
+    forced = {p: Forced(p, forward=[check("output", ONE, ONE)], backward=[check("grad_input[0]", -ONE, ONE)])
+              for p in ("attn.k_proj", "attn.v_proj")}
+    d = describe(Origin("attn", "forward", out, container_code=True), results(k_proj="input", v_proj="input"),
+                 forced=forced)
+    assert d.hint == (f"attn's inputs match but its output does not: output {w} — every child of attn matches when "
+                      "run alone on the reference's inputs, so the fault is in attn's own code (the input it builds "
+                      "for attn.k_proj)")
+    line = _line_number_of("self.k_proj(", MHA)
+    assert (d.scratch_source, d.reference_source) == (line, line)
+    # only q_proj: the first child in call order
+    d = describe(Origin("attn", "forward", out, container_code=True), results(q_proj="input"),
+                 forced={"attn.q_proj": Forced("attn.q_proj")})
+    assert d.hint.endswith("(the input it builds for attn.q_proj)")
+    assert d.scratch_source == _line_number_of("self.q_proj(", MHA)
+
+
+@pytest.mark.parametrize("alone", ["not run", "raised", "forward differs"])
+def test_a_container_whose_children_could_not_all_be_checked(alone: str) -> None:
+    out = check("output", 2 * ONE, ONE)
+    forced = {"not run": {}, "raised": {"attn.v_proj": Forced("attn.v_proj", error=ValueError("x"))},
+              "forward differs": {"attn.v_proj": Forced("attn.v_proj", forward=[check("output", -ONE, ONE)])}}[alone]
+    d = describe(Origin("attn", "forward", out, container_code=True), results(v_proj="input"), forced=forced)
+    assert d.hint.endswith(" — not every child of attn could be checked, so the fault is in attn's own code or in a "
+                           "child that diverges only inside it (the input it builds for attn.v_proj)")
+
+
+def test_a_missing_child_is_not_checked() -> None:
+    out = check("output", 2 * ONE, ONE)
+    d = describe(Origin("attn", "forward", out, container_code=True), results(out_proj="missing"),
+                 forced={"attn.out_proj": Forced("attn.out_proj")})
+    assert "— every child of attn matches when run alone" in d.hint  # run alone, it matched
+
+
+def test_a_container_run_alone_points_at_no_child() -> None:
+    out = check("output", 2 * ONE, ONE)
+    d = describe(Origin("attn", "forward", out, container_code=True, forced=True), results(k_proj="input"),
+                 forced={"attn.k_proj": Forced("attn.k_proj")})
+    assert d.hint.endswith("so the fault is in attn's own code")
+    assert d.scratch_source == MHA
+
+
+def test_a_container_backward_checks_every_phase_of_its_children() -> None:
+    bad = check("grad_input[0]", -ONE, ONE)
+    # a child whose parameter gradient differs is not "matching" for a backward origin...
+    d = describe(Origin("attn", "backward", bad, container_code=True), results(q_proj="param"))
+    assert "not every child of attn could be checked" in d.hint
+    # ...but it is for a forward one
+    d = describe(Origin("attn", "forward", check("output", 2 * ONE, ONE), container_code=True),
+                 results(q_proj="param"))
+    assert "— every child of attn matches, so" in d.hint
+    # run alone, a child with a wrong backward does not clear a backward origin; a wrong forward alone
+    # does not matter to a forward origin if the joint forward matched
+    forced = {"attn.q_proj": Forced("attn.q_proj", backward=[check("grad_input[0]", -ONE, ONE)])}
+    d = describe(Origin("attn", "backward", bad, container_code=True), results(q_proj="param"), forced=forced)
+    assert "not every child of attn could be checked" in d.hint
+    forced = {"attn.q_proj": Forced("attn.q_proj", param_grad=[check("param_grad[weight]", -ONE, ONE)])}
+    d = describe(Origin("attn", "backward", bad, container_code=True), results(q_proj="param"), forced=forced)
+    assert "not every child of attn could be checked" in d.hint
+    forced = {"attn.q_proj": Forced("attn.q_proj", forward=[check("output", ONE, ONE)])}
+    d = describe(Origin("attn", "backward", bad, container_code=True), results(q_proj="param"), forced=forced)
+    assert "every child of attn matches when run alone on the reference's inputs, so" in d.hint
+
+
+def test_a_container_backward_points_at_the_child_the_gradient_reaches_first() -> None:
+    bad = check("grad_input[0]", -ONE, ONE)
+    _, w = words(-ONE, ONE, True)
+    # a detached input first (v_proj), even with a later child's output gradient wrong
+    d = describe(Origin("attn", "backward", bad, container_code=True),
+                 results(v_proj="detached", out_proj="grad_output"))
+    assert d.hint == (f"attn's output gradient matches but grad_input[0] {w} — not every child of attn could be "
+                      "checked, so the fault is in attn's own code or in a child that diverges only inside it (around "
+                      "its call of attn.v_proj)")
+    assert d.scratch_source == _line_number_of("self.v_proj(", MHA)
+    # otherwise the last child called whose output gradient is wrong: q_proj, entered after k_proj
+    d = describe(Origin("attn", "backward", bad, container_code=True),
+                 results(k_proj="grad_output", q_proj="grad_output"))
+    assert d.hint.endswith("(around its call of attn.q_proj)")
+    d = describe(Origin("attn", "backward", bad, container_code=True),
+                 results(k_proj="detached", q_proj="detached"))
+    assert d.hint.endswith("(around its call of attn.q_proj)")
+    # a wrong input gradient of a child is not a wrong output gradient
+    res = results()
+    res["attn.out_proj"].backward[1] = check("grad_input[0]", -ONE, ONE)
+    d = describe(Origin("attn", "backward", bad, container_code=True), res)
+    assert "around its call" not in d.hint and d.scratch_source == MHA
+
+
+def test_a_container_cut_keeps_its_reason() -> None:
+    d = describe(Origin("attn", "backward", check("grad_input[0]", None, ONE), container_code=True,
+                        kind=K.GRAPH_BREAK, reason="the input of attn.v_proj is detached"),
+                 results(v_proj="detached"))
+    assert d.kind == K.GRAPH_BREAK
+    assert d.hint == ("attn's output gradient matches but the input of attn.v_proj is detached (around its call of "
+                      "attn.v_proj)")
+
+
+# --- the loss -------------------------------------------------------------------------------------
+
+LOSS_OK = {"match": True, "metrics": {"m": 1}}
+LOSS_BAD = {"match": False, "metrics": {"m": 2}}
+
+
+def test_a_loss_that_does_not_require_grad() -> None:
+    actual = capture(loss_requires_grad=False)
+    d = D.loss_divergence(LOSS_OK, actual, EXPECTED, OPTIONS, MINE)
+    assert (d.module, d.phase, d.kind, d.tensor) == ("(loss)", "training", K.GRAPH_BREAK, "loss")
+    assert d.hint == ("the loss does not require grad: it is built from raw arrays (e.g. np.sum(out.data)) or "
+                      "through an op without a backward, so no gradient reaches any parameter")
+    assert (d.scratch_source, d.reference_source) == (D.loss_source("class"), D.loss_source("torch"))
+    # no root call recorded: the logits are taken to be in the graph
+    assert D.loss_divergence(LOSS_OK, capture(loss_requires_grad=False, root_output_requires_grad=None), EXPECTED,
+                             OPTIONS, MINE).kind == K.GRAPH_BREAK
+    # the logits are not in the graph already: the cut is in the model, not the loss
+    assert D.loss_divergence(LOSS_OK, capture(loss_requires_grad=False, root_output_requires_grad=False), EXPECTED,
+                             OPTIONS, MINE) is None
+    # the reference's loss needs no gradient either
+    assert D.loss_divergence(LOSS_OK, actual, capture(loss_requires_grad=False), OPTIONS, MINE) is None
+
+
+def test_a_loss_that_differs() -> None:
+    d = D.loss_divergence(LOSS_BAD, capture(loss=6.0), EXPECTED, OPTIONS, MINE)
+    assert (d.module, d.phase, d.kind, d.tensor, d.metrics) == ("(loss)", "training", K.LOSS, "loss", {"m": 2})
+    assert d.hint == ("every module's output matches but the loss differs (6 vs 2, ratio 3 (= 3)): the loss function "
+                      "is wrong (a sum where a mean is needed gives a ratio of batch x sequence length)")
+    assert (d.scratch_source, d.reference_source) == (D.loss_source("class"), D.loss_source("torch"))
+    d = D.loss_divergence(LOSS_BAD, capture(loss=6.0), capture(loss=0.0), OPTIONS, MINE)
+    assert "(6 vs 0, ratio inf)" in d.hint
+    assert D.loss_divergence(LOSS_OK, capture(loss=6.0), EXPECTED, OPTIONS, MINE) is None
+
+
+class _Adapter:
+    def loss_and_backward(self) -> None:  # a user's loss: the report points here
+        pass
+
+
+def test_loss_sources_point_at_each_sides_loss() -> None:
+    assert D.loss_source("class").startswith("scratch_model/train.py:")
+    assert _def_at(D.loss_source("functional"), "cross_entropy")
+    assert D.loss_source("functional") == D.loss_source("class")
+    assert D.loss_source("torch").startswith("differential/sides.py:")
+    assert _def_at(D.loss_source("torch"), "_loss")
+    adapter = D.loss_source("class", _Adapter())
+    assert adapter.startswith("tests/differential/test_describe_mutants.py:")
+    assert _def_at(adapter, "loss_and_backward")
+    d = D.loss_divergence(LOSS_BAD, capture(loss=6.0), EXPECTED, ReportOptions(impl="torch", against="class"), MINE)
+    assert (d.scratch_source, d.reference_source) == (D.loss_source("torch"), D.loss_source("class"))
+
+
+def test_backward_and_optimizer_sources() -> None:
+    assert _def_at(D.backward_source(), "backward")
+    assert D.backward_source().startswith("scratch_model/autograd/")
+
+    class Named:
+        def __init__(self, impl: str) -> None:
+            self.impl = impl
+
+    scratch, torch_side = D.optimizer_source(Named("class")), D.optimizer_source(Named("torch"))
+    assert scratch.startswith("scratch_model/optim.py:") and _def_at(scratch, "step")
+    assert torch_side.startswith("torch_reference/optim.py:") and _def_at(torch_side, "step")
+    assert D.optimizer_source(Named("functional")) == scratch
+
+    class Adapted(AdapterSide):
+        def __init__(self) -> None:  # no model: only the source is asked for
+            pass
+
+        def optimizer_source(self) -> str:
+            return "user/optim.py:7"
+
+    assert D.optimizer_source(Adapted()) == "user/optim.py:7"
