@@ -633,3 +633,13 @@ def test_merge_lists_each_other_module_once() -> None:
     again = _d("a", "param_grad", op={"source": "ops.py:1", "op": "mul"})
     merged = F.merge(None, [*same, again], expected)
     assert merged == [same[2]] and same[2].also_in == ["b", "a"]
+
+
+def test_force_modules_gradient_scale_of_a_small_output_gradient() -> None:
+    # max |grad_output| = 0.01: 5e-12 off a 1e-3 gradient is within 1e-9 * 0.01, 5e-10 is not
+    expected = capture([call("m", 0, 0, grad_output=[0.01, -0.005], grad_inputs=[[1e-3, 0.0]])], {"m.w": ONE},
+                       {"m.w": [1e-3, 0.0]})
+    for off, ok in ((5e-12, True), (5e-10, False)):
+        g = np.array([1e-3, off])
+        f = F.force_modules(AloneSide({"m": (ONE, [g], {"m.w": g})}), expected, None, None, ["m"])["m"]
+        assert [c.match for c in f.backward + f.param_grad] == [ok, ok]

@@ -465,3 +465,17 @@ def test_a_later_child_with_no_gradient_checks_passes_nothing() -> None:
     results, expected, actual = _back(a=a, b={"produced_by": [None]}, root={"grad_inputs": [None]})
     results["b"].backward[1:] = [Check("grad_input[0]", compare(None, None), None, None)]
     assert [o.path for o in graph_breaks(results, expected, actual)] == [""]
+
+
+def test_judge_gradient_scale_of_a_small_or_missing_output_gradient() -> None:
+    # the scale is max |grad_output| (0.01 here, 0 without one), never less and never more:
+    # 5e-12 off is within 1e-9 * 0.01, 5e-10 is not
+    for g_out, near_ok in (([0.01, -0.005], True), (None, False)):
+        expected = capture([call("a", 0, 0, grad_output=g_out, grad_inputs=[[1e-3, 0.0]])], {"a.w": ONE},
+                           {"a.w": [1e-3, 0.0]})
+        for off, ok in ((5e-12, near_ok), (5e-10, False)):
+            actual = capture([call("a", 0, 0, grad_output=g_out, grad_inputs=[[1e-3, off]])], {"a.w": ONE},
+                             {"a.w": [1e-3, off]})
+            res = judge(actual, expected)["a"]
+            assert checks(res, "backward")["grad_input[0]"] is ok, (g_out, off)
+            assert checks(res, "param_grad")["param_grad[w]"] is ok, (g_out, off)
