@@ -1,18 +1,26 @@
-"""The `scratchdiff` command line: parses flags, dispatches, prints. User errors exit 2."""
+"""The `scratchdiff` command line: parses flags, dispatches, prints.
+
+Exit codes: 0 match (or success), 1 divergence, 2 bad input (one line naming the flag, file or
+value), 3 an internal error (one line saying it is a bug in scratchdiff; the traceback goes to a
+file whose path is printed), 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from differential import training
+from differential.errors import InputError
 
-EXIT_OK, EXIT_DIVERGED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 SGD_DEFAULT_LR = 0.1  # Adam's 3e-3 leaves SGD (momentum 0.9) near 0%; 0.03-0.3 all reach 100%
 
 
@@ -42,6 +50,13 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
+def _seed(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value < 2**32:  # numpy's seeded generators take 0 .. 2**32 - 1
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {2**32 - 1}, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -64,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="which implementation to train (default: class)")
     train.add_argument("--epochs", type=_positive_int, default=None,
                        help="passes over the training set (default: 5)")
-    train.add_argument("--seed", type=_int, default=0, help="seed for weights and data (default: 0)")
+    train.add_argument("--seed", type=_seed, default=0, help="seed for weights and data (default: 0)")
     train.add_argument("--lr", type=_positive_float, default=None,
                        help=f"learning rate (default: 3e-3 with adam, {SGD_DEFAULT_LR:g} with sgd)")
     train.add_argument("--batch-size", type=_positive_int, default=None, help="batch size (default: 64)")
@@ -90,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="precision of the implementation under test; float32 is judged against the "
                              "float64 reference with a noise floor from the reference's own float32 run "
                              "(default: float64)")
-    report.add_argument("--seed", type=_int, default=0, help="seed for the weights and the batch (default: 0)")
+    report.add_argument("--seed", type=_seed, default=0, help="seed for the weights and the batch (default: 0)")
     report.add_argument("--batch-size", type=_positive_int, default=16, help="sequences in the batch (default: 16)")
-    report.add_argument("--layers", type=_positive_int, default=1, help="transformer blocks (default: 1)")
+    report.add_argument("--layers", type=_positive_int, default=None,
+                        help="transformer blocks (default: 1, or the config your --adapter fixes)")
     report.add_argument("--isolated", action="store_true",
                         help="also run every module alone on the reference's inputs and output gradient, "
                              "so every broken module shows, not only the first")
@@ -116,15 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--fault", metavar="NAME", default=None,
                         help="switch on one fault of the catalogue (see `scratchdiff faults`) and report on it")
     report.add_argument("--adapter", metavar="MODULE:OBJECT", default=None,  # [adapter]
-                        help="report on your own model instead of --impl: an Adapter instance or a zero-argument "
-                             "factory, imported by module path from the current directory (see docs/adapter.md)")
+                        help="report on your own model instead of --impl: an Adapter instance or a factory (called "
+                             "with the run's options: config, dtype, seed, layers; or with no arguments), imported "
+                             "by module path from the current directory; what your code prints is captured and "
+                             "shown in its own section (see docs/adapter.md)")
     report.add_argument("--mask", choices=("none", "causal"), default=None,
                         help="attention mask for the batch (default: none; a fault may ask for causal)")
     report.add_argument("--format", choices=("text", "json", "html"), default="text",
                         help="text (terminal), json (stable schema, identical bytes for identical runs) or "
                              "html (self-contained, with plots; needs -o) (default: text)")
     report.add_argument("-o", "--output", metavar="FILE", default=None,
-                        help="write the report to FILE instead of standard output")
+                        help="write the report to FILE instead of standard output (a regular file or a new name; "
+                             "a symlink is written through to its target; written whole or not at all)")
+    report.add_argument("-q", "--quiet", action="store_true",
+                        help="print only the one-line summary (the verdict and the first finding); with -o the "
+                             "full report still goes to FILE")
     faults_cmd = commands.add_parser("faults", help="list the fault catalogue",
                                      description="List every fault of the catalogue: name, bug class, the "
                                                  "implementation it breaks, and where the report must localize it.")
@@ -147,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="switch on combinations of faults that break different code at once and check that the "
                           "report's findings name every one of them (not only the first); cannot be combined "
                           "with --train or --fault")
-    zoo.add_argument("--seed", type=_int, default=0, help="seed for weights and batch (default: 0)")
-    zoo.add_argument("-o", "--output", metavar="FILE", default=None, help="write the matrix to FILE")
+    zoo.add_argument("--seed", type=_seed, default=0, help="seed for weights and batch (default: 0)")
+    zoo.add_argument("-o", "--output", metavar="FILE", default=None,
+                     help="write the matrix to FILE (a regular file or a new name), 120 columns wide")
     _add_sweep_parser(commands)
     return parser
 
@@ -160,101 +183,233 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+@contextlib.contextmanager
+def _bad_input(command: str) -> Iterator[None]:
+    """Preparing a command from its flags: a ValueError here is about the user's input (exit 2)."""
+    try:
+        yield
+    except ValueError as err:
+        raise UsageError(f"scratchdiff {command}: error: {_one_line(err)}") from None
+
+
+def _one_line(err: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+
+
+def _users_code(flag: str, call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)``, where an exception raised inside the user's own code (a file outside this
+    project's packages, called from ``call``) is the user's input error naming ``flag``."""
+    try:
+        return call(*args)
+    except Exception as err:
+        frames = [frame.filename for frame in traceback.extract_tb(err.__traceback__)]
+        if any(_users(name) for name in frames[2:]):  # [0] is here, [1] is ``call`` itself
+            raise UsageError(f"scratchdiff report: error: {flag}: your code raised {type(err).__name__}: "
+                             f"{_one_line(err)}") from None
+        raise
+
+
+def _users(filename: str) -> bool:
+    """Whether ``filename`` is the user's code: neither this project's packages nor Python's own library."""
+    import sysconfig
+
+    path = Path(filename).resolve()
+    ours = [Path(__file__).resolve().parent.parent / p for p in ("differential", "scratch_model", "torch_reference")]
+    python = [Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "platstdlib")]
+    return not filename.startswith("<") and not any(path.is_relative_to(root) for root in ours + python)
+
+
 def _check_writable(path: str) -> Path:
-    target = Path(path)
-    if target.is_dir():
-        raise UsageError(f"scratchdiff report: error: output path {path!r} is a directory")
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"scratchdiff report: error: cannot write {path!r}: folder {str(parent)!r} does not exist")
-    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise UsageError(f"scratchdiff report: error: cannot write {path!r}: permission denied")
-    return target
+    """The file ``-o PATH`` will write, checked before any work starts."""
+    from differential.output import check_target
+
+    try:
+        return check_target(path)
+    except InputError as err:
+        raise UsageError(f"scratchdiff: error: {err}") from None
+
+
+SIZE_FLAGS = (("--batch-size", "batch_size", 16), ("--layers", "layers", 1), ("--steps", "steps", 0),
+              ("--embed-dim", "embed_dim", 32), ("--ff-dim", "ff_dim", 64), ("--heads", "heads", 4),
+              ("--seq-len", "seq_len", 8))
+
+
+def _report_estimate(args: argparse.Namespace, options: Any) -> Any:
+    """What the report will cost; refused, naming the flags that make it big, when the machine
+    does not have the memory free."""
+    from differential.budget import human_bytes, report_estimate
+
+    estimate = report_estimate(options.model, options.batch_size, options.steps)
+    if args.three_way:
+        estimate = type(estimate)(estimate.bytes * 2, estimate.seconds * 3)
+    free = _free_memory()
+    if free is not None and estimate.bytes > free:
+        big = [f"{flag} {getattr(args, name)}" for flag, name, default in SIZE_FLAGS
+               if isinstance(getattr(args, name, None), int) and getattr(args, name) > default]
+        what = " and ".join(big) or "this model"
+        raise UsageError(f"scratchdiff report: error: {what} would need {estimate.describe()}, but only "
+                         f"{human_bytes(free)} of memory is free here; use a smaller "
+                         f"{' or '.join(b.split()[0] for b in big) or 'model'}")
+    return estimate
+
+
+def _free_memory() -> float | None:
+    """Bytes of memory available to a new process (Linux: MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+PROGRESS_AFTER_S = 2.0  # a report estimated to take longer shows a progress line on a terminal
+
+
+@contextlib.contextmanager
+def _report_progress(estimate: Any, enabled: bool) -> Iterator[Any]:
+    """A Stopwatch that shows the report's stages on stderr as they finish (only on a terminal and
+    for a report estimated to take more than a couple of seconds); None otherwise."""
+    if not enabled or estimate.seconds < PROGRESS_AFTER_S or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from differential.budget import human_seconds
+    from differential.report import Stopwatch
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+               TextColumn(f"(estimated {human_seconds(estimate.seconds)})"))
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("report: preparing weights and batch", total=None)
+
+        class Watch(Stopwatch):
+            def lap(self, stage: str) -> None:
+                super().lap(stage)
+                progress.update(task, description=f"report: {stage} done")
+
+        yield Watch()
 
 
 def _run_report(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from differential.formats import FORMATTERS
-    from differential.report import ReportOptions, run_report, run_three_way
+    from differential.report import ReportOptions
     from scratch_model.config import TransformerConfig
 
-    if args.format == "html" and args.output is None:
-        raise UsageError("scratchdiff report: error: --format html needs -o FILE")
-    target = _check_writable(args.output) if args.output else None
-    weights = None
-    if args.weights is not None:
-        from differential.weights import load_weights
+    with _bad_input("report"):
+        if args.format == "html" and args.output is None:
+            raise UsageError("scratchdiff report: error: --format html needs -o FILE")
+        target = _check_writable(args.output) if args.output else None
+        weights = None
+        if args.weights is not None:
+            from differential.weights import load_weights
 
-        weights = load_weights(args.weights)
-    model = replace(TransformerConfig(), num_layers=args.layers)
-    adapter = None
-    if args.adapter is not None:  # [adapter] the user's model is the implementation under test
-        from differential.adapter import load_adapter
+            weights = load_weights(args.weights)
+        model = replace(TransformerConfig(), num_layers=args.layers or 1)
+        adapter = None
+        if args.adapter is not None:  # [adapter] the user's model is the implementation under test
+            from differential.adapter import AdapterOptions, load_adapter, run_config
 
-        if args.three_way or args.fault:
-            raise UsageError("scratchdiff report: error: --adapter cannot be combined with --three-way or --fault")
-        adapter = load_adapter(args.adapter)
-        model = adapter.config or model
-    if args.first_only and args.isolated:
-        raise UsageError("scratchdiff report: error: --first-only cannot be combined with --isolated (isolated mode "
-                         "runs every module alone, and lists every finding)")
-    options = ReportOptions(impl=args.impl, against=args.against, dtype=args.dtype, seed=args.seed,
-                            batch_size=args.batch_size, model=model, isolated=args.isolated, steps=args.steps,
-                            optimizer=args.optimizer, lr=args.lr, weights=weights, adapter=adapter,
-                            findings=not args.first_only)
-    if args.fault is not None:
-        from differential import faults
+            if args.three_way or args.fault:
+                raise UsageError("scratchdiff report: error: --adapter cannot be combined with --three-way or --fault")
+            adapter = _users_code(f"--adapter {args.adapter}", load_adapter, args.adapter,
+                                  AdapterOptions(model, args.dtype, args.seed))
+            model = run_config(adapter, model, args.layers)
+        if args.first_only and args.isolated:
+            raise UsageError("scratchdiff report: error: --first-only cannot be combined with --isolated (isolated "
+                             "mode runs every module alone, and lists every finding)")
+        options = ReportOptions(impl=args.impl, against=args.against, dtype=args.dtype, seed=args.seed,
+                                batch_size=args.batch_size, model=model, isolated=args.isolated, steps=args.steps,
+                                optimizer=args.optimizer, lr=args.lr, weights=weights, adapter=adapter,
+                                findings=not args.first_only)
+        if args.fault is not None:
+            from differential import faults
 
-        fault = faults.get_fault(args.fault)
-        if not fault.applies_to(args.impl):
-            raise UsageError(f"scratchdiff report: error: fault {args.fault!r} lives in the {fault.impl} "
-                             f"implementation; add --impl {fault.impl}")
-        options = replace(options, **fault.report)
-    if args.mask is not None:
-        options = replace(options, mask=args.mask)
+            fault = faults.get_fault(args.fault)
+            if not fault.applies_to(args.impl):
+                raise UsageError(f"scratchdiff report: error: fault {args.fault!r} lives in the {fault.impl} "
+                                 f"implementation; add --impl {fault.impl}")
+            options = replace(options, **fault.report)
+        if args.mask is not None:
+            options = replace(options, mask=args.mask)
+        if args.three_way and options.impl not in ("class", "functional"):
+            raise UsageError(f"scratchdiff report: error: --three-way needs --impl class or functional, "
+                             f"got {options.impl!r}")
+        estimate = _report_estimate(args, options)
+    return _report(args, options, target, estimate)
+
+
+def _report(args: argparse.Namespace, options: Any, target: Path | None, estimate: Any) -> int:
+    """Run the report (its input is checked) and print or write it."""
     from differential import faults
+    from differential.formats import FORMATTERS, format_text, summary_line
+    from differential.output import FILE_SCREEN, detect_screen
+    from differential.report import run_report, run_three_way
 
-    with faults.activate(args.fault):
-        report = run_three_way(options) if args.three_way else run_report(options)
-    _emit(FORMATTERS[args.format](report), target)
+    with faults.activate(args.fault), _report_progress(estimate, enabled=not args.three_way) as watch:
+        report = run_three_way(options) if args.three_way else run_report(options, watch)
+    if target is not None or not args.quiet:
+        screen = FILE_SCREEN if target is not None else detect_screen()
+        text = (format_text(report, screen.width, screen.color) if args.format == "text"
+                else FORMATTERS[args.format](report))
+        _emit(text, target)
+    if args.quiet or target is not None:
+        print(summary_line(report) + (f" (report: {args.output})" if target is not None else ""))
     return EXIT_OK if report.verdict == "match" else EXIT_DIVERGED
+
+
+def _screen(target: Path | None) -> Any:
+    from differential.output import FILE_SCREEN, detect_screen
+
+    return FILE_SCREEN if target is not None else detect_screen()
 
 
 def _emit(text: str, target: Path | None) -> None:
     if target is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
         return
-    temporary = target.with_name(f".{target.name}.partial")
-    temporary.write_text(text)
-    temporary.replace(target)  # all or nothing: never a half-written file
+    from differential.output import write_file
+
+    write_file(target, text if text.endswith("\n") else text + "\n")
 
 
 def _run_faults(args: argparse.Namespace) -> int:
     from differential import faults
-    from differential.render import faults_table
+    from differential.output import detect_screen
+    from differential.tables import faults_table
 
     if args.format == "json":
         rows = [{"name": f.name, "description": f.description, "bug_class": f.bug_class, "impl": f.impl,
                  "module": f.module, "phase": f.phase, "kind": f.kind} for f in faults.FAULTS.values()]
         print(json.dumps(rows, indent=2))
     else:
-        print(faults_table(list(faults.FAULTS.values())))
+        screen = detect_screen()
+        print(faults_table(list(faults.FAULTS.values()), screen.width, screen.color))
     return EXIT_OK
 
 
 def _run_zoo(args: argparse.Namespace) -> int:
     from differential import faults
-    from differential.render import progress_bar, zoo_table
+    from differential.render import progress_bar
     from differential.report import ReportOptions
+    from differential.tables import zoo_table
     from differential.zoo import run_zoo
 
     target = _check_writable(args.output) if args.output else None
     if args.combos:
         return _run_combos(args, target)
     names = args.fault or faults.names()
-    for name in names:
-        faults.get_fault(name)
+    with _bad_input("zoo"):
+        for name in names:
+            faults.get_fault(name)
     with progress_bar("fault zoo", total=len(names)) as advance:
         rows, clean = run_zoo(ReportOptions(seed=args.seed), names, train=args.train,
                               on_fault=lambda name: advance())
@@ -263,7 +418,8 @@ def _run_zoo(args: argparse.Namespace) -> int:
         text = json.dumps({"faults": [r.to_dict() for r in rows], "clean_verdict": clean.verdict,
                            "all_detected_and_localized": ok}, indent=2, sort_keys=True)
     else:
-        text = zoo_table(rows, clean.verdict)
+        screen = _screen(target)
+        text = zoo_table(rows, clean.verdict, screen.width, screen.color)
     _emit(text, target)
     return EXIT_OK if ok else EXIT_DIVERGED
 
@@ -271,8 +427,9 @@ def _run_zoo(args: argparse.Namespace) -> int:
 def _run_combos(args: argparse.Namespace, target: Path | None) -> int:
     """`zoo --combos`: several faults at once; every one of them must be among the findings."""
     from differential import zoo
-    from differential.render import combos_table, progress_bar
+    from differential.render import progress_bar
     from differential.report import ReportOptions
+    from differential.tables import combos_table
 
     if args.train or args.fault:
         raise UsageError("scratchdiff zoo: error: --combos cannot be combined with --train or --fault")
@@ -282,25 +439,30 @@ def _run_combos(args: argparse.Namespace, target: Path | None) -> int:
     if args.format == "json":
         text = json.dumps({"combos": [r.to_dict() for r in rows], "all_found": ok}, indent=2, sort_keys=True)
     else:
-        text = combos_table(rows)
+        screen = _screen(target)
+        text = combos_table(rows, screen.width, screen.color)
     _emit(text, target)
     return EXIT_OK if ok else EXIT_DIVERGED
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from differential.render import progress_bar, train_table
+    from differential.output import detect_screen
+    from differential.render import progress_bar
+    from differential.tables import train_table
 
     lr = args.lr if args.lr is not None or args.optimizer != "sgd" else SGD_DEFAULT_LR
     overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", lr),
                                    ("batch_size", args.batch_size), ("optimizer", args.optimizer))
                  if v is not None}
-    plan = training.TrainPlan(impl=args.impl, seed=args.seed, dtype=args.dtype, overrides=overrides)
+    with _bad_input("train"):
+        plan = training.TrainPlan(impl=args.impl, seed=args.seed, dtype=args.dtype, overrides=overrides)
     with progress_bar(f"training {args.impl}", total=plan.total_steps(), enabled=not args.json) as advance:
         result = training.run(plan, on_step=lambda step, loss: advance(loss))
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
-        print(train_table(result))
+        screen = detect_screen()
+        print(train_table(result, screen.width, screen.color))
     return EXIT_OK
 
 
@@ -410,34 +572,68 @@ def _run_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK if sweep.share_learned(result.rows) > 0 else EXIT_DIVERGED
 
 
+COMMANDS = {"train": "_run_train", "report": "_run_report", "faults": "_run_faults", "zoo": "_run_zoo",
+            "sweep": "_run_sweep"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    """The console entry point: run one command and return its exit code (see the module's docstring)."""
     try:
-        args = parser.parse_args(argv)
-        if args.command == "train":
-            return _run_train(args)
-        if args.command == "report":
-            return _run_report(args)
-        if args.command == "faults":
-            return _run_faults(args)
-        if args.command == "zoo":
-            return _run_zoo(args)
-        if args.command == "sweep":
-            return _run_sweep(args)
+        return _main(argv)
+    except KeyboardInterrupt:  # also while an error below is being reported
+        _say("scratchdiff: interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    command = "scratchdiff"
+    try:
+        args = build_parser().parse_args(argv)
+        command = f"scratchdiff {args.command}"
+        run = globals()[COMMANDS[args.command]]
+        if args.command == "sweep":  # the sweep checks its grid as it builds the plan
+            with _bad_input("sweep"):
+                return run(args)
+        return run(args)
     except UsageError as err:
-        print(str(err), file=sys.stderr)
+        _say(str(err))
         return EXIT_USAGE
-    except (ValueError, TypeError, OSError) as err:
-        message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        print(f"scratchdiff: error: {message}", file=sys.stderr)
+    except InputError as err:
+        _say(f"{command}: error: {_one_line(err)}")
         return EXIT_USAGE
-    except BrokenPipeError:  # e.g. `scratchdiff report | head`
-        sys.stderr.close()
+    except BrokenPipeError:  # e.g. `scratchdiff report | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing more to flush at exit
         return EXIT_OK
     except KeyboardInterrupt:
-        print("scratchdiff: interrupted", file=sys.stderr)
-        return 130
-    return EXIT_USAGE
+        _say("scratchdiff: interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - anything else is scratchdiff's own bug
+        where = _save_traceback(argv)
+        _say(f"{command}: internal error ({type(err).__name__}: {_one_line(err)[:200]}): this is a bug in "
+             f"scratchdiff, not in your input; " + (f"the traceback is in {where}" if where else
+                                                    "the traceback could not be saved"))
+        return EXIT_BUG
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _save_traceback(argv: Sequence[str] | None) -> str | None:
+    """Write the current exception's traceback to a new file in the temporary folder; its path."""
+    import platform
+    import tempfile
+
+    try:
+        handle, path = tempfile.mkstemp(prefix="scratchdiff-bug-", suffix=".txt")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(f"scratchdiff {' '.join(sys.argv[1:] if argv is None else argv)}\n"
+                      f"python {platform.python_version()} on {platform.platform()}\n\n")
+            out.write(traceback.format_exc())
+        return path
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":

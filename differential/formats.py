@@ -6,7 +6,6 @@ import json
 import math
 from typing import Any
 
-from rich import box
 from rich.console import Group
 from rich.panel import Panel
 from rich.table import Table
@@ -16,7 +15,7 @@ from rich.tree import Tree
 from differential.capture import ROOT
 from differential.diagnose import display_path
 from differential.report import Report
-from differential.tables import compact, first_fitting, to_string
+from differential.tables import compact, first_fitting, narrow, to_string
 
 MARK = {"match": "ok", "diverged": "XX", "not_checked": "--"}
 
@@ -311,8 +310,8 @@ def _yes(flag: bool) -> Text:
 
 def _flow_table(report: Report) -> Table:
     t = Table(title="gradient flow: 'has a gradient' is not enough")
-    for col in ("parameter", "has grad", "non-zero", "norm", "reference norm", "matches reference"):
-        t.add_column(col, no_wrap=col in ("parameter", "norm", "reference norm"))
+    for col in ("parameter", "has grad", "non-zero", "norm", "ref. norm", "matches ref."):
+        t.add_column(col, no_wrap=col in ("parameter", "norm", "ref. norm"))
     for r in report.gradient_flow:
         t.add_row(r["parameter"], _yes(r["has_grad"]), _yes(r["nonzero"]),
                   "-" if r["norm"] is None else f"{r['norm']:.4g}",
@@ -414,8 +413,8 @@ def format_text(report: Report, width: int = 120, color: bool = False) -> str:
     if report.not_checked:
         parts.append(_not_checked_text(report))
     for part in parts:
-        if isinstance(part, Table) and width < 100:  # no vertical rules: the columns fit a narrow terminal
-            part.box, part.pad_edge = box.SIMPLE_HEAD, False
+        if isinstance(part, Table) and width < 100:
+            narrow(part)
     parts.append(_divergence_panel(report))
     if report.findings:
         parts.append(_findings_table(report, width))

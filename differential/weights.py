@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,14 @@ import safetensors.numpy
 import torch
 from deepdiff import DeepDiff
 
+from differential.errors import InputError
 from scratch_model.autograd import Tensor
 from scratch_model.module import Module
 
 Arrays = dict[str, np.ndarray]
 Layout = dict[str, tuple[tuple[int, ...], str]]  # name -> (shape, dtype name)
 FORMATS = (".npz", ".safetensors")
+LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "head")  # the model's Linear layers
 
 
 # --- reading a model's weights ---------------------------------------------------------------
@@ -81,7 +84,7 @@ def check_arrays(expected: Layout, arrays: Mapping[str, Any], target: str = "mod
     dtypes = DeepDiff({n: want[n][1] for n in common}, {n: given[n].dtype.name for n in common}, view="tree")
 
     problems = [f"missing: {n!r} (expected shape {want[n][0]}, dtype {want[n][1]})" for n in want if n not in given]
-    problems += [f"unexpected: {n!r} (got shape {given[n].shape}, dtype {given[n].dtype})"
+    problems += [f"unexpected: {n!r} (got shape {given[n].shape}, dtype {given[n].dtype}){_architecture_note(n, want)}"
                  for n in given if n not in want]
     problems += [f"shape mismatch: {n!r} expected {want[n][0]}, got {given[n].shape}"
                  for n in _names(shapes, "values_changed")]
@@ -96,8 +99,24 @@ def check_arrays(expected: Layout, arrays: Mapping[str, Any], target: str = "mod
                             f"(first at index {first})")
     if problems:
         lines = "\n".join(f"  {p}" for p in problems)
-        raise ValueError(f"cannot load weights into {target}: {len(problems)} problem"
+        raise InputError(f"cannot load weights into {target}: {len(problems)} problem"
                          f"{'s' if len(problems) > 1 else ''}\n{lines}")
+
+
+def _architecture_note(name: str, expected: Mapping[str, Any]) -> str:
+    """Why a name may be absent from this architecture: a head tied to the token embedding has no
+    ``head.weight``, a model without Linear biases no ``*.bias`` of a Linear layer."""
+    if name == "head.weight" and "embedding.weight" in expected:
+        return "; this model ties its head to the token embedding: the head's weight is embedding.weight"
+    linear = name.endswith(".bias") and name.rpartition(".")[0].rpartition(".")[2] in LINEAR_LAYERS
+    if linear and not any(n.endswith(".bias") and n.rpartition(".")[0].rpartition(".")[2] in LINEAR_LAYERS
+                          for n in expected):
+        return "; this model's Linear layers have no biases (bias off)"
+    if name.startswith("pos_embedding.") and not any(n.startswith("pos_embedding.") for n in expected):
+        return "; this model has no learned positional table (positions sinusoidal or none)"
+    if name.startswith("ln_f.") and not any(n.startswith("ln_f.") for n in expected):
+        return "; this model has no final LayerNorm"
+    return ""
 
 
 def _obviously_fine(expected: Layout, arrays: Mapping[str, Any]) -> bool:
@@ -166,7 +185,7 @@ def _format(path: str | os.PathLike[str]) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         shown = repr(suffix) if suffix else "(none)"
-        raise ValueError(f"unknown weight file extension {shown} in {str(path)!r}; "
+        raise InputError(f"unknown weight file extension {shown} in {str(path)!r}; "
                          f"use one of {', '.join(FORMATS)}")
     return suffix
 
@@ -191,31 +210,65 @@ def save_weights(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray])
 
 def load_weights(path: str | os.PathLike[str]) -> Arrays:
     """Read a ``.npz`` or ``.safetensors`` file into ``{name: array}``. Pickled (object) arrays in
-    an ``.npz`` are refused, never unpickled."""
+    an ``.npz`` are refused, never unpickled. A file that cannot be read (missing, empty, truncated,
+    not the format its extension says, an archive member that is not a ``.npy`` array) raises
+    `InputError` naming the file and what is wrong with it."""
     fmt = _format(path)
-    if fmt == ".safetensors":
-        try:
-            arrays = safetensors.numpy.load_file(str(path))
-            with safetensors.safe_open(str(path), framework="numpy") as handle:
-                metadata = handle.metadata() or {}
-        except safetensors.SafetensorError as err:
-            raise ValueError(f"{str(path)!r} is not a readable safetensors file ({err})") from None
-        order = json.loads(metadata.get("names", "[]"))
-        if sorted(order) == sorted(arrays):
-            return {name: arrays[name] for name in order}
-        return dict(arrays)
+    shown = repr(str(path))
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except ValueError as err:  # a pickle file, or not numpy at all
-        raise ValueError(f"{str(path)!r} is not an npz archive that loads without pickle ({err})") from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError(f"{str(path)!r} holds a single array, not an npz archive of named arrays")
-    with loaded as archive:
-        arrays = {}
-        for name in archive.files:
+        size = os.stat(path).st_size
+    except OSError as err:
+        raise InputError(f"cannot read the weights file {shown}: {err.strerror}") from None
+    if not Path(path).is_file():
+        raise InputError(f"the weights file {shown} is not a regular file")
+    if size == 0:
+        raise InputError(f"the weights file {shown} is empty (0 bytes)")
+    return _load_safetensors(path, shown) if fmt == ".safetensors" else _load_npz(path, shown)
+
+
+def _load_safetensors(path: str | os.PathLike[str], shown: str) -> Arrays:
+    try:
+        arrays = safetensors.numpy.load_file(str(path))
+        with safetensors.safe_open(str(path), framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+    except (safetensors.SafetensorError, ValueError, TypeError, OSError) as err:
+        raise InputError(f"{shown} is not a readable safetensors file ({_reason(err)})") from None
+    try:
+        order = json.loads(metadata.get("names", "[]"))
+    except json.JSONDecodeError:
+        order = []  # a name order written by another tool: keep the file's own order
+    if isinstance(order, list) and sorted(map(str, order)) == sorted(arrays):
+        return {name: arrays[name] for name in order}
+    return dict(arrays)
+
+
+def _load_npz(path: str | os.PathLike[str], shown: str) -> Arrays:
+    with open(path, "rb") as head:
+        if head.read(6) == b"\x93NUMPY":
+            raise InputError(f"{shown} holds a single array, not an npz archive of named arrays")
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, EOFError, OSError) as err:
+        raise InputError(f"{shown} is not an npz archive that loads without pickle (not a complete zip of .npy "
+                         f"arrays: {_reason(err)})") from None
+    arrays = {}
+    with archive:
+        for member in archive.namelist():
+            if not member.endswith(".npy"):
+                raise InputError(f"{shown}: member {member!r} is not a .npy array (an npz holds only .npy files)")
+            name = member[: -len(".npy")]
             try:
-                arrays[name] = archive[name]
-            except ValueError as err:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
-                raise ValueError(f"{str(path)!r}: array {name!r} needs pickle to load ({err}); "
-                                 f"refusing it") from None
+                with archive.open(member) as stream:
+                    arrays[name] = np.lib.format.read_array(stream, allow_pickle=False)
+            except ValueError as err:
+                if "pickle" in str(err).lower():  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+                    raise InputError(f"{shown}: array {name!r} needs pickle to load ({_reason(err)}); "
+                                     "refusing it") from None
+                raise InputError(f"{shown}: member {member!r} is not a valid .npy array: {_reason(err)}") from None
+            except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as err:
+                raise InputError(f"{shown}: member {member!r} is damaged or truncated: {_reason(err)}") from None
     return arrays
+
+
+def _reason(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__

@@ -1,0 +1,109 @@
+"""Where the command line's output goes: the terminal, or a file named with ``-o``.
+
+On a terminal, the width and colour support come from rich's own detection (the terminal's size,
+``COLUMNS``, ``NO_COLOR``, ``TERM=dumb``); a file or a pipe gets the fixed `FILE_WIDTH` (or
+``COLUMNS`` when set) and no colour.
+A file is checked before any work starts (a regular file or a new name in a writable folder; a
+symlink is followed to its target) and written whole or not at all, through a uniquely named
+temporary file beside it that is removed on any failure. Used by the CLI only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from differential.errors import InputError
+
+FILE_WIDTH = 120  # columns of a report written to a file: wide enough for every table unwrapped
+
+
+@dataclass(frozen=True)
+class Screen:
+    """What text output is laid out for: a width in columns, and whether to colour it."""
+
+    width: int
+    color: bool
+
+
+FILE_SCREEN = Screen(FILE_WIDTH, color=False)
+
+
+def detect_screen() -> Screen:
+    """Standard output as rich sees it. On a terminal: its width, and colour unless the terminal has
+    none or ``NO_COLOR`` is set. Anywhere else (a pipe, a file): `FILE_WIDTH` columns, or
+    ``COLUMNS`` when set, and no colour."""
+    console = Console()
+    if console.is_terminal:
+        return Screen(max(console.width, 20), color=console.color_system is not None)
+    columns = os.environ.get("COLUMNS", "")
+    return Screen(max(int(columns), 20) if columns.isdigit() else FILE_WIDTH, color=False)
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_target(path: str, flag: str = "-o") -> Path:
+    """The regular file that writing to ``path`` will replace or create, checked now, before any
+    work: a symlink is followed to its final target; directories, devices, FIFOs and sockets are
+    refused; the target's folder must exist and be writable. Raises `InputError` naming ``flag``."""
+    shown = f"{flag} {path!r}"
+    target = Path(os.path.realpath(path))  # follows every link; a dangling one names the file it points at
+    via = "" if str(target) == os.path.abspath(path) else f" (a link to {str(target)!r})"
+    try:
+        info = os.stat(target)
+    except FileNotFoundError:
+        info = None
+    except OSError as err:
+        raise InputError(f"{shown}{via}: cannot look at it ({err.strerror})") from None
+    if info is not None:
+        for test, kind in _KINDS:
+            if test(info.st_mode):
+                raise InputError(f"{shown}{via} is {kind}, not a regular file: refusing to write over it")
+        if not os.access(target, os.W_OK):
+            raise InputError(f"{shown}{via}: permission denied (the file is not writable)")
+    folder = target.parent
+    if not folder.is_dir():
+        raise InputError(f"{shown}{via}: the folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{shown}{via}: permission denied (cannot create files in {str(folder)!r})")
+    return target
+
+
+def write_file(target: Path, text: str, flag: str = "-o") -> None:
+    """Write ``text`` to ``target`` (from `check_target`) all at once: into a uniquely named
+    temporary file in the same folder, then renamed over the target. On any failure, Ctrl-C
+    included, the temporary file is removed and the target is left as it was."""
+    target = check_target(str(target), flag)  # again: the path may have changed while the report ran
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    try:
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    except OSError as err:
+        raise InputError(f"{flag} {str(target)!r}: cannot write beside it ({err.strerror})") from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(err, OSError):
+            raise InputError(f"{flag} {str(target)!r}: cannot write it ({err.strerror or err})") from None
+        raise
+
+
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
