@@ -20,19 +20,24 @@ module by module, in the reference's names:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import importlib
+import inspect
+import io
 import os
 import re
 import sys
 import types
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from differential.capture import ROOT
+from differential.errors import InputError
 from scratch_model.config import TransformerConfig
 
 
@@ -58,7 +63,9 @@ class Adapter:
     name_map: dict[str, str | None] = {}
     leaf_map: dict[str, str] = {}  # your parameter's name inside its module -> the reference's ("w" -> "weight")
     transposed: set[str] | frozenset[str] = frozenset()  # your parameter names (holes allowed) stored (in, out)
-    config: TransformerConfig | None = None  # your model's sizes where they differ from the defaults (CLI)
+    config: TransformerConfig | None = None  # fixes your model's sizes (the run must agree); None: the run's
+    # The optimizer kinds your make_optimizer has ("adam", "sgd"); the checks of any other are listed as not run.
+    optimizers: tuple[str, ...] = ("adam", "sgd")
 
     # --- required methods ------------------------------------------------------------------
     def forward(self, tokens: np.ndarray) -> Any:
@@ -145,6 +152,7 @@ class Adapter:
         return walk_modules(self.model, self.is_module, self.is_tensor)
 
 
+OPTIMIZER_KINDS = ("adam", "sgd")
 _NOT_MODULES = (type, types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)
 _LEAVES = (str, bytes, int, float, complex, np.ndarray, np.generic, types.ModuleType) + _NOT_MODULES
 
@@ -325,35 +333,134 @@ def resolve_names(adapter: Adapter, config: TransformerConfig) -> Names:
                  if not any(_Table({entry: ""}, []).lookup(t) is not _NO_ENTRY for t in params.values())]
     if problems:
         lines = "\n".join(f"  {p}" for p in problems)
-        raise ValueError(f"cannot compare {type(adapter).__name__} with the reference: {len(problems)} problem"
+        raise InputError(f"cannot compare {type(adapter).__name__} with the reference: {len(problems)} problem"
                          f"{'s' if len(problems) > 1 else ''}\n{lines}")
     return Names(modules, params, frozenset(transposed), tuple(m for m in ref_modules if m not in modules))
 
 
-# --- recording calls by patching classes ----------------------------------------------------
+# --- the run an adapter is built for, and what the user's code prints -------------------------
 
-def load_adapter(spec: str) -> Adapter:
-    """The adapter named ``module:object``: an `Adapter` instance, or a zero-argument factory (a
-    subclass, a function) that returns one. The current directory is importable, as with
-    ``python -m``, so a project's own modules are found from its root."""
+@dataclass(frozen=True)
+class AdapterOptions:
+    """The run a factory builds your model for: ``make_adapter(options)`` receives it (a factory
+    that takes no argument still works). Build your model with ``options.layers`` blocks, in
+    ``options.dtype``, seeded with ``options.seed``; sizes other than the layer count are in
+    ``options.config``."""
+
+    config: TransformerConfig = field(default_factory=TransformerConfig)
+    dtype: str = "float64"  # "float64" or "float32": your parameters and logits must have it
+    seed: int = 0  # the run's seed (your model's own weights are copied to the reference)
+
+    @property
+    def layers(self) -> int:
+        return self.config.num_layers
+
+
+class UserOutput:
+    """What the user's code printed (stdout and stderr, in order), by stage: "import",
+    "construction" (the factory) and "runs" (everything the report asked the adapter to do). The
+    report shows it under its own heading and keeps it out of JSON."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, str] = {}
+
+    @contextlib.contextmanager
+    def capture(self, stage: str) -> Iterator[None]:
+        buffer = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+                yield
+        finally:
+            if buffer.getvalue():
+                self.stages[stage] = self.stages.get(stage, "") + buffer.getvalue()
+
+
+def user_output(adapter: Adapter) -> UserOutput:
+    """The printed-output record attached to ``adapter`` (created empty on first use)."""
+    found = vars(adapter).get(_OUTPUT)
+    if found is None:
+        found = UserOutput()
+        object.__setattr__(adapter, _OUTPUT, found)
+    return found
+
+
+_OUTPUT = "_scratchdiff_output"
+
+
+def takes_options(factory: Callable[..., Any]) -> bool:
+    """Whether ``factory`` wants the run's options: it has a positional parameter without a
+    default (a factory whose parameters all have defaults is called with none)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # no signature (a builtin): call it bare
+        return False
+    return any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+def load_adapter(spec: str, options: AdapterOptions | None = None) -> Adapter:
+    """The adapter named ``module:object``: an `Adapter` instance, or a factory (a function, a
+    subclass) that returns one, called with ``options`` when it takes an argument and with none
+    otherwise. The current directory is importable, as with ``python -m``, so a project's own
+    modules are found from its root. What the import and the factory print is captured
+    (`user_output`)."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise ValueError(f"--adapter expects module:object (e.g. my_project.adapter:make_adapter), got {spec!r}")
+        raise InputError(f"--adapter expects module:object (e.g. my_project.adapter:make_adapter), got {spec!r}")
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
+    printed = UserOutput()
     try:
-        obj: Any = importlib.import_module(module_name)
+        with printed.capture("import"):
+            obj: Any = importlib.import_module(module_name)
     except Exception as err:  # noqa: BLE001 - the user's module: any import failure is their input error
-        raise ValueError(f"--adapter {spec}: cannot import {module_name!r} ({type(err).__name__}: {err})") from None
+        raise InputError(f"--adapter {spec}: cannot import {module_name!r} ({type(err).__name__}: {err})") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"--adapter {spec}: {module_name!r} has no {attr!r}")
+            raise InputError(f"--adapter {spec}: {module_name!r} has no {attr!r}")
         obj = getattr(obj, part)
     if not isinstance(obj, Adapter) and callable(obj):
+        args = (options or AdapterOptions(),) if takes_options(obj) else ()
         try:
-            obj = obj()
+            inspect.signature(obj).bind(*args)
         except TypeError as err:
-            raise ValueError(f"--adapter {spec}: {attr} must be an Adapter or take no arguments ({err})") from None
+            raise InputError(f"--adapter {spec}: {attr} must be an Adapter, a factory taking the run's options "
+                             f"(differential.adapter.AdapterOptions) or one taking no arguments ({err})") from None
+        except ValueError:  # no signature to check (a builtin): let the call say
+            pass
+        with printed.capture("construction"):
+            obj = obj(*args)
     if not isinstance(obj, Adapter):
-        raise ValueError(f"--adapter {spec}: got a {type(obj).__name__}, not a differential.adapter.Adapter")
+        raise InputError(f"--adapter {spec}: got a {type(obj).__name__}, not a differential.adapter.Adapter")
+    mine = user_output(obj)
+    for stage, text in printed.stages.items():
+        mine.stages[stage] = mine.stages.get(stage, "") + text
     return obj
+
+
+def run_config(adapter: Adapter, config: TransformerConfig, layers_flag: int | None = None) -> TransformerConfig:
+    """The model config of a run on ``adapter``: the one the adapter fixes (its ``config``) when it
+    fixes one, else ``config``. ``layers_flag`` is a layer count the user asked for explicitly
+    (``--layers``); one that disagrees with the adapter's fixed config is an error, never
+    silently overridden."""
+    fixed = adapter.config
+    if fixed is None:
+        return config
+    if not isinstance(fixed, TransformerConfig):
+        raise InputError(f"{type(adapter).__name__}.config must be a TransformerConfig or None, "
+                         f"got {type(fixed).__name__}")
+    if layers_flag is not None and layers_flag != fixed.num_layers:
+        raise InputError(f"--layers {layers_flag} disagrees with {type(adapter).__name__}.config "
+                         f"(num_layers={fixed.num_layers}): drop --layers, or have your factory build "
+                         f"options.layers blocks instead of fixing config")
+    return fixed
+
+
+def config_problem(adapter: Adapter, config: TransformerConfig) -> str | None:
+    """Why ``adapter`` cannot run with ``config`` (its fixed config says otherwise), or None."""
+    fixed = adapter.config
+    if fixed is None or fixed == config:
+        return None
+    names = [f.name for f in dataclasses.fields(TransformerConfig) if getattr(fixed, f.name) != getattr(config, f.name)]
+    diffs = ", ".join(f"{n}={getattr(fixed, n)!r} (the run: {getattr(config, n)!r})" for n in names)
+    return (f"{type(adapter).__name__}.config disagrees with the report's model config: {diffs}; run with the "
+            f"adapter's config (ReportOptions(model=adapter.config); the CLI does this) or drop config")

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from differential import diagnose
-from differential.adapter import Adapter, resolve_names
-from differential.capture import CallLog, Capture, ModuleCrash, finish_calls
+from differential.adapter import OPTIMIZER_KINDS, Adapter, config_problem, resolve_names, user_output
+from differential.capture import ROOT, Call, CallLog, Capture, ModuleCrash, finish_calls
+from differential.errors import InputError
 from differential.findings import NotAvailable
 from differential.localize import ModuleResult, Origin, backward_origin, judge
 from differential.sides import Side, source_location
@@ -93,6 +94,44 @@ def _array(value: Any) -> np.ndarray | None:
     return None if value is None else np.array(value)
 
 
+def _quiet(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run an `AdapterSide` method with whatever the user's code prints captured (stage "runs")."""
+    @functools.wraps(method)
+    def run(self: AdapterSide, *args: Any, **kwargs: Any) -> Any:
+        with user_output(self.adapter).capture("runs"):
+            return method(self, *args, **kwargs)
+
+    return run
+
+
+def _leading_reshape(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether ``shape`` differs from ``target`` only by how the leading axes (batch and time) are
+    split: the same last axis and the same number of rows, e.g. (B*T, D) and (B, T, D)."""
+    return (shape != target and len(shape) >= 1 and len(target) >= 1 and shape[-1] == target[-1]
+            and int(np.prod(shape[:-1])) == int(np.prod(target[:-1])))
+
+
+def _shaped(array: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    if array is None or array.shape == shape or not _leading_reshape(array.shape, shape):
+        return array
+    return array.reshape(shape)
+
+
+def _as_table(call: Call) -> Call | None:
+    """A reference call ``x + table`` seen as the table alone (what a positional layer that returns
+    its table outputs): output the table (T, D), output gradient summed over the batch; no inputs.
+    None when the call is not an addition of one table to every sequence of the batch."""
+    if len(call.inputs) != 1 or call.inputs[0].shape != call.output.shape or call.output.ndim < 2:
+        return None
+    rows = call.output - call.inputs[0]  # (B, T, D): the same table in every row
+    table = rows.mean(axis=0)
+    if not np.allclose(rows, table, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(rows), initial=0.0))):
+        return None
+    grad = None if call.grad_output is None else call.grad_output.sum(axis=0)
+    return replace(call, inputs=[], input_requires_grad=[], grad_inputs=[], produced_by=[], output=table,
+                   grad_output=grad)
+
+
 class AdapterSide(Side):
     """A user's model, through its adapter, in the reference's names and layouts."""
 
@@ -104,8 +143,27 @@ class AdapterSide(Side):
         if not isinstance(adapter, Adapter):
             raise TypeError(f"expected a differential.adapter.Adapter, got {type(adapter).__name__}")
         self.adapter, self.config, self.dtype = adapter, config, dtype
-        self.names = resolve_names(adapter, config)
+        problem = config_problem(adapter, config)
+        if problem is not None:
+            raise InputError(problem)
+        with user_output(adapter).capture("runs"):
+            self.names = resolve_names(adapter, config)
+            self._check_dtype({t: np.asarray(adapter.to_numpy(p)).dtype
+                               for t, p in adapter.named_parameters().items()}, "parameters")
         self.has_optimizer = _overrides(adapter, "make_optimizer")
+        self.optimizers = tuple(adapter.optimizers)
+        unknown = [k for k in self.optimizers if k not in OPTIMIZER_KINDS]
+        if unknown:
+            raise InputError(f"{type(adapter).__name__}.optimizers lists {unknown}: the report knows "
+                             f"{', '.join(OPTIMIZER_KINDS)}")
+        self.run_optimizer: str | None = None  # the optimizer the report asked for (can_optimize)
+        self.tokens: np.ndarray | None = None  # the batch's token ids: float tensors equal to them are ids
+        self.logits_shape: tuple[int, ...] | None = None  # the user's logits shape, where it is (B*T, V)
+        # reference path -> (the user's input shapes, output shape) where they are reshaped to the reference's
+        self.reshaped: dict[str, tuple[list[tuple[int, ...]], tuple[int, ...]]] = {}
+        self.ref_shapes: dict[str, tuple[list[tuple[int, ...]], tuple[int, ...]]] = {}
+        self.tables: set[str] = set()  # reference paths compared as tables (a positional layer returning its table)
+        self.notes: list[str] = []
         self.full_backward = True  # module input/output gradients available; known after capture()
         self.called_through: dict[str, str] = {}  # reference path -> "__call__" | "forward"
         self.arguments: dict[str, tuple[tuple, dict]] = {}  # reference path -> the first call's (args, kwargs)
@@ -113,23 +171,54 @@ class AdapterSide(Side):
         if arrays is not None:
             self.load(arrays)
 
+    def _check_dtype(self, dtypes: dict[str, np.dtype], what: str) -> None:
+        wrong = {name: dt for name, dt in dtypes.items() if dt != np.dtype(self.dtype)}
+        if wrong:
+            name, dt = next(iter(wrong.items()))
+            raise InputError(f"{type(self.adapter).__name__}'s {what} are {dt} (e.g. {name!r}) but the run asks for "
+                             f"{self.dtype}: run the report with --dtype {dt} (dtype={str(dt)!r}), or build your "
+                             f"model in options.dtype (your factory receives it)")
+
+    def can_optimize(self, kind: str) -> bool:
+        """Whether the optimizer and training checks can run with optimizer ``kind`` (remembered for
+        the list of checks not run)."""
+        self.run_optimizer = kind
+        return self.has_optimizer and kind in self.optimizers
+
     # parameters, in the reference's names and layouts
     def _layout(self, theirs: str, array: np.ndarray | None) -> np.ndarray | None:
         return array.T if array is not None and theirs in self.names.transposed else array
 
+    @_quiet
     def params(self) -> dict[str, np.ndarray]:
         named = self.adapter.named_parameters()
         return {ref: np.array(self._layout(theirs, np.asarray(self.adapter.to_numpy(named[theirs]))))
                 for ref, theirs in self.names.params.items()}
 
+    @_quiet
     def load(self, arrays: dict[str, np.ndarray]) -> None:
         named = self.adapter.named_parameters()
         for ref, theirs in self.names.params.items():
             dtype = np.asarray(self.adapter.to_numpy(named[theirs])).dtype
             self.adapter.set_parameter(theirs, np.array(self._layout(theirs, np.asarray(arrays[ref])), dtype=dtype))
 
+    def _is_tokens(self, array: np.ndarray) -> bool:
+        """A float tensor holding exactly the batch's token ids (any leading shape): ids, not an input."""
+        t = self.tokens
+        return t is not None and array.size == t.size and bool(np.array_equal(array.reshape(-1), t.reshape(-1)))
+
+    def _float_input(self, x: Any) -> bool:
+        array = np.asarray(self.adapter.to_numpy(x))
+        return np.issubdtype(array.dtype, np.floating) and not self._is_tokens(array)
+
+    def _as_logits(self, array: np.ndarray | None, tokens: np.ndarray) -> np.ndarray | None:
+        """The user's logits (or their gradient) as (B, T, V): a model may return them as (B*T, V)."""
+        return _shaped(array, tuple(tokens.shape) + array.shape[-1:]) if array is not None else None
+
+    @_quiet
     def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
         a = self.adapter
+        self.tokens = np.asarray(tokens)
         a.zero_grad()
         aliased = True
 
@@ -140,7 +229,7 @@ class AdapterSide(Side):
             return x if twin is None else twin
 
         log = CallLog(is_tensor=a.is_tensor, alias=alias, requires_grad=a.requires_grad)
-        log.float_dtype = lambda x: np.issubdtype(np.asarray(a.to_numpy(x)).dtype, np.floating)  # type: ignore[method-assign]
+        log.float_dtype = self._float_input  # type: ignore[method-assign]
         found = a.modules()
         objects = {ref: found[theirs] for ref, theirs in self.names.modules.items()}
         try:
@@ -149,9 +238,12 @@ class AdapterSide(Side):
         except Exception as err:  # the code under test crashed: say where
             raise ModuleCrash(log.innermost_open(), err) from err
         out = np.asarray(a.to_numpy(logits))
-        if self.dtype == "float64" and out.dtype != np.float64:
-            raise ValueError(f"{type(a).__name__}'s model computes in {out.dtype}: run the report with "
-                             f"dtype='float32' (--dtype float32)")
+        self._check_dtype({"logits": out.dtype}, "logits")
+        if out.shape != tokens.shape + out.shape[-1:]:
+            self.logits_shape = out.shape
+            out = self._as_logits(out, tokens)
+            self.notes.append(f"your logits {list(self.logits_shape)} are compared as {list(out.shape)} "
+                              f"(batch and time axes reshaped)")
         try:
             loss = a.loss_and_backward(logits, targets)
         except Exception as err:
@@ -162,7 +254,7 @@ class AdapterSide(Side):
             for c in calls.values():
                 c.grad_output, c.grad_inputs = None, [None] * len(c.grad_inputs)
         named = a.named_parameters()
-        logits_grad = _array(a.grad_of(logits)) if self.full_backward else None
+        logits_grad = self._as_logits(_array(a.grad_of(logits)), tokens) if self.full_backward else None
         return Capture("adapter", self.dtype, calls, float(np.asarray(a.to_numpy(loss)).reshape(-1)[0]), out,
                        self.params(),
                        {ref: self._layout(t, _array(a.grad_of(named[t]))) for ref, t in self.names.params.items()},
@@ -176,11 +268,53 @@ class AdapterSide(Side):
         are left out, and without module gradients the backward phase is not checked."""
         expected = replace(expected, calls={p: c for p, c in expected.calls.items()
                                             if p.split("#")[0] in self.names.modules})
+        self._align(actual, expected, noise)
         results = judge(actual, expected, noise)
         if not self.full_backward:
             for res in results.values():
                 res.backward = []
         return expected, results
+
+    def _align(self, actual: Capture, expected: Capture, noise: Capture | None) -> None:
+        """Shapes people really use, made comparable (in place): a module whose inputs or outputs are
+        the reference's with the leading (batch, time) axes reshaped is compared in the reference's
+        shapes; a module that returns the table the reference adds to its input (a positional layer
+        returning its (T, D) table) is compared as a table on both sides. Each is noted."""
+        for path, ref in list(expected.calls.items()):
+            got = actual.calls.get(path)
+            if got is None:
+                continue
+            shown = path or "(model)"
+            if got.output.shape == ref.output.shape[1:] and (table := _as_table(ref)) is not None:
+                expected.calls[path] = table
+                if noise is not None and path in noise.calls:
+                    noise.calls[path] = _as_table(noise.calls[path]) or noise.calls[path]
+                actual.calls[path] = replace(got, inputs=[], input_requires_grad=[], grad_inputs=[], produced_by=[])
+                self.tables.add(path)
+                self.notes.append(f"{shown} returns the table {list(table.output.shape)} that the reference adds "
+                                  f"to its input: compared as a table (its gradient: the reference's summed over "
+                                  f"the batch)")
+                continue
+            ins = [x.shape for x in got.inputs]
+            ref_ins = [x.shape for x in ref.inputs]
+            if len(ins) != len(ref_ins):
+                continue
+            if not any(_leading_reshape(a, e) for a, e in zip(ins + [got.output.shape],
+                                                                ref_ins + [ref.output.shape], strict=True)):
+                continue
+            self.reshaped[path] = (ins, got.output.shape)
+            self.ref_shapes[path] = (ref_ins, ref.output.shape)
+            actual.calls[path] = replace(
+                got, inputs=[_shaped(x, e) for x, e in zip(got.inputs, ref_ins, strict=True)],
+                output=_shaped(got.output, ref.output.shape),
+                grad_output=_shaped(got.grad_output, ref.output.shape),
+                grad_inputs=[_shaped(g, e) for g, e in zip(got.grad_inputs, ref_ins, strict=False)]
+                + got.grad_inputs[len(ref_ins):])
+            moved = [f"{what} {list(a)} as {list(e)}" for what, a, e in
+                     [(f"input[{i}]", a, e) for i, (a, e) in enumerate(zip(ins, ref_ins, strict=True))]
+                     + [("output", got.output.shape, ref.output.shape)] if a != e and _leading_reshape(a, e)]
+            if path != ROOT or self.logits_shape is None:  # the logits' own note already says it for the model
+                self.notes.append(f"{shown}: compared after reshaping the batch and time axes: {', '.join(moved)}")
 
     def backward_origin(self, results: dict[str, ModuleResult], expected: Capture, actual: Capture
                         ) -> Origin | None:
@@ -197,6 +331,11 @@ class AdapterSide(Side):
                                "were compared")
         if not self.has_optimizer:
             out["optimizer"] = out["training"] = "the adapter defines no make_optimizer"
+        elif self.run_optimizer is not None and self.run_optimizer not in self.optimizers:
+            out["optimizer"] = out["training"] = (
+                f"your framework has no {self.run_optimizer} optimizer (the adapter declares optimizers = "
+                f"{self.optimizers!r}): run with --optimizer {self.optimizers[0]} to check it" if self.optimizers
+                else "your framework has no optimizer (the adapter declares optimizers = ())")
         if not self.can_force:
             out["findings"] = ("the adapter defines no tensor() and backward(): modules cannot run alone on the "
                                "reference's values, so only the first divergence is localized")
@@ -216,7 +355,10 @@ class AdapterSide(Side):
                 "why_unchecked": self.unchecked(),
                 "unmatched_reference_modules": list(self.names.unmatched),
                 "modules": dict(theirs),
-                "called_through": {theirs[p]: how for p, how in self.called_through.items()}}
+                "called_through": {theirs[p]: how for p, how in self.called_through.items()},
+                "optimizers": list(self.optimizers),
+                "notes": list(dict.fromkeys(self.notes)),
+                "printed": dict(user_output(self.adapter).stages)}
 
     # sources
     def source(self, path: str) -> str:
@@ -228,13 +370,16 @@ class AdapterSide(Side):
         owner = next((k for k in cls.__mro__ if "forward" in vars(k) and k is not object), None)
         return source_location(cls.forward if owner is not None else cls.__call__)
 
+    @_quiet
     def optimizer_source(self) -> str:
         try:
-            return source_location(type(self.adapter.make_optimizer("adam", 1e-3)).step)
+            kind = self.run_optimizer if self.run_optimizer in self.optimizers else (self.optimizers or ("adam",))[0]
+            return source_location(type(self.adapter.make_optimizer(kind, 1e-3)).step)
         except Exception:  # noqa: BLE001 - any failure: point at the factory instead
             return source_location(type(self.adapter).make_optimizer)
 
     # optimizer and training
+    @_quiet
     def optimizer_step(self, grads: dict[str, np.ndarray | None], optimizer: str, lr: float
                        ) -> dict[str, np.ndarray]:
         before = self.params()
@@ -248,6 +393,7 @@ class AdapterSide(Side):
         self.load(before)
         return after
 
+    @_quiet
     def train_steps(self, batches: list[tuple[np.ndarray, np.ndarray]], optimizer: str, lr: float
                     ) -> tuple[list[float], list[dict[str, np.ndarray]]]:
         opt = self._optimizer(optimizer, lr)
@@ -262,8 +408,12 @@ class AdapterSide(Side):
 
     def _optimizer(self, kind: str, lr: float) -> Any:
         if not self.has_optimizer:
-            raise ValueError(f"{type(self.adapter).__name__} defines no make_optimizer: the optimizer and "
+            raise InputError(f"{type(self.adapter).__name__} defines no make_optimizer: the optimizer and "
                              "training checks (--steps) need it")
+        if kind not in self.optimizers:
+            raise InputError(f"your framework has no {kind} optimizer ({type(self.adapter).__name__}.optimizers = "
+                             f"{self.optimizers!r}): run with --optimizer "
+                             f"{self.optimizers[0] if self.optimizers else '...'} or without --steps")
         return self.adapter.make_optimizer(kind, lr)
 
     # teacher forcing
@@ -278,14 +428,18 @@ class AdapterSide(Side):
     def _tensor(self, array: np.ndarray) -> Any:
         return self.adapter.tensor(np.array(array, dtype=self.dtype))
 
+    @_quiet
     def loss_on(self, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray | None, bool]:
         self._forcing()
         a = self.adapter
-        given = self._tensor(logits)
+        given = self._tensor(logits if self.logits_shape is None else logits.reshape(self.logits_shape))
         a.zero_grad()
         loss = a.loss_and_backward(given, targets)
-        return float(np.asarray(a.to_numpy(loss)).reshape(-1)[0]), _array(a.grad_of(given)), a.requires_grad(loss)
+        grad = _array(a.grad_of(given))
+        return (float(np.asarray(a.to_numpy(loss)).reshape(-1)[0]), self._as_logits(grad, targets),
+                a.requires_grad(loss))
 
+    @_quiet
     def run_module(self, path: str, inputs: list[np.ndarray], tokens: np.ndarray, grad_output: np.ndarray | None
                    ) -> tuple[np.ndarray, list[np.ndarray | None], dict[str, np.ndarray | None]]:
         """The user's module called as the model called it (same non-float arguments), with each float
@@ -295,9 +449,13 @@ class AdapterSide(Side):
         base = path.split("#")[0]
         obj = a.modules()[self.names.modules[base]]
         args, kwargs = self.arguments.get(base, ((), {}))
+        mine, ref_shapes = self.reshaped.get(path), self.ref_shapes.get(path)
+        if mine is not None:  # the user's module works on (batch*time, ...) where the reference has (batch, time, ...)
+            inputs = [_shaped(x, shape) for x, shape in zip(inputs, mine[0], strict=True)]
+            grad_output = _shaped(grad_output, mine[1])
         given, fresh = [], list(inputs)
         for x in args:
-            if a.is_tensor(x) and np.issubdtype(np.asarray(a.to_numpy(x)).dtype, np.floating) and fresh:
+            if a.is_tensor(x) and self._float_input(x) and fresh:
                 given.append(self._tensor(fresh.pop(0)))
             else:
                 given.append(x)
@@ -310,7 +468,11 @@ class AdapterSide(Side):
         named = a.named_parameters()
         grads = {ref: self._layout(theirs, _array(a.grad_of(named[theirs])))
                  for ref, theirs in self.names.params.items() if not base or ref.startswith(base + ".")}
-        return np.array(a.to_numpy(out)), [_array(a.grad_of(t)) for t in leaves], grads
+        result, grad_in = np.array(a.to_numpy(out)), [_array(a.grad_of(t)) for t in leaves]
+        if ref_shapes is not None:
+            result = _shaped(result, ref_shapes[1])
+            grad_in = [_shaped(g, shape) for g, shape in zip(grad_in, ref_shapes[0], strict=False)]
+        return result, grad_in, grads
 
 
 def parameter_origin(results: dict[str, ModuleResult], expected: Capture) -> Origin | None:

@@ -224,7 +224,7 @@ def _run_report(options: ReportOptions, watch: Stopwatch) -> Report:
         results = judge(actual, expected, noise)
     loss = phases.loss_check(actual, expected, noise)
     watch.lap("compare")
-    optimizer_checks, weight_update = ([], []) if adapted and not actual_side.has_optimizer else \
+    optimizer_checks, weight_update = ([], []) if adapted and not actual_side.can_optimize(options.optimizer) else \
         phases.optimizer_phase(actual_side, oracle_side, noise_side, actual, expected, noise, options)
     watch.lap("optimizer step")
     training = phases.training_phase(actual_side, oracle_side, noise_side, batches, options)
