@@ -198,3 +198,46 @@ def test_json_findings_carry_the_path_the_display_name_and_the_users_name(monkey
     found = {(d["module"], d["module_display"], d["your_module"]) for d in data["findings"]}
     assert found == {("blocks.0.ffn", "blocks.0.ffn", "layers[0].mlp"), ("(loss)", "(loss)", None)}
     assert data["first_divergence"] == data["findings"][0]
+
+
+# --- shapes: which differences are a reshape of the leading axes, which calls are a table ------
+
+@pytest.mark.parametrize(("shape", "target", "same"), [
+    ((32, 10), (4, 8, 10), True),  # (B*T, V) vs (B, T, V)
+    ((4, 8, 10), (32, 10), True),  # the other way
+    ((4, 8, 10), (4, 8, 10), False),  # identical: nothing to reshape
+    ((4, 80), (4, 8, 10), False),  # (B, T*V): the last axis differs
+    ((8, 4, 10), (4, 8, 10), True),  # same rows: a (T, B) layout is compared as reshaped, and then differs
+    ((31, 10), (4, 8, 10), False),  # a row short
+    ((10,), (1, 10), True),
+])
+def test_leading_reshape(shape: tuple[int, ...], target: tuple[int, ...], same: bool) -> None:
+    from differential.adapter_side import _leading_reshape
+
+    assert _leading_reshape(shape, target) is same
+
+
+def _call(inputs: list[np.ndarray], output: np.ndarray, grad: np.ndarray) -> Any:
+    from differential.capture import Call
+
+    return Call("pos_embedding", 0, 0, inputs, output, [True] * len(inputs), True, grad, [grad] * len(inputs))
+
+
+def test_a_call_that_adds_one_table_is_seen_as_that_table() -> None:
+    from differential.adapter_side import _as_table
+
+    rng = np.random.default_rng(0)
+    x, table, grad = rng.normal(size=(3, 5, 4)), rng.normal(size=(5, 4)), rng.normal(size=(3, 5, 4))
+    seen = _as_table(_call([x], x + table, grad))
+    assert seen is not None and seen.inputs == [] and seen.grad_inputs == []
+    np.testing.assert_allclose(seen.output, table, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(seen.grad_output, grad[0] + grad[1] + grad[2], rtol=0, atol=1e-15)
+
+
+def test_a_call_that_is_not_one_table_added_is_left_alone() -> None:
+    from differential.adapter_side import _as_table
+
+    rng = np.random.default_rng(1)
+    x, grad = rng.normal(size=(3, 5, 4)), rng.normal(size=(3, 5, 4))
+    assert _as_table(_call([x], 2.0 * x, grad)) is None  # not input plus a table shared by the batch
+    assert _as_table(_call([x, x], x + x, grad)) is None  # two inputs
