@@ -55,6 +55,10 @@ def page(report: Report, text: str, json_text: str) -> str:
         parts += ["<h2>Three-way: class, functional, torch</h2>", three_way_svg(report)]
     if report.modules:
         parts += ["<h2>Module tree</h2>", tree_html(report)]
+    printed = (report.adapter or {}).get("printed") or {}  # what an adapter's code printed (not in the JSON)
+    for stage, said in printed.items():
+        parts += [f"<h2 id='printed-{escape(stage)}'>What your code printed during {escape(stage)}</h2>",
+                  f"<pre>{escape(said)}</pre>"]
     parts += ["<h2>Text report</h2>", f"<pre>{escape(_plain(text))}</pre>",
               "<details><summary>JSON</summary>", f"<pre>{escape(json_text)}</pre></details>", "</body></html>\n"]
     return "\n".join(parts)

@@ -12,7 +12,7 @@ import pytest
 
 from differential.adapter import AdapterOptions, load_adapter, run_config, takes_options
 from differential.cli import main
-from differential.formats import format_json, format_text
+from differential.formats import format_html, format_json, format_text
 from differential.report import ReportOptions, run_report
 from scratch_model.config import TransformerConfig
 from tests.foreign import adapter as tinyflow
@@ -174,6 +174,9 @@ def test_runs_are_quiet_through_the_python_api(capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().out == ""
     assert report.adapter["printed"]["runs"].count("forward on") == 3  # the capture, then two training steps
     assert "forward on" in format_text(report) and "forward on" not in format_json(report)
+    page = format_html(report)
+    heading = page.index("<h2 id='printed-runs'>What your code printed during runs</h2>")
+    assert page.index("forward on", heading) < page.index("<h2>Text report</h2>")
 
 
 # --- JSON names modules by path ------------------------------------------------------------------
