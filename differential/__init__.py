@@ -9,7 +9,23 @@ Python API: ``run_report(ReportOptions(...))`` returns a Report; ``assert_no_div
 is a pytest helper.
 """
 
-from differential.report import Report, ReportOptions, run_report, run_three_way
-from differential.testing import assert_no_divergence
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["Report", "ReportOptions", "assert_no_divergence", "run_report", "run_three_way"]
+
+_HOME = {"Report": "report", "ReportOptions": "report", "run_report": "report", "run_three_way": "report",
+         "assert_no_divergence": "testing"}
+
+
+def __getattr__(name: str) -> Any:
+    # The API is imported on first use: the command line starts without torch and numpy, so that
+    # Ctrl-C in its first moments is caught by its own handler, not shown as a traceback.
+    if name in _HOME:
+        import importlib
+
+        value = getattr(importlib.import_module(f"differential.{_HOME[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'differential' has no attribute {name!r}")

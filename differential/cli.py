@@ -17,8 +17,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from differential import training
 from differential.errors import InputError
+
+# differential.training pulls in numpy: main() imports it inside its Ctrl-C handler, so that an
+# interrupt in the first moments of a run is one line, not a traceback.
+training: Any = None
 
 EXIT_OK, EXIT_DIVERGED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 SGD_DEFAULT_LR = 0.1  # Adam's 3e-3 leaves SGD (momentum 0.9) near 0%; 0.03-0.3 all reach 100%
@@ -586,8 +589,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    global training
     command = "scratchdiff"
     try:
+        from differential import training
+
         args = build_parser().parse_args(argv)
         command = f"scratchdiff {args.command}"
         run = globals()[COMMANDS[args.command]]
