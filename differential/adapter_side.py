@@ -117,6 +117,19 @@ def _shaped(array: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | No
     return array.reshape(shape)
 
 
+def _table_shaped(shape: tuple[int, ...], reference: tuple[int, ...]) -> bool:
+    """Whether a module's output of ``shape`` can be the table of a reference output (B, T, D): (T, D),
+    or (1, T, D)."""
+    return len(reference) >= 2 and shape in (reference[1:], (1,) + reference[1:])
+
+
+def _reads_as_table(got: Call, ref: Call) -> bool:
+    """With one sequence in the batch, (1, T, D) is also the reference's own output shape: the user's
+    module is read as returning the table unless it takes a float input the size of the reference's
+    (the tensor a layer that returns ``x + table`` adds to)."""
+    return ref.output.shape[0] > 1 or not any(x.size == ref.inputs[0].size for x in got.inputs)
+
+
 def _as_table(call: Call) -> Call | None:
     """A reference call ``x + table`` seen as the table alone (what a positional layer that returns
     its table outputs): output the table (T, D), output gradient summed over the batch; no inputs.
@@ -162,7 +175,9 @@ class AdapterSide(Side):
         # reference path -> (the user's input shapes, output shape) where they are reshaped to the reference's
         self.reshaped: dict[str, tuple[list[tuple[int, ...]], tuple[int, ...]]] = {}
         self.ref_shapes: dict[str, tuple[list[tuple[int, ...]], tuple[int, ...]]] = {}
-        self.tables: set[str] = set()  # reference paths compared as tables (a positional layer returning its table)
+        # reference path -> the user's output shape, for modules compared as tables (a positional layer
+        # returning its table)
+        self.tables: dict[str, tuple[int, ...]] = {}
         self.notes: list[str] = []
         self.full_backward = True  # module input/output gradients available; known after capture()
         self.called_through: dict[str, str] = {}  # reference path -> "__call__" | "forward"
@@ -285,12 +300,17 @@ class AdapterSide(Side):
             if got is None:
                 continue
             shown = path or "(model)"
-            if got.output.shape == ref.output.shape[1:] and (table := _as_table(ref)) is not None:
+            table = _as_table(ref) if _table_shaped(got.output.shape, ref.output.shape) else None
+            if table is not None and _reads_as_table(got, ref):
                 expected.calls[path] = table
                 if noise is not None and path in noise.calls:
                     noise.calls[path] = _as_table(noise.calls[path]) or noise.calls[path]
-                actual.calls[path] = replace(got, inputs=[], input_requires_grad=[], grad_inputs=[], produced_by=[])
-                self.tables.add(path)
+                shape = table.output.shape
+                actual.calls[path] = replace(got, inputs=[], input_requires_grad=[], grad_inputs=[], produced_by=[],
+                                             output=got.output.reshape(shape),
+                                             grad_output=None if got.grad_output is None
+                                             else got.grad_output.reshape(shape))
+                self.tables[path] = got.output.shape
                 self.notes.append(f"{shown} returns the table {list(table.output.shape)} that the reference adds "
                                   f"to its input: compared as a table (its gradient: the reference's summed over "
                                   f"the batch)")
@@ -453,6 +473,9 @@ class AdapterSide(Side):
         if mine is not None:  # the user's module works on (batch*time, ...) where the reference has (batch, time, ...)
             inputs = [_shaped(x, shape) for x, shape in zip(inputs, mine[0], strict=True)]
             grad_output = _shaped(grad_output, mine[1])
+        table = self.tables.get(path)
+        if table is not None and grad_output is not None:  # the reference's table gradient, in the user's shape
+            grad_output = grad_output.reshape(table)
         given, fresh = [], list(inputs)
         for x in args:
             if a.is_tensor(x) and self._float_input(x) and fresh:
@@ -472,6 +495,8 @@ class AdapterSide(Side):
         if ref_shapes is not None:
             result = _shaped(result, ref_shapes[1])
             grad_in = [_shaped(g, shape) for g, shape in zip(grad_in, ref_shapes[0], strict=False)]
+        if table is not None and result.size == int(np.prod(table)):
+            result = result.reshape(table[-2:])
         return result, grad_in, grads
 
 

@@ -21,7 +21,9 @@ from differential.adapter import AdapterOptions
 from differential.cli import main
 from differential.formats import format_text
 from differential.report import Report, ReportOptions, run_report
+from tests.foreign_course import nn
 from tests.foreign_course.adapter import make_adapter
+from tests.foreign_course.engine import Tensor
 from tests.foreign_course.faults import FAULTS, Fault
 
 BATCH = 8
@@ -67,6 +69,27 @@ def test_clean_course_model_explains_its_shapes() -> None:
     pos = next(m for m in report.modules if m["module"] == "pos_embedding")
     assert set(pos["forward"]["tensors"]) == {"output"} and set(pos["backward"]["tensors"]) == {"grad_output"}
     assert "  note: head: compared after reshaping" in format_text(report)
+
+
+def _table_with_a_batch_axis(self: nn.PositionalEmbedding, t: int) -> Tensor:
+    return self.weight.rows(t).reshape(1, t, -1)  # (1, T, D): broadcast over the batch by the caller's add
+
+
+@pytest.mark.parametrize(("batch", "table_1td"), [(1, False), (1, True), (BATCH, True)])
+def test_tables_with_a_batch_axis_and_single_sequence_batches_match(batch: int, table_1td: bool,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    if table_1td:
+        monkeypatch.setattr(nn.PositionalEmbedding, "__call__", _table_with_a_batch_axis)
+    report = run_report(ReportOptions(adapter=make_adapter(AdapterOptions()), batch_size=batch, optimizer="sgd"))
+    assert report.verdict == "match", [d.hint for d in report.findings]
+    assert any(n.startswith("pos_embedding returns the table") for n in report.adapter["notes"])
+
+
+def test_a_wrong_table_is_still_caught_with_one_sequence(monkeypatch: pytest.MonkeyPatch) -> None:
+    fault = next(f for f in FAULTS if f.name == "positions_scaled")
+    monkeypatch.setattr(fault.target, fault.attribute, fault.replacement)
+    report = run_report(ReportOptions(adapter=make_adapter(AdapterOptions()), batch_size=1))
+    assert _found(report) == [("pos_embedding", "forward", fault.kind)]
 
 
 def test_the_missing_optimizer_is_listed_not_run(capsys: pytest.CaptureFixture[str]) -> None:
