@@ -126,9 +126,18 @@ def _scratch_log() -> CallLog:
     from scratch_model import autograd as ag
     from scratch_model.autograd import Tensor
 
+    def retained(x: Any) -> Any:
+        # the backward keeps gradients on leaves only, unless a tensor asks: the capture reads
+        # them on every module input alias and output (torch's side calls retain_grad too)
+        if isinstance(x, Tensor) and x.requires_grad:
+            x.retain_grad()
+        return x
+
     log = CallLog(is_tensor=lambda x: isinstance(x, Tensor),
-                  alias=lambda x: ag.identity(x) if x.requires_grad else x,
+                  alias=lambda x: retained(ag.identity(x)) if x.requires_grad else x,
                   requires_grad=lambda x: bool(getattr(x, "requires_grad", False)))
+    after = log.after
+    log.after = lambda path, output: after(path, retained(output))  # type: ignore[method-assign]
     return log
 
 

@@ -4,6 +4,11 @@ Every primitive is a function decorated with :func:`op`. It returns ``(out_array
 where ``backward(grad_out)`` gives one gradient array (or ``None``) per tensor argument. The
 decorator turns that into a graph node. ``Tensor.backward`` walks the graph once, in reverse
 topological order found without recursion, so its cost is linear in the graph size.
+
+As in torch, a backward leaves gradients on leaves only (parameters, inputs), and on the other
+tensors that asked for one with :meth:`Tensor.retain_grad`; every other intermediate gradient is
+dropped as soon as the nodes before it have taken their share, so a backward holds only the
+gradients still on their way.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ class OpRecord:
 class Tensor:
     """A numpy array with an optional gradient and a link to the op that produced it."""
 
-    __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "_record")
+    __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "_record", "_retain")
     __array_priority__ = 1000  # so `ndarray * Tensor` defers to Tensor.__rmul__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None,
@@ -77,7 +82,9 @@ class Tensor:
         self.name = name
         self._parents: tuple[Tensor, ...] = ()
         self._backward: Callable[[np.ndarray], Sequence[np.ndarray | None]] | None = None
-        self._record: OpRecord | None = None
+        # (name, primitive, args, kwargs) of the op that made it; `op` turns it into an OpRecord
+        self._record: tuple[str, Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
+        self._retain = False
         for observer in _creation_observers:
             observer(self)
 
@@ -101,7 +108,7 @@ class Tensor:
     @property
     def op(self) -> OpRecord | None:
         """The primitive that produced this tensor (None for leaves and untracked results)."""
-        return self._record
+        return None if self._record is None else OpRecord(*self._record)
 
     @property
     def parents(self) -> tuple[Tensor, ...]:
@@ -110,6 +117,16 @@ class Tensor:
     @property
     def is_leaf(self) -> bool:
         return self._backward is None
+
+    def retain_grad(self) -> None:
+        """Keep this tensor's gradient in ``.grad`` after a backward, as leaves do (the backward
+        drops intermediate gradients otherwise). Tools that read the gradient of a module's output
+        ask for it with this."""
+        self._retain = True
+
+    @property
+    def retains_grad(self) -> bool:
+        return self._retain and self._backward is not None
 
     def numpy(self) -> np.ndarray:
         return self.data
@@ -133,7 +150,8 @@ class Tensor:
 
     # --- backward -------------------------------------------------------------------------
     def backward(self, grad: np.ndarray | None = None) -> None:
-        """Accumulate d(self)/d(x) into ``x.grad`` for every tensor x in the graph."""
+        """Accumulate d(self)/d(x) into ``x.grad`` for every leaf x of the graph (and every tensor
+        that called :meth:`retain_grad`); other intermediate gradients are freed on the way."""
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
                                "(it has no path to any parameter)")
@@ -145,25 +163,33 @@ class Tensor:
         if grad.shape != self.shape:
             raise ValueError(f"gradient shape {grad.shape} does not match tensor shape {self.shape}")
 
+        # ids of arrays some .grad (or the caller) already holds: a leaf given one of those, or a
+        # view, keeps a copy, so an in-place update of its .grad (clipping, scaling) reaches no
+        # other gradient and not the caller's array. A backward may hand one array to several inputs.
+        held = {id(grad)}
         pending: dict[int, np.ndarray] = {id(self): grad}
+        pop = pending.pop
         for node in reversed(topological_order(self)):
-            g = pending.pop(id(node), None)
+            g = pop(id(node), None)
             if g is None:
                 continue
-            if node.grad is not None:
-                node.grad = node.grad + g
-            else:
-                # A backward may hand one array, or a view of it, to several inputs (add,
-                # transpose); a leaf keeps a copy, so an in-place update of its .grad (clipping,
-                # scaling) cannot reach another leaf's gradient or the caller's array.
-                node.grad = g.copy() if node.is_leaf else g
-            if node._backward is None:
+            backward = node._backward
+            if backward is None:  # a leaf
+                if node.grad is not None:
+                    node.grad = node.grad + g
+                else:
+                    node.grad = g.copy() if g.base is not None or id(g) in held else g
+                    held.add(id(node.grad))
                 continue
-            for parent, pg in zip(node._parents, node._backward(g), strict=True):
+            if node._retain:
+                node.grad = g if node.grad is None else node.grad + g
+                held.add(id(node.grad))
+            for parent, pg in zip(node._parents, backward(g), strict=True):
                 if pg is None or not parent.requires_grad:
                     continue
                 key = id(parent)
-                pending[key] = pg if key not in pending else pending[key] + pg
+                before = pending.get(key)
+                pending[key] = pg if before is None else before + pg
 
     # --- operators (looked up at call time, so a primitive can be swapped by name) ---------
     def __add__(self, other: Any) -> Tensor:
@@ -245,10 +271,17 @@ class Tensor:
         return _ops().relu(self)
 
 
-def _ops() -> Any:
-    from scratch_model import autograd
+_autograd_package: Any = None
 
-    return autograd
+
+def _ops() -> Any:
+    """The autograd package, whose attributes a fault may swap: read at call time."""
+    global _autograd_package
+    if _autograd_package is None:
+        from scratch_model import autograd
+
+        _autograd_package = autograd
+    return _autograd_package
 
 
 def topological_order(root: Tensor) -> list[Tensor]:
@@ -258,23 +291,21 @@ def topological_order(root: Tensor) -> list[Tensor]:
     node is expanded once, so shared subgraphs cost nothing extra.
     """
     order: list[Tensor] = []
-    expanded: set[int] = set()
-    done: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    seen = {id(root)}
+    # (node, index of the next parent to visit): a node goes into the order once all its parents have
+    stack: list[tuple[Tensor, int]] = [(root, 0)]
+    push, pop = stack.append, stack.pop
     while stack:
-        node, children_done = stack.pop()
-        if children_done:
-            if id(node) not in done:
-                done.add(id(node))
-                order.append(node)
-            continue
-        if id(node) in expanded:
-            continue
-        expanded.add(id(node))
-        stack.append((node, True))
-        for parent in node._parents:
-            if parent.requires_grad and id(parent) not in expanded:
-                stack.append((parent, False))
+        node, i = pop()
+        parents = node._parents
+        while i < len(parents):
+            parent = parents[i]
+            i += 1
+            if parent.requires_grad and id(parent) not in seen:
+                seen.add(id(parent))
+                push((node, i))
+                node, parents, i = parent, parent._parents, 0
+        order.append(node)
     return order
 
 
@@ -317,18 +348,43 @@ def op(fn: Callable[..., tuple[np.ndarray, Callable[[np.ndarray], Sequence[np.nd
     per Tensor argument. The record of the call lets tools re-run the primitive on perturbed
     inputs (finite differences) and name it in a report.
     """
+    name = fn.__name__
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Tensor:
         out, backward = fn(*args, **kwargs)
-        result = Tensor(out)
-        parents = tuple(a for a in args if isinstance(a, Tensor))
-        if _grad_enabled and any(p.requires_grad for p in parents):
-            result.requires_grad = True
-            result._parents = parents
-            result._backward = backward
-            result._record = OpRecord(fn.__name__, wrapper, args, kwargs)
-        return result
+        parents = tuple([a for a in args if isinstance(a, Tensor)])
+        if _grad_enabled:
+            for p in parents:
+                if p.requires_grad:
+                    return _result(out, parents, backward, (name, wrapper, args, kwargs))
+        return _result(out, (), None, None)
 
     wrapper.primitive = fn  # type: ignore[attr-defined]
     return wrapper
+
+
+_new_tensor = object.__new__
+
+
+def _result(out: Any, parents: tuple[Tensor, ...], backward: Any, record: Any) -> Tensor:
+    """An op's result: Tensor's constructor without its checks (an op returns a float array of its
+    inputs' dtype; a numpy scalar is wrapped), observers told as by the constructor."""
+    if type(out) is not np.ndarray:
+        out = np.asarray(out)
+    if out.dtype not in FLOAT_DTYPES:
+        if not np.issubdtype(out.dtype, np.number):
+            raise TypeError(f"Tensor needs float32 or float64 data, got dtype {out.dtype}")
+        out = out.astype(np.float64)
+    t = _new_tensor(Tensor)
+    t.data = out
+    t.grad = None
+    t.requires_grad = backward is not None
+    t.name = None
+    t._parents = parents
+    t._backward = backward
+    t._record = record
+    t._retain = False
+    for observer in _creation_observers:
+        observer(t)
+    return t

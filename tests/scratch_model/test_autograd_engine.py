@@ -113,6 +113,27 @@ def test_leaf_gradients_are_independent_arrays() -> None:
     np.testing.assert_array_equal(upstream, kept)
 
 
+def test_intermediate_gradients_are_kept_only_when_retained() -> None:
+    """Like torch: leaves keep their gradient, an intermediate only after retain_grad(), and a
+    retained gradient equals torch's (through a shared use, where two paths add up)."""
+    x_np = np.random.default_rng(3).standard_normal((3, 4))
+    x, x_t = Tensor(x_np.copy(), requires_grad=True), torch.tensor(x_np, requires_grad=True)
+    h, h_t = x.exp(), x_t.exp()
+    kept, kept_t = h * 2.0, h_t * 2.0
+    kept.retain_grad()
+    kept_t.retain_grad()
+    dropped = kept + h
+    (dropped * kept).sum().backward()
+    ((kept_t + h_t) * kept_t).sum().backward()
+    assert h.grad is None and dropped.grad is None and not h.retains_grad
+    assert kept.retains_grad and x.grad is not None
+    np.testing.assert_allclose(kept.grad, kept_t.grad.numpy(), rtol=1e-13)
+    np.testing.assert_allclose(x.grad, x_t.grad.numpy(), rtol=1e-13)
+    leaf_before = x.grad.copy()
+    kept.grad[...] = 0.0  # a retained gradient is not shared with any leaf's
+    np.testing.assert_array_equal(x.grad, leaf_before)
+
+
 def test_constants_and_untracked_inputs_get_no_gradient() -> None:
     x = Tensor(np.ones(3), requires_grad=True)
     c = Tensor(np.full(3, 2.0))
