@@ -40,7 +40,8 @@ class ReportOptions:
     steps: int = 0  # training steps side by side (0: skip the training phase)
     optimizer: str = "adam"
     lr: float = 3e-3
-    mask: str = "none"  # attention mask for the batch: none | causal (True where a query may attend)
+    # the model's attention mask, none | causal: always equal to model.mask ("causal" here makes the model causal)
+    mask: str = "none"
     weights: dict[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
     device: str = "cpu"
     # [adapter] a user's model through a differential.adapter.Adapter: it becomes the implementation under test
@@ -48,11 +49,15 @@ class ReportOptions:
 
     def __post_init__(self) -> None:
         impls = ("class", "functional", "torch")
+        if self.mask not in ("none", "causal"):
+            raise ValueError(f"mask must be none or causal, got {self.mask!r}")
+        if self.mask == "causal" and self.model.mask != "causal":
+            object.__setattr__(self, "model", replace(self.model, mask="causal"))
+        object.__setattr__(self, "mask", self.model.mask)  # one source of truth: the architecture
         if self.adapter is not None:  # [adapter]
             object.__setattr__(self, "impl", "adapter")
-            if self.isolated or self.mask != "none":
-                raise ValueError("an adapter's model runs whole on tokens alone: isolated mode and masks are "
-                                 "not available")
+            if self.isolated:
+                raise ValueError("an adapter's model runs whole on tokens alone: isolated mode is not available")
         if self.impl not in impls + ("adapter",):
             raise ValueError(f"impl must be one of {', '.join(impls)}, got {self.impl!r}")
         if self.against not in impls:
@@ -66,8 +71,6 @@ class ReportOptions:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.steps < 0:
             raise ValueError(f"steps must be 0 or more, got {self.steps}")
-        if self.mask not in ("none", "causal"):
-            raise ValueError(f"mask must be none or causal, got {self.mask!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
 
@@ -194,7 +197,7 @@ def _run_report(options: ReportOptions, watch: Stopwatch) -> Report:
     data = phases.data_sanity(options, batches)
     if not data["ok"]:
         return _data_report(data, options)
-    mask = phases.mask(options, tokens.shape[1])
+    mask = None  # a causal model masks itself (options.model.mask); no extra mask
     watch.lap("weights and batch")
 
     # [adapter] a user's model keeps its own weights (unless options.weights); the reference copies them

@@ -45,12 +45,13 @@ class TrainPlan:
 def run(plan: TrainPlan, on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
     """Train as ``plan`` says; return the result as a JSON-ready dict (test-set figures)."""
     config = plan.train_config()
-    data = data_module.make_reversal_data(plan.model, config.num_train, config.num_test, seed=plan.seed)
+    data = data_module.make_reversal_data(plan.model, config.num_train, config.num_test, seed=plan.seed,
+                                          task=config.task)
     if plan.impl == "torch":
         result = _train_torch(plan, config, data, on_step)
     else:
         result = _train_scratch(plan, config, data, on_step)
-    return {"impl": plan.impl, "seed": plan.seed, "dtype": plan.dtype, "epochs": config.epochs,
+    return {"impl": plan.impl, "seed": plan.seed, "dtype": plan.dtype, "epochs": config.epochs, "task": data.task,
             **result.to_dict()}
 
 

@@ -34,8 +34,9 @@ class ZooRow:
 
 
 def options_for(fault: faults.Fault, base: ReportOptions) -> ReportOptions:
+    """``base`` with an implementation the fault lives in and the architecture it needs."""
     impl = base.impl if fault.applies_to(base.impl) else ("functional" if fault.impl == "functional" else "class")
-    return replace(base, impl=impl, **fault.report)
+    return replace(base, impl=impl, model=fault.model_for(base.model), **fault.report)
 
 
 def report_with_fault(name: str | None, options: ReportOptions) -> Report:
@@ -45,7 +46,7 @@ def report_with_fault(name: str | None, options: ReportOptions) -> Report:
         if not fault.applies_to(options.impl):
             raise ValueError(f"fault {name!r} lives in the {fault.impl} implementation; "
                              f"run it with --impl {fault.impl}")
-        options = replace(options, **fault.report)
+        options = replace(options, model=fault.model_for(options.model), **fault.report)
     with faults.activate(name):
         return run_report(options)
 
@@ -69,12 +70,13 @@ def run_zoo(base: ReportOptions | None = None, names: list[str] | None = None, t
         report = report_with_fault(name, options)
         d = report.first_divergence
         has_grad, changed = _naive(report)
-        row = ZooRow(fault=name, bug_class=fault.bug_class, impl=options.impl, expected_module=fault.module,
-                     expected_phase=fault.phase, expected_kind=fault.kind,
+        module, phase, kind = fault.expected(options.model)[0]
+        row = ZooRow(fault=name, bug_class=fault.bug_class, impl=options.impl, expected_module=module,
+                     expected_phase=phase, expected_kind=kind,
                      reported_module=d.module if d else None, reported_phase=d.phase if d else None,
                      reported_kind=d.kind if d else None, detected=d is not None,
-                     localized=bool(d and d.module == fault.module and d.phase == fault.phase),
-                     kind_right=bool(d and d.kind == fault.kind),
+                     localized=bool(d and d.module == module and d.phase == phase),
+                     kind_right=bool(d and d.kind == kind),
                      naive_all_have_grad=has_grad, naive_all_changed=changed)
         if train:
             row.exact_match_after_training = train_with_fault(name, options.impl, base.seed)

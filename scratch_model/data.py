@@ -1,4 +1,11 @@
-"""The sequence-reversal task: a seeded dataset of token sequences and their reversals."""
+"""The training tasks: a seeded dataset of token sequences and their targets.
+
+- ``reverse``: the target is the reversed sequence. Every output needs tokens that come later in
+  the input, so a causal model cannot learn it.
+- ``mirror``: the first half is copied, then reversed: the target at position t is token t for
+  t < T/2 and token T-1-t after, always a token the model has already seen. A causal model can
+  learn it (it reverses a prefix it has already read).
+"""
 
 from __future__ import annotations
 
@@ -27,21 +34,26 @@ def validate_tokens(tokens: object, config: TransformerConfig) -> np.ndarray:
     return array
 
 
+TASKS = ("reverse", "mirror")
+
+
 @dataclass(frozen=True)
 class ReversalData:
-    """Disjoint train and test sets of sequences over tokens 1..vocab_size-1 (0 is reserved)."""
+    """Disjoint train and test sets of sequences over tokens 1..vocab_size-1 (0 is reserved), and
+    the task that makes their targets."""
 
     train_inputs: np.ndarray  # (N_train, T) int64
     test_inputs: np.ndarray  # (N_test, T) int64
     seed: int
+    task: str = "reverse"  # reverse | mirror (see the module docstring)
 
     @property
     def train_targets(self) -> np.ndarray:
-        return reverse_targets(self.train_inputs)
+        return targets_for(self.train_inputs, self.task)
 
     @property
     def test_targets(self) -> np.ndarray:
-        return reverse_targets(self.test_inputs)
+        return targets_for(self.test_inputs, self.task)
 
     def batches(self, epoch: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The training set in a shuffled order fixed by (seed, epoch); the last batch may be short."""
@@ -49,15 +61,41 @@ class ReversalData:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             inputs = self.train_inputs[idx]
-            yield inputs, reverse_targets(inputs)
+            yield inputs, targets_for(inputs, self.task)
 
 
 def reverse_targets(inputs: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(inputs[:, ::-1])
 
 
+def mirror_targets(inputs: np.ndarray) -> np.ndarray:
+    """Position t < T/2: token t (a copy); position t >= T/2: token T-1-t (the first half reversed)."""
+    t = inputs.shape[1]
+    positions = np.arange(t)
+    source = np.where(positions < (t + 1) // 2, positions, t - 1 - positions)  # (T,), always <= t
+    return np.ascontiguousarray(inputs[:, source])
+
+
+def targets_for(inputs: np.ndarray, task: str) -> np.ndarray:
+    if task == "mirror":
+        return mirror_targets(inputs)
+    if task == "reverse":
+        return reverse_targets(inputs)
+    raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+
+
+def task_for(config: TransformerConfig, task: str = "auto") -> str:
+    """``task``, or with "auto" the task the architecture can learn: mirror for a causal model
+    (reversal needs tokens it may not see), reverse otherwise."""
+    if task == "auto":
+        return "mirror" if config.mask == "causal" else "reverse"
+    if task not in TASKS:
+        raise ValueError(f"task must be auto or one of {', '.join(TASKS)}, got {task!r}")
+    return task
+
+
 def make_reversal_data(config: TransformerConfig, num_train: int = 6000, num_test: int = 1000,
-                       seed: int = 0) -> ReversalData:
+                       seed: int = 0, task: str = "reverse") -> ReversalData:
     """Draw ``num_train + num_test`` distinct sequences and split them, so no test sequence is
     ever trained on."""
     if num_train < 1 or num_test < 1:
@@ -76,4 +114,4 @@ def make_reversal_data(config: TransformerConfig, num_train: int = 6000, num_tes
         _, first = np.unique(both, axis=0, return_index=True)
         chosen = both[np.sort(first)]
     chosen = chosen[:wanted]
-    return ReversalData(chosen[:num_train], chosen[num_train:], seed)
+    return ReversalData(chosen[:num_train], chosen[num_train:], seed, task_for(config, task))

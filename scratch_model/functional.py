@@ -61,21 +61,28 @@ def build_simple_transformer(config: TransformerConfig | None = None, seed: int 
     if config.positional == "learned":
         arrays["pos_embedding.weight"] = init.normal(seed, "pos_embedding.weight", (config.seq_len, d), dtype)
 
-    def linear_params(path: str, fan_in: int, fan_out: int) -> None:
+    def linear_params(path: str, fan_in: int, fan_out: int, weight: bool = True) -> None:
         shape = (fan_out, fan_in)
-        arrays[f"{path}.weight"] = init.uniform_fan_in(seed, f"{path}.weight", shape, fan_in, dtype)
-        arrays[f"{path}.bias"] = init.uniform_fan_in(seed, f"{path}.bias", (fan_out,), fan_in, dtype)
+        if weight:
+            arrays[f"{path}.weight"] = init.uniform_fan_in(seed, f"{path}.weight", shape, fan_in, dtype)
+        if config.bias:
+            arrays[f"{path}.bias"] = init.uniform_fan_in(seed, f"{path}.bias", (fan_out,), fan_in, dtype)
+
+    def norm_params(path: str) -> None:
+        arrays[f"{path}.weight"] = np.ones(d, dtype=dtype)
+        arrays[f"{path}.bias"] = np.zeros(d, dtype=dtype)
 
     for i in range(config.num_layers):
         block = f"blocks.{i}"
         for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
             linear_params(f"{block}.attn.{proj}", d, d)
-        for ln in ("ln1", "ln2"):
-            arrays[f"{block}.{ln}.weight"] = np.ones(d, dtype=dtype)
-            arrays[f"{block}.{ln}.bias"] = np.zeros(d, dtype=dtype)
+        norm_params(f"{block}.ln1")
+        norm_params(f"{block}.ln2")
         linear_params(f"{block}.ffn.fc1", d, f)
         linear_params(f"{block}.ffn.fc2", f, d)
-    linear_params("head", d, v)
+    if config.final_norm:
+        norm_params("ln_f")
+    linear_params("head", d, v, weight=not config.tie_head)  # a tied head reads embedding.weight
     params = {name: Tensor(a, requires_grad=True) for name, a in _in_class_order(arrays, config).items()}
 
     def bound_forward(params: Params, tokens: np.ndarray, mask: np.ndarray | None = None,
@@ -88,20 +95,31 @@ def build_simple_transformer(config: TransformerConfig | None = None, seed: int 
 def _in_class_order(arrays: dict[str, np.ndarray], config: TransformerConfig) -> dict[str, np.ndarray]:
     """Order names as the class model registers them (blocks: attn, ln1, ffn, ln2), so both list
     parameters identically. The sort is stable: within a layer, creation order stays."""
+    top = {"embedding": 0, "pos_embedding": 1, "ln_f": 3, "head": 4}
+
     def rank(name: str) -> tuple:
         parts = name.split(".")
         if parts[0] == "blocks":
             sub = ["attn", "ln1", "ffn", "ln2"].index(parts[2])
             return (2, int(parts[1]), sub)
-        return ({"embedding": 0, "pos_embedding": 1, "head": 3}[parts[0]], 0, 0)
+        return (top[parts[0]], 0, 0)
 
     return {name: arrays[name] for name in sorted(arrays, key=rank)}
 
 
 # --- layers, as pure functions ---------------------------------------------------------------
 
-def linear(params: Params, path: str, x: Tensor) -> Tensor:
-    return ag.matmul(x, ag.swapaxes(params[f"{path}.weight"], 0, 1)) + params[f"{path}.bias"]
+def linear(params: Params, path: str, x: Tensor, weight: str | None = None) -> Tensor:
+    """``x @ W.T (+ b)``: W is ``{path}.weight`` (or the parameter named ``weight``); the bias is
+    added when the params have one."""
+    out = ag.matmul(x, ag.swapaxes(params[weight or f"{path}.weight"], 0, 1))
+    bias = params.get(f"{path}.bias")
+    return out if bias is None else out + bias
+
+
+def head(params: Params, config: TransformerConfig, x: Tensor) -> Tensor:
+    """The output projection; with ``tie_head`` its weight is the token embedding's."""
+    return linear(params, "head", x, "embedding.weight" if config.tie_head else None)
 
 
 def embed(params: Params, tokens: np.ndarray) -> Tensor:
@@ -109,10 +127,20 @@ def embed(params: Params, tokens: np.ndarray) -> Tensor:
 
 
 def add_positions(params: Params, config: TransformerConfig, x: Tensor) -> Tensor:
+    """The positional table added (only called when ``config.positional`` is not "none")."""
     t = x.shape[1]
     if config.positional == "learned":
         return x + params["pos_embedding.weight"][:t]
     return x + init.sinusoidal_table(config.seq_len, config.embed_dim, x.dtype)[:t]
+
+
+def allowed(config: TransformerConfig, length: int, mask: np.ndarray | None) -> np.ndarray | None:
+    """Booleans (True: the query may attend): the causal triangle of a causal model, combined
+    with the extra ``mask`` when one is given."""
+    if config.mask == "none":
+        return mask
+    triangle = np.arange(length)[None, :] <= np.arange(length)[:, None]  # (T, T): key j <= query i
+    return triangle if mask is None else triangle & np.asarray(mask, dtype=bool)
 
 
 def softmax_last(scores: Tensor) -> Tensor:
@@ -131,6 +159,7 @@ def attention(params: Params, config: TransformerConfig, path: str, x: Tensor,
 
     q, k, v = project("q_proj"), project("k_proj"), project("v_proj")
     scores = ag.matmul(q / np.sqrt(hd), ag.transpose(k, (0, 1, 3, 2)))  # (B, h, T, T)
+    mask = allowed(config, t, mask)
     if mask is not None:
         scores = scores + np.where(mask, 0.0, -np.inf).astype(x.dtype)
     context = ag.matmul(softmax_last(scores), v)  # (B, h, T, hd)
@@ -138,9 +167,18 @@ def attention(params: Params, config: TransformerConfig, path: str, x: Tensor,
     return _scope(recorder, f"{path}.out_proj", lambda z: linear(params, f"{path}.out_proj", z), merged)
 
 
-def feed_forward(params: Params, path: str, x: Tensor, recorder: Recorder | None = None) -> Tensor:
+def activation(config: TransformerConfig, x: Tensor) -> Tensor:
+    if config.activation == "gelu":
+        return ag.gelu(x)
+    if config.activation == "gelu_tanh":
+        return ag.gelu_tanh(x)
+    return ag.relu(x)
+
+
+def feed_forward(params: Params, config: TransformerConfig, path: str, x: Tensor,
+                 recorder: Recorder | None = None) -> Tensor:
     hidden = _scope(recorder, f"{path}.fc1", lambda z: linear(params, f"{path}.fc1", z), x)
-    return _scope(recorder, f"{path}.fc2", lambda z: linear(params, f"{path}.fc2", z), ag.relu(hidden))
+    return _scope(recorder, f"{path}.fc2", lambda z: linear(params, f"{path}.fc2", z), activation(config, hidden))
 
 
 def layer_norm(params: Params, config: TransformerConfig, path: str, x: Tensor) -> Tensor:
@@ -155,10 +193,20 @@ def block(params: Params, config: TransformerConfig, path: str, x: Tensor,
     def sub(name: str, fn: Callable[..., Tensor], *inputs: Any) -> Tensor:
         return _scope(recorder, f"{path}.{name}", fn, *inputs)
 
-    attended = sub("attn", lambda z: attention(params, config, f"{path}.attn", z, mask, recorder), x)
-    x = sub("ln1", lambda z: layer_norm(params, config, f"{path}.ln1", z), x + attended)
-    transformed = sub("ffn", lambda z: feed_forward(params, f"{path}.ffn", z, recorder), x)
-    return sub("ln2", lambda z: layer_norm(params, config, f"{path}.ln2", z), x + transformed)
+    def attn(z: Tensor) -> Tensor:
+        return sub("attn", lambda y: attention(params, config, f"{path}.attn", y, mask, recorder), z)
+
+    def ffn(z: Tensor) -> Tensor:
+        return sub("ffn", lambda y: feed_forward(params, config, f"{path}.ffn", y, recorder), z)
+
+    def norm(name: str, z: Tensor) -> Tensor:
+        return sub(name, lambda y: layer_norm(params, config, f"{path}.{name}", y), z)
+
+    if config.norm == "pre":  # x + f(ln(x))
+        x = x + attn(norm("ln1", x))
+        return x + ffn(norm("ln2", x))
+    x = norm("ln1", x + attn(x))  # post: ln(x + f(x))
+    return norm("ln2", x + ffn(x))
 
 
 def forward(params: Params, tokens: np.ndarray, config: TransformerConfig, *,
@@ -168,11 +216,14 @@ def forward(params: Params, tokens: np.ndarray, config: TransformerConfig, *,
 
     def model(tokens: np.ndarray) -> Tensor:
         x = _scope(recorder, "embedding", lambda z: embed(params, z), tokens)
-        x = _scope(recorder, "pos_embedding", lambda z: add_positions(params, config, z), x)
+        if config.positional != "none":
+            x = _scope(recorder, "pos_embedding", lambda z: add_positions(params, config, z), x)
         for i in range(config.num_layers):
             x = _scope(recorder, f"blocks.{i}",
                        lambda z, i=i: block(params, config, f"blocks.{i}", z, mask, recorder), x)
-        return _scope(recorder, "head", lambda z: linear(params, "head", z), x)
+        if config.final_norm:
+            x = _scope(recorder, "ln_f", lambda z: layer_norm(params, config, "ln_f", z), x)
+        return _scope(recorder, "head", lambda z: head(params, config, z), x)
 
     return _scope(recorder, "", model, tokens)
 
@@ -193,18 +244,22 @@ def submodule(params: Params, config: TransformerConfig, path: str) -> functools
         return functools.partial(_forward_positional, params, config)
     if path == "embedding":
         return functools.partial(embed, params)
-    if path == "pos_embedding":
+    if path == "pos_embedding" and config.positional != "none":
         return functools.partial(add_positions, params, config)
+    if path == "head":
+        return functools.partial(head, params, config)
+    if path == "ln_f" and config.final_norm:
+        return functools.partial(layer_norm, params, config, path)
     in_block = len(parts) >= 2 and parts[0] == "blocks" and parts[1].isdigit() \
         and int(parts[1]) < config.num_layers
-    if path == "head" or (in_block and leaf in ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")):
+    if in_block and leaf in ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"):
         return functools.partial(linear, params, path)
     if in_block and leaf in ("ln1", "ln2"):
         return functools.partial(layer_norm, params, config, path)
     if in_block and leaf == "attn":
         return functools.partial(attention, params, config, path)
     if in_block and leaf == "ffn":
-        return functools.partial(feed_forward, params, path)
+        return functools.partial(feed_forward, params, config, path)
     if in_block and len(parts) == 2:
         return functools.partial(block, params, config, path)
     raise ValueError(f"no module at path {path!r} in the functional model")

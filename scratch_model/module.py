@@ -91,9 +91,16 @@ class Module:
         for name, child in self._modules.items():
             yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
-    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
+    def named_parameters(self, remove_duplicate: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """Every parameter by dotted name. A parameter shared by two modules (a head tied to the
+        embedding) is listed once, under the first name it is found at, as torch does; with
+        ``remove_duplicate=False`` under every name."""
+        seen: set[int] = set()
         for path, module in self.named_modules():
             for name, param in module._parameters.items():
+                if remove_duplicate and id(param) in seen:
+                    continue
+                seen.add(id(param))
                 yield (f"{path}.{name}" if path else name), param
 
     def get(self, path: str) -> Module:

@@ -48,7 +48,7 @@ class PositionalEmbedding(nn.Module):
         elif kind == "sinusoidal":
             self.register_buffer("table", sinusoidal_table(seq_len, dim), persistent=False)
         else:
-            raise ValueError(f"positional must be 'learned' or 'sinusoidal', got {kind!r}")
+            raise ValueError(f"positional table must be 'learned' or 'sinusoidal', got {kind!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         table = self.weight if "weight" in self._parameters else self.table
@@ -56,28 +56,34 @@ class PositionalEmbedding(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """Scaled dot-product self-attention over ``num_heads`` heads, written step by step."""
+    """Scaled dot-product self-attention over ``num_heads`` heads, written step by step; with
+    ``causal``, query i attends to keys 0..i only."""
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, bias: bool = True, causal: bool = False) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
+        self.causal = causal
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(dim, dim, bias=bias)
+        self.v_proj = nn.Linear(dim, dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, T, hd)
 
     def forward(self, x: torch.Tensor, mask: Mask | None = None) -> torch.Tensor:
-        """``mask``: booleans broadcastable to (B, h, T, T), True where a query may attend."""
+        """``mask``: an extra mask, booleans broadcastable to (B, h, T, T), True where a query may
+        attend (the causal mask of a causal model applies as well)."""
         b, t, d = x.shape
         q = self.split_heads(self.q_proj(x))
         k = self.split_heads(self.k_proj(x))
         v = self.split_heads(self.v_proj(x))
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, h, T, T)
+        if self.causal:
+            future = torch.triu(torch.ones(t, t, dtype=torch.bool, device=scores.device), diagonal=1)
+            scores = scores.masked_fill(future, float("-inf"))
         if mask is not None:
             allowed = torch.as_tensor(mask, dtype=torch.bool, device=scores.device)
             scores = scores.masked_fill(~allowed, float("-inf"))
@@ -86,34 +92,51 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(context)
 
 
+def activate(kind: str, x: torch.Tensor) -> torch.Tensor:
+    if kind == "gelu":
+        return torch.nn.functional.gelu(x)  # exact: x * Phi(x)
+    if kind == "gelu_tanh":
+        return torch.nn.functional.gelu(x, approximate="tanh")
+    return torch.relu(x)
+
+
 class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, bias: bool = True, activation: str = "relu") -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.activation = activation
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.relu(self.fc1(x)))
+        return self.fc2(activate(self.activation, self.fc1(x)))
 
 
 class TransformerBlock(nn.Module):
-    """Post-LN block: ``x = ln1(x + attn(x))``, then ``x = ln2(x + ffn(x))``."""
+    """Post-LN: ``x = ln1(x + attn(x))``, then ``x = ln2(x + ffn(x))``; pre-LN (``norm="pre"``):
+    ``x = x + attn(ln1(x))``, then ``x = x + ffn(ln2(x))``."""
 
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         d = config.embed_dim
-        self.attn = MultiHeadAttention(d, config.num_heads)
+        self.pre_norm = config.norm == "pre"
+        self.attn = MultiHeadAttention(d, config.num_heads, bias=config.bias, causal=config.mask == "causal")
         self.ln1 = nn.LayerNorm(d, eps=config.ln_eps)
-        self.ffn = FeedForward(d, config.ff_dim)
+        self.ffn = FeedForward(d, config.ff_dim, bias=config.bias, activation=config.activation)
         self.ln2 = nn.LayerNorm(d, eps=config.ln_eps)
 
     def forward(self, x: torch.Tensor, mask: Mask | None = None) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self.attn(self.ln1(x), mask)
+            return x + self.ffn(self.ln2(x))
         x = self.ln1(x + self.attn(x, mask))
         return self.ln2(x + self.ffn(x))
 
 
 class ReversalTransformer(nn.Module):
-    """Tokens (B, T) -> logits (B, T, vocab): embedding, positions, blocks, output projection.
+    """Tokens (B, T) -> logits (B, T, vocab): embedding, positions (unless ``positional="none"``),
+    blocks, the final LayerNorm ``ln_f`` (with ``final_norm``), output projection. With
+    ``tie_head`` the head's weight *is* the embedding's parameter: it is listed once, as
+    ``embedding.weight``, by ``named_parameters`` (``state_dict`` still shows both names).
 
     Parameters start from torch's default initialisation; load the scratch weights with
     `differential.weights.load_into_torch` (or `load_state_dict`) before comparing.
@@ -128,16 +151,26 @@ class ReversalTransformer(nn.Module):
         self.config = config
         d = config.embed_dim
         self.embedding = nn.Embedding(config.vocab_size, d)
-        self.pos_embedding = PositionalEmbedding(config.seq_len, d, config.positional)
+        if config.positional != "none":
+            self.pos_embedding = PositionalEmbedding(config.seq_len, d, config.positional)
         self.blocks = nn.ModuleList([TransformerBlock(config) for _ in range(config.num_layers)])
-        self.head = nn.Linear(d, config.vocab_size)
+        if config.final_norm:
+            self.ln_f = nn.LayerNorm(d, eps=config.ln_eps)
+        self.head = nn.Linear(d, config.vocab_size, bias=config.bias)
+        if config.tie_head:
+            self.head.weight = self.embedding.weight  # one parameter, two uses: its gradient sums both
         self.to(device=device, dtype=dtype)
 
     def forward(self, tokens: torch.Tensor, mask: Mask | None = None) -> torch.Tensor:
+        """``mask``: an extra attention mask (True: may attend), beside the architecture's own."""
         tokens = self._check_tokens(tokens)
-        x = self.pos_embedding(self.embedding(tokens))  # (B, T, D)
+        x = self.embedding(tokens)  # (B, T, D)
+        if self.config.positional != "none":
+            x = self.pos_embedding(x)
         for block in self.blocks:
             x = block(x, mask)
+        if self.config.final_norm:
+            x = self.ln_f(x)
         return self.head(x)  # (B, T, V)
 
     def _check_tokens(self, tokens: torch.Tensor | np.ndarray) -> torch.Tensor:

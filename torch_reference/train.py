@@ -117,7 +117,9 @@ def train_torch(model_config: TransformerConfig, arrays: dict[str, np.ndarray], 
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     model = ReversalTransformer(model_config, dtype=DTYPES[dtype], device=device)
     _check_initial_weights(model, arrays, np.dtype(dtype))
-    model.load_state_dict({name: torch.as_tensor(np.asarray(a)) for name, a in arrays.items()})
+    with torch.no_grad():  # by parameter name: a tied head's weight is loaded once, as embedding.weight
+        for name, param in model.named_parameters():
+            param.copy_(torch.as_tensor(np.asarray(arrays[name])))
     return train_module(model, data, config, on_step, threads)
 
 

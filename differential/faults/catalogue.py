@@ -19,12 +19,35 @@ class Fault:
     module: str  # where the report must localize it
     phase: str  # forward | backward | param_grad | optimizer | training
     kind: str
-    report: dict[str, Any] = field(default_factory=dict)  # ReportOptions needed to see it (e.g. a mask)
+    report: dict[str, Any] = field(default_factory=dict)  # ReportOptions needed to see it
     also: tuple[tuple[str, str, str], ...] = ()  # further findings it causes: (module, phase, kind)
+    # The architectures it lives in: {config field: allowed values} (a mask fault needs a causal
+    # model, a positional-table fault a learned table). Where the base model lacks one, the zoo
+    # switches the first allowed value on.
+    needs: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    # Where the report must localize it in other architectures: ({field: value, ...}, (module,
+    # phase, kind), also), the first whose fields all match wins; none: `module`, `phase`, `kind`.
+    elsewhere: tuple[tuple[dict[str, Any], tuple[str, str, str], tuple[tuple[str, str, str], ...]], ...] = ()
 
-    def expected(self) -> list[tuple[str, str, str]]:
-        """Every finding the report must list for this fault, the first divergence first."""
+    def expected(self, model: Any = None) -> list[tuple[str, str, str]]:
+        """Every finding the report must list for this fault in architecture ``model`` (None: the
+        seed model), the first divergence first."""
+        for condition, first, also in self.elsewhere if model is not None else ():
+            if all(getattr(model, name) == value for name, value in condition.items()):
+                return [first, *also]
         return [(self.module, self.phase, self.kind), *self.also]
+
+    def lives_in(self, model: Any) -> bool:
+        """Whether the faulty code runs in architecture ``model``."""
+        return all(getattr(model, name) in allowed for name, allowed in self.needs.items())
+
+    def model_for(self, model: Any) -> Any:
+        """``model`` with what this fault needs switched on (the first allowed value of each need
+        that ``model`` lacks)."""
+        from dataclasses import replace
+
+        return replace(model, **{name: allowed[0] for name, allowed in self.needs.items()
+                                 if getattr(model, name) not in allowed})
 
     def patches(self) -> list[tuple[Any, str, Callable]]:
         return [(_resolve(owner), attr, _resolve(replacement)) for owner, attr, replacement in self.targets]
@@ -50,8 +73,18 @@ TR = "differential.faults.training:"
 
 
 def _fault(name: str, description: str, bug_class: int, impl: str, targets: list[tuple[str, str, str]],
-           module: str, phase: str, kind: str, also: tuple[tuple[str, str, str], ...] = (), **report: Any) -> Fault:
-    return Fault(name, description, bug_class, impl, tuple(targets), module, phase, kind, report, also)
+           module: str, phase: str, kind: str, also: tuple[tuple[str, str, str], ...] = (),
+           needs: dict[str, tuple[Any, ...]] | None = None, elsewhere: tuple = (), **report: Any) -> Fault:
+    return Fault(name, description, bug_class, impl, tuple(targets), module, phase, kind, report, also,
+                 needs or {}, elsewhere)
+
+
+LEARNED = {"positional": ("learned",)}
+POSITIONS = {"positional": ("learned", "sinusoidal")}
+CAUSAL = {"mask": ("causal",)}
+PRE_LN = {"norm": ("pre",)}
+# With a final LayerNorm, a LayerNorm fault is first seen there: the backward reaches ln_f first.
+AT_LN_F = (({"final_norm": True}, ("ln_f", "backward", "value_mismatch"), ()),)
 
 
 _ALL = [
@@ -61,7 +94,7 @@ _ALL = [
            "blocks.0", "backward", "graph_break"),
     _fault("positional_slice_from_data", "the positional table slice is taken from .data, cutting the table off",
            1, "class", [(L + "PositionalEmbedding", "forward", CM + "positional_slice_from_data")],
-           "pos_embedding", "param_grad", "graph_break"),
+           "pos_embedding", "param_grad", "graph_break", needs=LEARNED),
     _fault("head_reshape_from_data", "the (B, T, D) -> (B*T, D) reshape before the output projection goes "
            "through raw data", 1, "class",
            [(L + "ReversalTransformer", "forward", CM + "model_head_reshape_from_data")],
@@ -82,7 +115,9 @@ _ALL = [
            "(loss)", "training", "graph_break"),
     _fault("transpose_drops_grad", "transpose returns a result that does not require grad", 2, "class",
            [("scratch_model.autograd", "transpose", OPS + "transpose_without_backward")],
-           "head", "param_grad", "graph_break"),
+           "head", "param_grad", "graph_break",
+           # a tied head has no weight of its own: the first cut parameter is the next Linear's
+           elsewhere=(({"tie_head": True}, ("blocks.0.ffn.fc2", "param_grad", "graph_break"), ()),)),
     _fault("softmax_no_backward", "softmax's backward returns no gradient", 2, "class",
            [("scratch_model.autograd", "softmax", OPS + "softmax_without_backward")],
            "blocks.0.attn", "backward", "graph_break"),
@@ -93,16 +128,16 @@ _ALL = [
     _fault("broadcast_grad_not_summed", "elementwise backwards sum broadcast gradients over leading axes only, "
            "not over kept size-1 axes", 3, "both",
            [("scratch_model.autograd.elementwise", "unbroadcast", OPS + "unbroadcast_leading_only")],
-           "blocks.0.ln2", "backward", "value_mismatch"),
+           "blocks.0.ln2", "backward", "value_mismatch", elsewhere=AT_LN_F),
     _fault("relu_backward_no_mask", "ReLU's backward passes every gradient through", 3, "both",
            [("scratch_model.autograd", "relu", OPS + "relu_backward_passes_all")],
-           "blocks.0.ffn", "backward", "value_mismatch"),
+           "blocks.0.ffn", "backward", "value_mismatch", needs={"activation": ("relu",)}),
     _fault("sqrt_backward_no_half", "sqrt's backward forgets the factor 1/2", 3, "class",
            [("scratch_model.autograd", "sqrt", OPS + "sqrt_backward_missing_half")],
-           "blocks.0.ln2", "backward", "value_mismatch"),
+           "blocks.0.ln2", "backward", "value_mismatch", elsewhere=AT_LN_F),
     _fault("sub_backward_sign", "sub's backward gives +g to the subtrahend", 3, "both",
            [("scratch_model.autograd.elementwise", "_sub", OPS + "sub_backward_sign")],
-           "blocks.0.ln2", "backward", "value_mismatch"),
+           "blocks.0.ln2", "backward", "value_mismatch", elsewhere=AT_LN_F),
     # 4. embedding gradient
     _fault("embedding_grad_overwrite", "the embedding backward assigns, so repeated tokens overwrite each other",
            4, "class", [("scratch_model.autograd", "embedding", OPS + "embedding_assign")],
@@ -115,10 +150,12 @@ _ALL = [
            "optimizer's list keeps only parameters that require grad", 5, "class",
            [(L + "PositionalEmbedding", "__init__", CM + "positional_init_frozen"),
             (L + "ReversalTransformer", "parameters", CM + "parameters_trainable_only")],
-           "pos_embedding", "param_grad", "graph_break", also=(("pos_embedding", "optimizer", "not_updated"),)),
+           "pos_embedding", "param_grad", "graph_break", also=(("pos_embedding", "optimizer", "not_updated"),),
+           needs=LEARNED),
     _fault("layernorm_weight_frozen", "LayerNorm's gamma is created with requires_grad=False", 5, "class",
            [(L + "LayerNorm", "__init__", CM + "layer_norm_init_frozen")],
-           "blocks.0.ln2", "param_grad", "graph_break"),
+           "blocks.0.ln2", "param_grad", "graph_break",
+           elsewhere=(({"final_norm": True}, ("ln_f", "param_grad", "graph_break"), ()),)),
     # 6. forward math slips
     _fault("attention_no_scale", "attention scores are not multiplied by 1/sqrt(head_dim)", 6, "class",
            [(L + "MultiHeadAttention", "forward", CM + "attention_without_scale")],
@@ -140,14 +177,38 @@ _ALL = [
            "blocks.0.ln1", "forward", "scale_factor"),
     _fault("positions_not_added", "the positional embedding returns its input unchanged", 6, "class",
            [(L + "PositionalEmbedding", "forward", CM + "positional_not_added")],
-           "pos_embedding", "forward", "value_mismatch"),
+           "pos_embedding", "forward", "value_mismatch", needs=POSITIONS),
     _fault("positions_added_twice", "the positional table is added twice", 6, "functional",
            [(F, "add_positions", FM + "add_positions_twice")],
-           "pos_embedding", "forward", "value_mismatch"),
+           "pos_embedding", "forward", "value_mismatch", needs=POSITIONS),
     # 7. mask conventions
     _fault("mask_inverted", "attention reads the boolean mask as True = blocked (the reference: True = may attend)",
            7, "class", [(L + "MultiHeadAttention", "forward", CM + "attention_mask_inverted")],
-           "blocks.0.attn", "forward", "value_mismatch", mask="causal"),
+           "blocks.0.attn", "forward", "value_mismatch", needs=CAUSAL),
+    _fault("causal_mask_transposed", "the causal mask is built with triu instead of tril: each query sees the "
+           "future and not the past", 7, "class",
+           [(L + "MultiHeadAttention", "forward", CM + "attention_causal_mask_transposed")],
+           "blocks.0.attn", "forward", "value_mismatch", needs=CAUSAL),
+    _fault("causal_mask_one_ahead", "the functional causal mask is off by one: query i also sees key i+1", 7,
+           "functional", [(F, "allowed", FM + "allowed_one_ahead")],
+           "blocks.0.attn", "forward", "value_mismatch", needs=CAUSAL),
+    # architecture variants: 6. forward math slips of pre-LN blocks; 1. a tied table read through .data
+    _fault("pre_ln_residual_of_normed", "a pre-LN block adds the attention's output to the normalized input "
+           "instead of the residual stream", 6, "class",
+           [(L + "TransformerBlock", "forward", CM + "block_pre_norm_residual_of_normed")],
+           "blocks.0", "forward", "value_mismatch", needs=PRE_LN),
+    _fault("pre_ln_norm_after_residual", "a pre-LN block keeps the post-LN line for its attention half: "
+           "ln1(x + attn(x))", 6, "class",
+           [(L + "TransformerBlock", "forward", CM + "block_pre_norm_applied_after")],
+           "blocks.0", "forward", "value_mismatch", needs=PRE_LN),
+    _fault("pre_ln_second_residual_from_input", "a functional pre-LN block adds the feed-forward's output to the "
+           "block's input, dropping the attention's residual", 6, "functional",
+           [(F, "block", FM + "block_second_residual_from_block_input")],
+           "blocks.0", "forward", "value_mismatch", needs=PRE_LN),
+    _fault("tied_head_grad_not_summed", "the head tied to the token embedding reads the shared table through "
+           ".data: the table's gradient keeps the embedding's share only", 1, "class",
+           [(L + "Linear", "forward", CM + "linear_tied_weight_from_data")],
+           "embedding", "param_grad", "param_grad_formula", needs={"tie_head": (True,)}),
     # 8. loss and data
     _fault("loss_sum_not_mean", "cross-entropy sums over tokens instead of averaging", 8, "both",
            [("scratch_model.train", "cross_entropy", TR + "cross_entropy_sum")],

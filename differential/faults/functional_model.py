@@ -6,7 +6,7 @@ import numpy as np
 
 from scratch_model import autograd as ag
 from scratch_model import init
-from scratch_model.functional import linear, softmax_last
+from scratch_model.functional import allowed, layer_norm, linear, softmax_last
 
 
 def attention_without_scale(params, config, path, x, mask=None, recorder=None):
@@ -21,6 +21,7 @@ def attention_without_scale(params, config, path, x, mask=None, recorder=None):
 
     q, k, v = project("q_proj"), project("k_proj"), project("v_proj")
     scores = ag.matmul(q, ag.transpose(k, (0, 1, 3, 2)))  # FAULT: q not divided by sqrt(head_dim)
+    mask = allowed(config, t, mask)
     if mask is not None:
         scores = scores + np.where(mask, 0.0, -np.inf).astype(x.dtype)
     context = ag.matmul(softmax_last(scores), v)
@@ -43,3 +44,24 @@ def add_positions_twice(params, config, x):
         return x + table + table  # FAULT: positional table added twice
     fixed = init.sinusoidal_table(config.seq_len, config.embed_dim, x.dtype)[:t]
     return x + fixed + fixed
+
+
+def allowed_one_ahead(config, length, mask):
+    if config.mask == "none":
+        return mask
+    triangle = np.arange(length)[None, :] <= np.arange(length)[:, None] + 1  # FAULT: off by one, sees key i+1
+    return triangle if mask is None else triangle & np.asarray(mask, dtype=bool)
+
+
+def block_second_residual_from_block_input(params, config, path, x, mask=None, recorder=None):
+    from scratch_model.functional import _scope, attention, feed_forward
+
+    def sub(name, fn, *inputs):
+        return _scope(recorder, f"{path}.{name}", fn, *inputs)
+
+    def norm(name, z):
+        return sub(name, lambda y: layer_norm(params, config, f"{path}.{name}", y), z)
+
+    stream = x + sub("attn", lambda y: attention(params, config, f"{path}.attn", y, mask, recorder), norm("ln1", x))
+    transformed = sub("ffn", lambda y: feed_forward(params, config, f"{path}.ffn", y, recorder), norm("ln2", stream))
+    return x + transformed  # FAULT: adds the block's input, not the stream that holds the attention's output

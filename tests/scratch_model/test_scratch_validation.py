@@ -68,7 +68,7 @@ BAD_MODEL_CONFIGS = [
     (dict(ff_dim=0), "ff_dim", "0"),
     (dict(num_layers=True), "num_layers", "True"),
     (dict(num_layers="2"), "num_layers", "'2'"),
-    (dict(positional="rotary"), "'learned' or 'sinusoidal'", "'rotary'"),
+    (dict(positional="rotary"), "learned, sinusoidal, none", "'rotary'"),
     (dict(ln_eps=0.0), "ln_eps", "0.0"),
     (dict(ln_eps=float("nan")), "ln_eps", "nan"),
 ]

@@ -80,7 +80,7 @@ FUNCTIONAL: dict[str, Callable[[dict, TransformerConfig, Any, Any], Tensor]] = {
     "embedding": lambda p, c, x, m: F.embed(p, x),
     "pos_embedding": lambda p, c, x, m: F.add_positions(p, c, x),
     "blocks.0.attn": lambda p, c, x, m: F.attention(p, c, "blocks.0.attn", x, m, None),
-    "blocks.0.ffn": lambda p, c, x, m: F.feed_forward(p, "blocks.0.ffn", x, None),
+    "blocks.0.ffn": lambda p, c, x, m: F.feed_forward(p, c, "blocks.0.ffn", x, None),
     "blocks.0.ln1": lambda p, c, x, m: F.layer_norm(p, c, "blocks.0.ln1", x),
     "blocks.0.ln2": lambda p, c, x, m: F.layer_norm(p, c, "blocks.0.ln2", x),
     "blocks.0": lambda p, c, x, m: F.block(p, c, "blocks.0", x, m, None),
