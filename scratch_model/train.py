@@ -18,9 +18,7 @@ def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
     """Mean over every token of -log p(target); logits (B, T, V), targets (B, T)."""
     b, t, v = logits.shape
     flat = ag.reshape(logits, (b * t, v))  # (B*T, V)
-    log_probs = ag.log_softmax(flat, axis=-1)
-    picked = log_probs[np.arange(b * t), np.asarray(targets).reshape(-1)]  # (B*T,)
-    return -picked.mean()
+    return ag.cross_entropy_mean(flat, np.asarray(targets).reshape(-1))  # log-softmax, pick, mean: one node
 
 
 def accuracy(logits: np.ndarray, targets: np.ndarray) -> tuple[float, float]:

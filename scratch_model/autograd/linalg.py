@@ -23,6 +23,9 @@ def matmul(a: Any, b: Any) -> Tensor:
 
 @op
 def _matmul(a: Tensor, b: Tensor):
+    if b.ndim == 2 and a.ndim > 2 and a.shape[-1] > 0:
+        return _matmul_flat(a, b)
+
     def backward(g):
         # swapaxes, not .T: .T would also reverse the batch axes of a 3-D operand
         grad_a = unbroadcast(g @ np.swapaxes(b.data, -1, -2), a.shape) if a.requires_grad else None
@@ -30,3 +33,19 @@ def _matmul(a: Tensor, b: Tensor):
         return grad_a, grad_b
 
     return a.data @ b.data, backward
+
+
+def _matmul_flat(a: Tensor, b: Tensor):
+    """``(..., K) @ (K, N)`` (a Linear layer) as one 2-D product over the flattened leading axes: one
+    BLAS call instead of one per batch row, and the gradient of ``b`` as a single ``(K, B*T) @
+    (B*T, N)`` product instead of a stack of per-batch products summed afterwards."""
+    a_flat = a.data.reshape(-1, a.shape[-1])  # (B*T, K)
+    out = (a_flat @ b.data).reshape(*a.shape[:-1], b.shape[-1])  # (..., N)
+
+    def backward(g):
+        g_flat = g.reshape(-1, g.shape[-1])  # (B*T, N)
+        grad_a = (g_flat @ b.data.T).reshape(a.shape) if a.requires_grad else None
+        grad_b = a_flat.T @ g_flat if b.requires_grad else None
+        return grad_a, grad_b
+
+    return out, backward

@@ -1,4 +1,4 @@
-"""Neural-network primitives: stable softmax and log-softmax, and the embedding gather."""
+"""Neural-network primitives: stable softmax and log-softmax, cross-entropy, and the embedding gather."""
 
 from __future__ import annotations
 
@@ -28,6 +28,28 @@ def log_softmax(a: Tensor, axis: int = -1):
         return (g - np.exp(out) * g.sum(axis=axis, keepdims=True),)
 
     return out, backward
+
+
+@op
+def cross_entropy_mean(logits: Tensor, targets: np.ndarray):
+    """Mean over rows of ``-log softmax(logits)[row, target]``; logits (N, V), integer targets (N,).
+
+    Log-softmax, the pick of each row's target and the mean in one node: its backward is
+    ``(softmax(logits) - onehot(targets)) * g / N``, with no (N, V) gradient of the log-probabilities
+    and no scatter in between."""
+    targets = np.asarray(targets).reshape(-1)
+    rows = np.arange(logits.shape[0])
+    shifted = logits.data - logits.data.max(axis=-1, keepdims=True)
+    log_norm = np.log(np.exp(shifted).sum(axis=-1, keepdims=True))  # (N, 1)
+    picked = shifted[rows, targets] - log_norm[:, 0]  # log p(target), (N,)
+
+    def backward(g):
+        grad = np.exp(shifted - log_norm)  # softmax, (N, V)
+        grad[rows, targets] -= 1.0
+        grad *= g / len(rows)
+        return (grad,)
+
+    return -picked.mean(), backward
 
 
 @op

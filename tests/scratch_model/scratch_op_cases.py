@@ -22,6 +22,7 @@ CONST_ROW = _fixed.standard_normal(3)  # a numpy constant broadcast against a (2
 BOOL_MASK = _fixed.random((3, 4)) > 0.5
 TOKENS = np.array([[0, 2, 2, 4], [4, 2, 0, 0]])  # repeated tokens: their gradients must add
 TOKENS_BATCH1 = np.array([[3, 3, 3]])
+CE_TARGETS = np.array([4, 0, 0, 2, 4, 1])  # repeated classes, and rows sharing a target
 
 
 def _const(array: np.ndarray, like: Any) -> Any:
@@ -106,6 +107,10 @@ MATMUL = [
     binary("matmul", (3, 4), (2, 4, 5), ag.matmul, torch.matmul),
     binary("matmul", (1, 3, 4), (1, 4, 2), ag.matmul, torch.matmul),
     binary("matmul", (1, 1), (1, 1), ag.matmul, torch.matmul),
+    # a Linear layer: N-D @ 2-D runs as one product over the flattened leading axes
+    binary("matmul", (2, 3, 4), (4, 5), ag.matmul, torch.matmul),
+    binary("matmul", (2, 2, 3, 4), (4, 2), lambda a, b: a @ b, lambda a, b: a @ b),
+    binary("matmul", (1, 1, 4), (4, 3), ag.matmul, torch.matmul),
 ]
 
 REDUCE = (reductions("sum", ag.sum, torch.sum) + reductions("mean", ag.mean, torch.mean)
@@ -163,6 +168,10 @@ NN = [
     *[OpCase(f"log_softmax axis={axis}", ((2, 3, 4),), lambda a, axis=axis: ag.log_softmax(a, axis=axis),
              lambda a, axis=axis: torch.log_softmax(a, dim=axis)) for axis in (-1, 0, 1)],
     OpCase("softmax size-1 axis", ((3, 1),), lambda a: ag.softmax(a, axis=-1), lambda a: torch.softmax(a, -1)),
+    OpCase("cross_entropy_mean", ((6, 5),), lambda a: ag.cross_entropy_mean(a, CE_TARGETS),
+           lambda a: F.cross_entropy(a, torch.from_numpy(CE_TARGETS))),
+    OpCase("cross_entropy_mean one row", ((1, 3),), lambda a: ag.cross_entropy_mean(a, CE_TARGETS[:1] % 3),
+           lambda a: F.cross_entropy(a, torch.from_numpy(CE_TARGETS[:1] % 3))),
     OpCase("embedding repeated tokens", ((5, 3),), lambda w: ag.embedding(w, TOKENS),
            lambda w: F.embedding(torch.from_numpy(TOKENS), w)),
     OpCase("embedding batch of 1", ((5, 3),), lambda w: ag.embedding(w, TOKENS_BATCH1),
