@@ -496,12 +496,16 @@ def _add_sweep_parser(commands: Any) -> None:
         description="Train every combination of the listed settings (lists are comma-separated) in parallel "
                     "worker processes through joblib, then write sweep.csv, sweep.json and sweep.png (accuracy "
                     "heatmaps) to --out, print the best settings, the share of runs reaching 95% exact-sequence "
-                    "accuracy and a verdict: a correct model learns across a broad band of settings, a broken "
-                    "one fails in every setting. An epoch is one pass over the sweep's own training set of "
-                    "--num-train sequences (default 128, not the 6000 of `train`), so that the default grid "
-                    "(the original plan's: 72 runs of 50 and 100 epochs) takes minutes on two cores. A run "
-                    "that crashes is recorded as failed; Ctrl-C writes the finished runs. Exit 0: some setting "
-                    "reaches 95%; 1: none does; 2: bad input; 130: interrupted.")
+                    "accuracy and a verdict: it learns in N of M settings; it is still improving (accuracy "
+                    "rising with epochs, loss falling: train longer); it fails everywhere although the loss "
+                    "falls (look for a bug with `scratchdiff report`); or every run crashed (with the error). "
+                    "When no setting learns and the grid has one budget, the best three settings are trained "
+                    "again on half of it to see the trend. Every setting is checked before any run starts. An "
+                    "epoch is one pass over the sweep's own training set of --num-train sequences (default 128, "
+                    "not the 6000 of `train`), so that the default grid (the original plan's: 72 runs of 50 and "
+                    "100 epochs) takes minutes on two cores. A run that crashes is recorded as failed; Ctrl-C "
+                    "writes the finished runs, marked as interrupted. Exit 0: some setting reaches 95%; 1: none "
+                    "does; 2: bad input; 130: interrupted.")
     sweep.add_argument("--impl", choices=training.IMPLEMENTATIONS, default="class",
                        help="which implementation to train (default: class)")
     sweep.add_argument("--fault", metavar="NAME", default=None,
@@ -519,14 +523,15 @@ def _add_sweep_parser(commands: Any) -> None:
                        metavar="LIST", help=f"embedding widths; the feed-forward width stays 64 "
                                             f"(default: {default(d.embed_dim)})")
     sweep.add_argument("--heads", type=_list_of(_positive_int, "positive integers"), default=list(d.num_heads),
-                       metavar="LIST", help=f"attention heads; a width the heads do not divide is recorded as a "
-                                            f"failed run (default: {default(d.num_heads)})")
+                       metavar="LIST", help=f"attention heads; each must divide every --embed-dim, checked before "
+                                            f"any run starts (default: {default(d.num_heads)})")
     sweep.add_argument("--layers", type=_list_of(_positive_int, "positive integers"), default=list(d.num_layers),
                        metavar="LIST", help=f"transformer blocks (default: {default(d.num_layers)})")
     sweep.add_argument("--batch-size", type=_list_of(_positive_int, "positive integers"),
                        default=list(d.batch_size), metavar="LIST",
                        help=f"batch sizes (default: {default(d.batch_size)})")
-    sweep.add_argument("--seed", type=_list_of(_int, "integers"), default=list(d.seed), metavar="LIST",
+    sweep.add_argument("--seed", type=_list_of(_seed, f"seeds from 0 to {2**32 - 1}"), default=list(d.seed),
+                       metavar="LIST",
                        help=f"seeds for weights and data; the plot averages over them (default: {default(d.seed)})")
     sweep.add_argument("--num-train", type=_positive_int, default=128, metavar="N",
                        help="training sequences; one epoch is one pass over them (default: 128)")
@@ -556,12 +561,14 @@ def _run_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"scratchdiff sweep: error: --out {args.out!r} is a file, not a folder")
-    grid = sweep.Grid(lr=tuple(args.lr), epochs=None if args.steps else tuple(args.epochs or sweep.Grid().epochs),
-                      steps=tuple(args.steps) if args.steps else None, embed_dim=tuple(args.embed_dim),
-                      num_heads=tuple(args.heads), num_layers=tuple(args.layers), batch_size=tuple(args.batch_size),
-                      seed=tuple(args.seed))
-    plan = sweep.SweepPlan(grid, impl=args.impl, fault=args.fault, num_train=args.num_train,
-                           num_test=args.num_test, dtype=args.dtype)
+    with _bad_input("sweep"):  # every setting is checked here, before any run starts
+        grid = sweep.Grid(lr=tuple(args.lr), epochs=None if args.steps else tuple(args.epochs or sweep.Grid().epochs),
+                          steps=tuple(args.steps) if args.steps else None, embed_dim=tuple(args.embed_dim),
+                          num_heads=tuple(args.heads), num_layers=tuple(args.layers),
+                          batch_size=tuple(args.batch_size), seed=tuple(args.seed))
+        plan = sweep.SweepPlan(grid, impl=args.impl, fault=args.fault, num_train=args.num_train,
+                               num_test=args.num_test, dtype=args.dtype)
+        sweep.check_backend(plan, args.workers, args.backend)
     options = {"scheduler_host": args.scheduler} if args.scheduler else {}
     label = f"sweep {args.impl}" + (f" + {args.fault}" if args.fault else "")
     with progress_bar(label, total=len(plan.runs())) as advance:
@@ -571,7 +578,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     print(sweep.summary_text(result))
     print(f"results: {', '.join(str(p) for p in paths)}")
     if result.interrupted:
-        return 130
+        return EXIT_INTERRUPTED
     return EXIT_OK if sweep.share_learned(result.rows) > 0 else EXIT_DIVERGED
 
 

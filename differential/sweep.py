@@ -1,10 +1,14 @@
 """Hyperparameter sweep: train over a grid of settings to tell a settings problem from a bug.
 
 A correct model learns across a broad band of settings; a broken one stays near 0% everywhere.
-`run_sweep` trains every point of a `Grid` through joblib (each run in a worker, with the fault, if
-any, switched on inside that worker), records a crashed run as "failed" with its error, and keeps
-the finished runs when interrupted. `write_results` writes CSV, JSON and a PNG of heatmaps;
-`summary_text` and `verdict` are the terminal summary.
+Every setting is checked before any run starts (`SweepPlan` refuses a width its heads do not
+divide, a negative seed, ...). `run_sweep` trains every point of a `Grid` through joblib (each run
+in a worker, with the fault, if any, switched on inside that worker), records a crashed run as
+"failed" with its error, and keeps the finished runs when interrupted. When no setting learns, a
+few shorter "probe" runs (half the budget, otherwise the same) tell whether accuracy is still
+rising. `write_results` writes CSV, JSON and a PNG of heatmaps; `summary_text` and `verdict` are
+the terminal summary. The verdict tells four cases apart: it learns in some settings; it is still
+improving (train longer); it fails everywhere although the loss falls (a bug); every run crashed.
 
 An epoch is one pass over the sweep's training set, which is smaller than the `train` command's
 (`num_train` = 128 sequences by default, against 6000) so that the original plan's grid of 50 and
@@ -22,8 +26,9 @@ import os
 import textwrap
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +38,18 @@ from differential import faults, training
 from scratch_model.config import TransformerConfig
 
 LEARNED_AT = 0.95  # exact-sequence accuracy that counts as "learns"
-PARTLY_AT = 0.5  # below LEARNED_AT but this high: a budget problem rather than a bug
+PARTLY_AT = 0.5  # below LEARNED_AT but this high: learns partly, even when no longer improving
+# Accuracy "rises" from half the budget to the whole when token accuracy gains this much (on the
+# default 1000 test sequences of 8 tokens its standard error is under 0.006) while the test loss falls.
+RISE = 0.02
+LOSS_FALL = 0.02  # the training loss "falls" when its last epoch is this share below its first
+PROBES = 3  # settings (the best by token accuracy) re-trained on half the budget to see the trend
 BACKENDS = ("loky", "threading", "multiprocessing", "dask", "ray")
 _STREAMING = ("loky", "threading", "dask")  # joblib backends that can yield results as they finish
 MAX_PANELS = 12
 COLUMNS = ("run", "impl", "fault", "lr", "epochs", "steps", "embed_dim", "num_heads", "num_layers", "batch_size",
-           "seed", "num_train", "num_test", "exact_match", "token_accuracy", "loss", "seconds", "status", "error")
+           "seed", "num_train", "num_test", "exact_match", "token_accuracy", "loss", "train_loss_first",
+           "train_loss_last", "seconds", "status", "error")
 AXIS_LABELS = {"lr": "learning rate", "epochs": "epochs (passes over {n} training sequences)",
                "steps": "optimizer steps", "embed_dim": "embedding width (dimensions)",
                "num_heads": "attention heads", "num_layers": "transformer blocks",
@@ -72,9 +83,11 @@ class Grid:
                 if name == "lr":
                     if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
                         raise ValueError(f"lr must be a positive number, got {value!r}")
-                elif not isinstance(value, int) or isinstance(value, bool) or (name != "seed" and value < 1):
-                    kind = "an integer" if name == "seed" else "a positive integer"
+                elif not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
+                    kind = "a non-negative integer" if name == "seed" else "a positive integer"
                     raise ValueError(f"{name} must be {kind}, got {value!r}")
+                elif name == "seed" and value >= 2**32:
+                    raise ValueError(f"seed must be below 2**32 (numpy's seeded generators), got {value}")
 
     @property
     def budget(self) -> str:
@@ -95,6 +108,8 @@ class SweepPlan:
     num_train: int = 128  # training sequences; an epoch is one pass over them
     num_test: int = 1000
     dtype: str = "float64"
+    # the architecture every run shares; the grid sets its embed_dim, num_heads and num_layers
+    model: TransformerConfig = field(default_factory=TransformerConfig)
 
     def __post_init__(self) -> None:
         if self.impl not in training.IMPLEMENTATIONS:
@@ -108,11 +123,22 @@ class SweepPlan:
             if self.impl == "torch" or not fault.applies_to(self.impl):
                 where = "class" if fault.impl == "both" else fault.impl
                 raise ValueError(f"fault {self.fault!r} lives in the {where} implementation; use --impl {where}")
+        self._check_models()
         for steps, batch in itertools.product(self.grid.steps or (), self.grid.batch_size):
             per_epoch = -(-self.num_train // batch)
             if steps % per_epoch:
                 raise ValueError(f"steps {steps} is not a whole number of epochs: with {self.num_train} training "
                                  f"sequences and batch size {batch} an epoch is {per_epoch} steps")
+
+    def _check_models(self) -> None:
+        """Every combination of the lists is trained, so every one must be a valid model, before any run."""
+        g = self.grid
+        bad = sorted({(w, h) for w, h in itertools.product(g.embed_dim, g.num_heads) if w % h})
+        if bad:
+            pairs = ", ".join(f"{h} heads for width {w}" for w, h in bad)
+            raise ValueError(f"--heads must divide every --embed-dim (every combination is trained): {pairs}")
+        for width, heads, layers in itertools.product(g.embed_dim, g.num_heads, g.num_layers):
+            replace(self.model, embed_dim=width, num_heads=heads, num_layers=layers)  # any other rule it has
 
     def runs(self) -> list[dict[str, Any]]:
         """Every grid point as a settings dict, in grid order."""
@@ -131,6 +157,9 @@ class SweepResult:
     wall_seconds: float
     workers: int
     backend: str
+    # Shorter runs that show the trend when no setting learns: the same settings on half the budget,
+    # each with "probe_of" (the run it shortens). Empty when the grid itself has two budgets.
+    probes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def run_one(index: int, settings: dict[str, Any], plan: SweepPlan) -> dict[str, Any]:
@@ -141,8 +170,8 @@ def run_one(index: int, settings: dict[str, Any], plan: SweepPlan) -> dict[str, 
     row.update(settings, run=index, impl=plan.impl, fault=plan.fault or "", epochs=epochs,
                steps=epochs * per_epoch, num_train=plan.num_train, num_test=plan.num_test)
     try:
-        model = TransformerConfig(embed_dim=settings["embed_dim"], num_heads=settings["num_heads"],
-                                  num_layers=settings["num_layers"])
+        model = replace(plan.model, embed_dim=settings["embed_dim"], num_heads=settings["num_heads"],
+                        num_layers=settings["num_layers"])
         overrides = {"epochs": epochs, "batch_size": settings["batch_size"], "lr": settings["lr"],
                      "num_train": plan.num_train, "num_test": plan.num_test}
         train_plan = training.TrainPlan(impl=plan.impl, seed=settings["seed"], dtype=plan.dtype, model=model,
@@ -152,8 +181,9 @@ def run_one(index: int, settings: dict[str, Any], plan: SweepPlan) -> dict[str, 
             result = training.run(train_plan)
     except Exception as err:  # whatever one run raises is that run's result
         return {**row, "status": "failed", "error": _describe(err)}
-    return {**row, "status": "ok", "error": "", **{k: result[k] for k in
-                                                   ("exact_match", "token_accuracy", "loss", "seconds")}}
+    losses = result.get("train_loss") or [None]
+    return {**row, "status": "ok", "error": "", "train_loss_first": losses[0], "train_loss_last": losses[-1],
+            **{k: result[k] for k in ("exact_match", "token_accuracy", "loss", "seconds")}}
 
 
 def _describe(err: BaseException) -> str:
@@ -169,15 +199,7 @@ def run_sweep(plan: SweepPlan, workers: int = 1, backend: str = "loky",
     """Train every grid point with ``workers`` joblib workers on ``backend``; ``on_result(row)`` is
     called as each run finishes. Ctrl-C stops the sweep and returns the finished runs
     (``interrupted=True``). ``backend_options`` go to joblib (e.g. ``scheduler_host`` for dask)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    if backend == "threading" and workers > 1 and plan.impl != "torch":
-        # The scratch autograd's no-grad switch is one module global, shared by every thread.
-        raise ValueError(f"the {plan.impl} implementation cannot train in two threads of one process; "
-                         f"use --backend loky or multiprocessing")
-    _register(backend)
+    check_backend(plan, workers, backend)
     runs = list(enumerate(plan.runs()))
     # Longest runs first, so that no long run is left alone at the end while other workers idle.
     runs.sort(key=lambda item: -_work(item[1], plan))
@@ -192,7 +214,49 @@ def run_sweep(plan: SweepPlan, workers: int = 1, backend: str = "loky",
     except KeyboardInterrupt:
         interrupted = True
     rows.sort(key=lambda r: r["run"])
-    return SweepResult(plan, rows, len(runs), interrupted, time.perf_counter() - start, workers, backend)
+    probes: list[dict[str, Any]] = []
+    if not interrupted:
+        try:
+            for row in _execute(probe_runs(plan, rows), plan, workers, backend, backend_options or {}):
+                probes.append({**row, "probe_of": row["run"]})
+        except KeyboardInterrupt:
+            interrupted = True
+    probes.sort(key=lambda r: r["run"])
+    return SweepResult(plan, rows, len(runs), interrupted, time.perf_counter() - start, workers, backend, probes)
+
+
+def check_backend(plan: SweepPlan, workers: int, backend: str) -> None:
+    """Refuse (ValueError) a backend or worker count that cannot run ``plan``, before any run starts."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if backend == "threading" and workers > 1 and plan.impl != "torch":
+        # The scratch autograd's no-grad switch is one module global, shared by every thread.
+        raise ValueError(f"the {plan.impl} implementation cannot train in two threads of one process; "
+                         f"use --backend loky or multiprocessing")
+    _register(backend)
+
+
+def probe_runs(plan: SweepPlan, rows: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """When no setting learns and the grid has a single budget, the best few settings (by token
+    accuracy) again on half the budget: (index of the run they shorten, settings). The runs are
+    seeded alike, so a probe is the first half of its run, and the two show the trend."""
+    axes = plan.grid.axes()
+    budget = plan.grid.budget
+    ok = [r for r in rows if r["status"] == "ok"]
+    if len(axes[budget]) > 1 or not ok or any(r["exact_match"] >= LEARNED_AT for r in ok):
+        return []
+    best = sorted(ok, key=lambda r: (-r["token_accuracy"], r["run"]))[:PROBES]
+    probes = []
+    for r in best:
+        epochs = r["epochs"] // 2
+        if epochs < 1:
+            continue
+        settings = {name: r[name] for name in axes}
+        settings[budget] = epochs if budget == "epochs" else epochs * -(-plan.num_train // r["batch_size"])
+        probes.append((r["run"], settings))
+    return probes
 
 
 def _work(settings: dict[str, Any], plan: SweepPlan) -> float:
@@ -234,29 +298,91 @@ def _execute(runs: list[tuple[int, dict[str, Any]]], plan: SweepPlan, workers: i
 
 
 def verdict(result: SweepResult) -> str:
-    """One line: does the model learn in some setting, or in none (a bug, not a hyperparameter)?"""
+    """One line: it learns in some settings; it is still improving (train longer); it fails everywhere
+    (a bug, with the loss falling or not); or every run crashed. An interrupted sweep says so first."""
+    line = _verdict(result)
+    if not result.interrupted:
+        return line
+    if len(result.rows) == result.total:
+        return f"interrupted while checking the trend (every run finished): {line}"
+    return f"interrupted after {len(result.rows)} of {result.total} runs; on those: {line}"
+
+
+def _verdict(result: SweepResult) -> str:
     rows = result.rows
     if not rows:
         return "no run finished: nothing to judge"
-    learned = [r for r in rows if r["status"] == "ok" and r["exact_match"] >= LEARNED_AT]
-    if learned:
-        return (f"learns across {len(learned)} of {len(rows)} settings "
-                f"(exact-sequence accuracy >= {LEARNED_AT:.0%} on held-out sequences)")
     ok = [r for r in rows if r["status"] == "ok"]
-    best = max((r["exact_match"] for r in ok), default=None)
-    if best is not None and best >= PARTLY_AT:
-        return (f"learns partly: best exact-sequence accuracy {best:.1%}, no setting reaches {LEARNED_AT:.0%}; "
-                f"try a longer training budget before suspecting a bug")
-    crashed = len(rows) - len(ok)
-    detail = f"best {best:.1%}" if best is not None else "no run finished training"
-    if crashed:
-        detail += f", {crashed} of {len(rows)} runs crashed"
-    line = f"fails in every setting ({detail}): look for a bug, not a hyperparameter"
-    fault = result.plan.fault
-    if fault is not None:
-        impl = "" if result.plan.impl == "class" else f" --impl {result.plan.impl}"
-        line += f"; `scratchdiff report --fault {fault}{impl}` shows where it breaks"
-    return line
+    crashed = [r for r in rows if r["status"] == "failed"]
+    if not ok:
+        errors = Counter(r["error"] for r in crashed)
+        error = errors.most_common(1)[0][0]
+        more = f" (and {len(errors) - 1} other errors: see sweep.csv)" if len(errors) > 1 else ""
+        return f"every run crashed: {error}{more}"
+    note = f"; {len(crashed)} of {len(rows)} runs crashed, e.g. {crashed[0]['error']}" if crashed else ""
+    learned = [r for r in ok if r["exact_match"] >= LEARNED_AT]
+    if learned:
+        return (f"learns in {len(learned)} of {len(rows)} settings (exact-sequence accuracy >= {LEARNED_AT:.0%} "
+                f"on held-out sequences){note}")
+    best_exact = max(r["exact_match"] for r in ok)
+    best_token = max(r["token_accuracy"] for r in ok)
+    pairs = trend_pairs(result)
+    rising = [(short, long) for short, long in pairs if rises(short, long)]
+    if rising:
+        short, long = max(rising, key=lambda pair: (pair[1]["token_accuracy"], -pair[1]["run"]))
+        return (f"still improving: train longer (accuracy rising with epochs, loss falling): token accuracy "
+                f"{short['token_accuracy']:.1%} after {short['epochs']} epochs, {long['token_accuracy']:.1%} after "
+                f"{long['epochs']}, test loss {short['loss']:.3f} -> {long['loss']:.3f}; best exact-sequence "
+                f"accuracy {best_exact:.1%}{note}")
+    trend = "not rising with epochs" if pairs else "no trend measured (a budget of 1 epoch cannot be halved)"
+    if best_exact >= PARTLY_AT:
+        return (f"learns partly: best exact-sequence accuracy {best_exact:.1%}, no setting reaches {LEARNED_AT:.0%}, "
+                f"{trend}: widen the grid before suspecting a bug{note}")
+    detail = f" (best exact-sequence accuracy {best_exact:.1%}, token accuracy {best_token:.1%}, {trend})"
+    command = report_command(result.plan)
+    if any(loss_falls(r) for r in ok):
+        return f"fails everywhere although loss falls: look for a bug (`{command}`){detail}{note}"
+    return (f"fails everywhere and the loss does not fall: look for a bug (`{command}`) or a learning rate far "
+            f"off{detail}{note}")
+
+
+def trend_pairs(result: SweepResult) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(shorter run, longer run) of the same settings: the grid's two longest budgets, or a probe and
+    the run it shortens."""
+    plan = result.plan
+    budget = plan.grid.budget
+    values = sorted(plan.grid.axes()[budget])
+    ok = [r for r in result.rows if r["status"] == "ok"]
+    if len(values) > 1:
+        others = [name for name in plan.grid.axes() if name != budget]
+        shorter = {tuple(r[n] for n in others): r for r in ok if r[budget] == values[-2]}
+        return [(shorter[key], r) for r in ok if r[budget] == values[-1]
+                and (key := tuple(r[n] for n in others)) in shorter]
+    by_run = {r["run"]: r for r in ok}
+    return [(p, by_run[p["probe_of"]]) for p in result.probes if p["status"] == "ok" and p["probe_of"] in by_run]
+
+
+def rises(short: dict[str, Any], long: dict[str, Any]) -> bool:
+    """Accuracy rising (token accuracy up by RISE or more) while the test loss falls."""
+    return long["token_accuracy"] - short["token_accuracy"] >= RISE and long["loss"] < short["loss"]
+
+
+def loss_falls(row: dict[str, Any]) -> bool:
+    """The training loss of the last epoch is LOSS_FALL (a share) below the first's."""
+    first, last = row.get("train_loss_first"), row.get("train_loss_last")
+    if first is None or last is None or not (math.isfinite(first) and math.isfinite(last)):
+        return False
+    return last < (1 - LOSS_FALL) * first
+
+
+def report_command(plan: SweepPlan) -> str:
+    """The `scratchdiff report` command that looks for the bug in what this sweep trained."""
+    words = ["scratchdiff report"]
+    if plan.fault:
+        words.append(f"--fault {plan.fault}")
+    if plan.impl != "class":
+        words.append(f"--impl {plan.impl}" + (" --against class" if plan.impl == "torch" else ""))
+    return " ".join(words)
 
 
 def share_learned(rows: list[dict[str, Any]]) -> float:
@@ -276,7 +402,8 @@ def summary_text(result: SweepResult, top: int = 5) -> str:
     varied = [name for name, values in plan.grid.axes().items() if len(values) > 1]
     shown = [name for name in plan.grid.axes() if name in varied] or list(plan.grid.axes())
     fault = f", fault {plan.fault}" if plan.fault else ""
-    best = Table(title=f"sweep: {plan.impl} model{fault}, best {min(top, len(rows))} of {len(rows)} runs")
+    stopped = f" (INTERRUPTED: {len(rows)} of {result.total} runs finished)" if result.interrupted else ""
+    best = Table(title=f"sweep: {plan.impl} model{fault}, best {min(top, len(rows))} of {len(rows)} runs{stopped}")
     for name in (*shown, "exact-seq acc", "token acc", "test loss", "train s"):
         best.add_column(name, justify="right")
     ranked = sorted((r for r in rows if r["status"] == "ok"),
@@ -301,10 +428,29 @@ def summary_text(result: SweepResult, top: int = 5) -> str:
                 by_axis.add_row(name, f"{value:g}", str(len(group)), f"{share_learned(group):.0%}",
                                 f"{max(done):.1%}" if done else "-")
         parts.append(to_text(by_axis))
+    pairs = trend_pairs(result)
+    if pairs and share_learned(rows) == 0:  # the evidence for "still improving" or not
+        parts.append(to_text(_trend_table(result, pairs)))
     if result.interrupted:
         parts.append(f"interrupted: {len(rows)} of {result.total} runs finished")
     parts.append(f"verdict: {verdict(result)}")
     return "\n".join(parts)
+
+
+def _trend_table(result: SweepResult, pairs: list[tuple[dict, dict]], top: int = 5) -> Any:
+    """The evidence for "still improving" or not: the same settings on a shorter and a longer budget."""
+    from rich.table import Table
+
+    source = "the grid's two longest budgets" if not result.probes else "half the budget (probe runs) vs all of it"
+    t = Table(title=f"trend: {source}")
+    varied = [n for n, v in result.plan.grid.axes().items() if len(v) > 1 and n != result.plan.grid.budget]
+    for name in (*varied, "epochs", "token acc", "test loss", "rising"):
+        t.add_column(name, justify="right")
+    for short, long in sorted(pairs, key=lambda pair: -pair[1]["token_accuracy"])[:top]:
+        t.add_row(*(f"{long[n]:g}" for n in varied), f"{short['epochs']} -> {long['epochs']}",
+                  f"{short['token_accuracy']:.1%} -> {long['token_accuracy']:.1%}",
+                  f"{short['loss']:.3f} -> {long['loss']:.3f}", "yes" if rises(short, long) else "no")
+    return t
 
 
 def to_json(result: SweepResult) -> str:
@@ -319,7 +465,8 @@ def to_json(result: SweepResult) -> str:
             "backend": result.backend, "wall_seconds": result.wall_seconds,
             "share_learned": share_learned(result.rows), "learned_at": LEARNED_AT, "verdict": verdict(result)}
     runs = [{k: clean(r[k]) for k in COLUMNS} for r in result.rows]
-    return json.dumps({"sweep": meta, "runs": runs}, indent=2, allow_nan=False)
+    probes = [{**{k: clean(r[k]) for k in COLUMNS}, "probe_of": r["probe_of"]} for r in result.probes]
+    return json.dumps({"sweep": meta, "runs": runs, "probes": probes}, indent=2, allow_nan=False)
 
 
 def to_csv(result: SweepResult) -> str:
@@ -384,6 +531,8 @@ def plot(result: SweepResult) -> Any:
                 labels[yi][xi] = f"{values[yi, xi]:.0f}"
             elif cell:
                 labels[yi][xi] = "crash"
+            elif result.interrupted:
+                labels[yi][xi] = "not run"
         image = ax.imshow(values, cmap=cmap, vmin=0, vmax=100, origin="lower", aspect="auto")
         for (yi, xi), text in np.ndenumerate(np.array(labels, dtype=object)):
             dark = np.isnan(values[yi, xi]) or values[yi, xi] > 60
@@ -401,9 +550,12 @@ def plot(result: SweepResult) -> Any:
     if len(panels) > len(shown):
         notes.append(f"first {len(shown)} of {len(panels)} panels shown; every run is in sweep.csv")
     fault = f", fault {plan.fault}" if plan.fault else ""
-    lines = [f"{plan.impl} model{fault}: exact-sequence accuracy on {plan.num_test} held-out sequences",
+    lines = [f"INTERRUPTED: {len(result.rows)} of {result.total} runs finished; grey 'not run' cells never ran"]
+    lines = lines if result.interrupted else []
+    lines += [f"{plan.impl} model{fault}: exact-sequence accuracy on {plan.num_test} held-out sequences",
              "; ".join(notes), f"verdict: {verdict(result)}"]
-    fig.suptitle("\n".join(textwrap.fill(line, int(width * 11)) for line in lines), fontsize=10)
+    fig.suptitle("\n".join(textwrap.fill(line, int(width * 11)) for line in lines), fontsize=10,
+                 color="#c00000" if result.interrupted else "black")
     return fig
 
 
