@@ -569,6 +569,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
         plan = sweep.SweepPlan(grid, impl=args.impl, fault=args.fault, num_train=args.num_train,
                                num_test=args.num_test, dtype=args.dtype)
         sweep.check_backend(plan, args.workers, args.backend)
+        if args.scheduler:
+            sweep.reach_scheduler(args.scheduler)
     options = {"scheduler_host": args.scheduler} if args.scheduler else {}
     label = f"sweep {args.impl}" + (f" + {args.fault}" if args.fault else "")
     with progress_bar(label, total=len(plan.runs())) as advance:

@@ -23,6 +23,7 @@ import itertools
 import json
 import math
 import os
+import socket
 import textwrap
 import time
 import traceback
@@ -238,6 +239,24 @@ def check_backend(plan: SweepPlan, workers: int, backend: str) -> None:
     _register(backend)
 
 
+def reach_scheduler(address: str, timeout: float = 5.0) -> None:
+    """Refuse (ValueError) a Dask scheduler address that nothing answers on, at once: joblib's own
+    client would retry for 30 s and then fail deep inside the sweep."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+    if parts.scheme not in ("tcp", "tls") or not host or port is None:
+        raise ValueError(f"--scheduler {address!r} is not a Dask scheduler address like tcp://HOST:PORT")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        raise ValueError(f"cannot reach the Dask scheduler at {address}: {err.strerror or err}") from None
+
+
 def probe_runs(plan: SweepPlan, rows: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
     """When no setting learns and the grid has a single budget, the best few settings (by token
     accuracy) again on half the budget: (index of the run they shorten, settings). The runs are
@@ -269,13 +288,13 @@ def _register(backend: str) -> None:
         try:
             from ray.util.joblib import register_ray
         except ImportError:
-            raise ValueError("backend 'ray' needs Ray installed: pip install 'ray[default]'") from None
+            raise ValueError("backend 'ray' needs Ray installed: pip install -e '.[ray]'") from None
         register_ray()
     if backend == "dask":
         try:
             import distributed  # noqa: F401
         except ImportError:
-            raise ValueError("backend 'dask' needs Dask installed: pip install dask distributed") from None
+            raise ValueError("backend 'dask' needs Dask installed: pip install 'dask[distributed]'") from None
 
 
 def _execute(runs: list[tuple[int, dict[str, Any]]], plan: SweepPlan, workers: int, backend: str,
