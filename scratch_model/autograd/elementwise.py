@@ -113,4 +113,6 @@ def sqrt(a: Tensor):
 @op
 def relu(a: Tensor):
     positive = a.data > 0
-    return np.where(positive, a.data, 0).astype(a.dtype, copy=False), lambda g: (g * positive,)
+    # np.maximum, not np.where(positive, x, 0): several times faster on large arrays, and NaN stays
+    # NaN as in torch.relu
+    return np.maximum(a.data, a.data.dtype.type(0)), lambda g: (g * positive,)

@@ -80,3 +80,23 @@ def test_bad_optimizer_arguments_raise(cls: type, kwargs: dict, message: str) ->
     kwargs = {"params": [Tensor(np.ones(2), requires_grad=True)], **kwargs}
     with pytest.raises(ValueError, match=message):
         cls(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["sgd all", "adam weight decay"])
+def test_float32_parameters_stay_float32_and_match_torch(name: str) -> None:
+    """The flat update keeps each parameter's dtype and shape; float32 against torch in float32."""
+    ours_cls, torch_cls, kwargs = OPTIMIZERS[name]
+    rng = np.random.default_rng(8)
+    start = [rng.standard_normal(shape).astype(np.float32) for shape in SHAPES]
+    ours = [Tensor(a.copy(), requires_grad=True) for a in start]
+    theirs = [torch.tensor(a, requires_grad=True) for a in start]
+    ours_opt, torch_opt = ours_cls(ours, **kwargs), torch_cls(theirs, **kwargs)
+    for _ in range(STEPS):
+        for p, t in zip(ours, theirs, strict=True):
+            g = rng.standard_normal(p.shape).astype(np.float32)
+            p.grad, t.grad = g.copy(), torch.from_numpy(g.copy())
+        ours_opt.step()
+        torch_opt.step()
+    for p, t, a in zip(ours, theirs, start, strict=True):
+        assert p.data.dtype == np.float32 and p.data.shape == a.shape
+        np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=2e-6, atol=1e-7)
