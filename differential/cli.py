@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="scratchdiff", description=(
         "Check a from-scratch numpy transformer against PyTorch, module by module."))
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    from differential.model_options import add_model_flags
 
     train = commands.add_parser("train", help="train on sequence reversal and print test accuracy",
                                 description="Train one implementation on sequence reversal; report "
@@ -93,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true",
                        help="print one JSON object (exact_match, token_accuracy, loss, seconds, ...) "
                             "instead of a table")
+    train.add_argument("--task", choices=("auto", "reverse", "mirror"), default=None,
+                       help="what to learn: reverse (the reversed sequence) or mirror (the first half copied, then "
+                            "reversed: learnable under a causal mask); auto: mirror for a causal model, reverse "
+                            "otherwise (default: auto)")
+    add_model_flags(train)
     report = commands.add_parser(
         "report", help="compare a scratch model with the reference, module by module",
         description="Run the implementation under test and the reference on one seeded batch with "
@@ -139,8 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "with the run's options: config, dtype, seed, layers; or with no arguments), imported "
                              "by module path from the current directory; what your code prints is captured and "
                              "shown in its own section (see docs/adapter.md)")
-    report.add_argument("--mask", choices=("none", "causal"), default=None,
-                        help="attention mask for the batch (default: none; a fault may ask for causal)")
+    add_model_flags(report)
     report.add_argument("--format", choices=("text", "json", "html"), default="text",
                         help="text (terminal), json (stable schema, identical bytes for identical runs) or "
                              "html (self-contained, with plots; needs -o) (default: text)")
@@ -175,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--seed", type=_seed, default=0, help="seed for weights and batch (default: 0)")
     zoo.add_argument("-o", "--output", metavar="FILE", default=None,
                      help="write the matrix to FILE (a regular file or a new name), 120 columns wide")
+    zoo.add_argument("--matrix", action="store_true",
+                     help="every fault in every architecture variant (scratch_model.config.VARIANTS) where its code "
+                          "runs: a fault x variant matrix of localized (ok), not localized (XX) and not applicable "
+                          "(.); exit 0 only when every applicable cell is localized")
+    add_model_flags(zoo)
     _add_sweep_parser(commands)
     return parser
 
@@ -303,8 +313,8 @@ def _report_progress(estimate: Any, enabled: bool) -> Iterator[Any]:
 def _run_report(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from differential.model_options import model_from_args
     from differential.report import ReportOptions
-    from scratch_model.config import TransformerConfig
 
     with _bad_input("report"):
         if args.format == "html" and args.output is None:
@@ -315,7 +325,7 @@ def _run_report(args: argparse.Namespace) -> int:
             from differential.weights import load_weights
 
             weights = load_weights(args.weights)
-        model = replace(TransformerConfig(), num_layers=args.layers or 1)
+        model = model_from_args(args, num_layers=args.layers)
         adapter = None
         if args.adapter is not None:  # [adapter] the user's model is the implementation under test
             from differential.adapter import AdapterOptions, load_adapter, run_config
@@ -340,8 +350,6 @@ def _run_report(args: argparse.Namespace) -> int:
                 raise UsageError(f"scratchdiff report: error: fault {args.fault!r} lives in the {fault.impl} "
                                  f"implementation; add --impl {fault.impl}")
             options = replace(options, **fault.report)
-        if args.mask is not None:
-            options = replace(options, mask=args.mask)
         if args.three_way and options.impl not in ("class", "functional"):
             raise UsageError(f"scratchdiff report: error: --three-way needs --impl class or functional, "
                              f"got {options.impl!r}")
@@ -401,6 +409,7 @@ def _run_faults(args: argparse.Namespace) -> int:
 
 def _run_zoo(args: argparse.Namespace) -> int:
     from differential import faults
+    from differential.model_options import model_from_args
     from differential.render import progress_bar
     from differential.report import ReportOptions
     from differential.tables import zoo_table
@@ -409,12 +418,16 @@ def _run_zoo(args: argparse.Namespace) -> int:
     target = _check_writable(args.output) if args.output else None
     if args.combos:
         return _run_combos(args, target)
+    with _bad_input("zoo"):
+        model = model_from_args(args)
+    if args.matrix:
+        return _run_matrix(args, target, model)
     names = args.fault or faults.names()
     with _bad_input("zoo"):
         for name in names:
             faults.get_fault(name)
     with progress_bar("fault zoo", total=len(names)) as advance:
-        rows, clean = run_zoo(ReportOptions(seed=args.seed), names, train=args.train,
+        rows, clean = run_zoo(ReportOptions(seed=args.seed, model=model), names, train=args.train,
                               on_fault=lambda name: advance())
     ok = all(r.detected and r.localized for r in rows) and clean.verdict == "match"
     if args.format == "json":
@@ -427,6 +440,22 @@ def _run_zoo(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_DIVERGED
 
 
+def _run_matrix(args: argparse.Namespace, target: Path | None, model: Any) -> int:
+    """`zoo --matrix`: every fault in every architecture variant where its code runs."""
+    from differential import zoo
+    from differential.render import progress_bar
+    from differential.report import ReportOptions
+
+    if args.train or args.combos:
+        raise UsageError("scratchdiff zoo: error: --matrix cannot be combined with --train or --combos")
+    cells = zoo.matrix_cells(args.fault)
+    with progress_bar("fault x variant matrix", total=len(cells)) as advance:
+        matrix = zoo.run_matrix(ReportOptions(seed=args.seed, model=model), cells, on_cell=lambda *_: advance())
+    text = json.dumps(matrix.to_dict(), indent=2, sort_keys=True) if args.format == "json" else matrix.text()
+    _emit(text, target)
+    return EXIT_OK if matrix.all_localized else EXIT_DIVERGED
+
+
 def _run_combos(args: argparse.Namespace, target: Path | None) -> int:
     """`zoo --combos`: several faults at once; every one of them must be among the findings."""
     from differential import zoo
@@ -436,8 +465,12 @@ def _run_combos(args: argparse.Namespace, target: Path | None) -> int:
 
     if args.train or args.fault:
         raise UsageError("scratchdiff zoo: error: --combos cannot be combined with --train or --fault")
+    from differential.model_options import model_from_args
+
+    with _bad_input("zoo"):
+        model = model_from_args(args)
     with progress_bar("fault combinations", total=None) as advance:
-        rows = zoo.run_combos(ReportOptions(seed=args.seed), on_combo=lambda *_: advance())
+        rows = zoo.run_combos(ReportOptions(seed=args.seed, model=model), on_combo=lambda *_: advance())
     ok = all(r.all_found for r in rows)
     if args.format == "json":
         text = json.dumps({"combos": [r.to_dict() for r in rows], "all_found": ok}, indent=2, sort_keys=True)
@@ -449,16 +482,18 @@ def _run_combos(args: argparse.Namespace, target: Path | None) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    from differential.model_options import model_from_args
     from differential.output import detect_screen
     from differential.render import progress_bar
     from differential.tables import train_table
 
     lr = args.lr if args.lr is not None or args.optimizer != "sgd" else SGD_DEFAULT_LR
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", lr),
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", lr), ("task", args.task),
                                    ("batch_size", args.batch_size), ("optimizer", args.optimizer))
                  if v is not None}
     with _bad_input("train"):
-        plan = training.TrainPlan(impl=args.impl, seed=args.seed, dtype=args.dtype, overrides=overrides)
+        plan = training.TrainPlan(impl=args.impl, seed=args.seed, dtype=args.dtype, overrides=overrides,
+                                  model=model_from_args(args))
     with progress_bar(f"training {args.impl}", total=plan.total_steps(), enabled=not args.json) as advance:
         result = training.run(plan, on_step=lambda step, loss: advance(loss))
     if args.json:
@@ -549,10 +584,14 @@ def _add_sweep_parser(commands: Any) -> None:
                        help="the Dask scheduler to send runs to, e.g. tcp://10.0.0.5:8786 (--backend dask only)")
     sweep.add_argument("--out", metavar="DIR", default="sweep-results",
                        help="folder for sweep.csv, sweep.json and sweep.png (default: sweep-results)")
+    from differential.model_options import add_model_flags
+
+    add_model_flags(sweep)  # the grid's --embed-dim, --heads and --layers override the sizes of --config
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
     from differential import sweep
+    from differential.model_options import model_from_args
     from differential.render import progress_bar
 
     if (args.backend == "dask") != (args.scheduler is not None):
@@ -567,7 +606,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
                           num_heads=tuple(args.heads), num_layers=tuple(args.layers),
                           batch_size=tuple(args.batch_size), seed=tuple(args.seed))
         plan = sweep.SweepPlan(grid, impl=args.impl, fault=args.fault, num_train=args.num_train,
-                               num_test=args.num_test, dtype=args.dtype)
+                               num_test=args.num_test, dtype=args.dtype, model=model_from_args(args))
         sweep.check_backend(plan, args.workers, args.backend)
         if args.scheduler:
             sweep.reach_scheduler(args.scheduler)
