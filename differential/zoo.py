@@ -181,3 +181,110 @@ def run_combos(base: ReportOptions | None = None, sizes: tuple[int, ...] = (2, 3
         if on_combo is not None:
             on_combo(names)
     return rows
+
+
+# --- every fault in every architecture variant ---------------------------------------------------
+
+SHORT = {"seed": "seed", "pre_ln": "pre", "final_norm": "ln_f", "gelu": "gelu", "gelu_tanh": "gtanh",
+         "causal": "causal", "no_bias": "nobias", "ln_eps_1e-6": "eps", "tied_head": "tied",
+         "sinusoidal": "sin", "no_positions": "nopos", "gpt": "gpt", "gpt_no_bias_sinusoidal": "gpt2"}
+
+
+@dataclass
+class MatrixCell:
+    fault: str
+    variant: str
+    impl: str
+    expected: list[tuple[str, str, str]]
+    reported: list[tuple[str, str, str]]  # every finding, the first divergence first
+    localized: bool  # the first divergence's module and phase are the expected ones
+    kind_right: bool
+    all_found: bool  # every expected finding (module, phase, kind) is among the findings
+
+
+@dataclass
+class Matrix:
+    variants: list[str]
+    faults: list[str]
+    cells: list[MatrixCell]
+    clean: dict[str, str]  # variant -> the clean model's verdict
+
+    @property
+    def all_localized(self) -> bool:
+        return all(c.localized for c in self.cells) and all(v == "match" for v in self.clean.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variants": self.variants, "faults": self.faults, "clean": self.clean,
+                "cells": [asdict(c) for c in self.cells], "all_localized": self.all_localized}
+
+    def text(self) -> str:
+        """Faults down, variants across: ok (localized, right kind), ok~ (localized, other kind),
+        XX (not localized), . (the fault's code does not run in that architecture)."""
+        at = {(c.fault, c.variant): c for c in self.cells}
+        width = max(len(f) for f in [*self.faults, "clean model"])
+        heads = [SHORT.get(v, v) for v in self.variants]
+        cols = [max(len(h), 3) for h in heads]
+        lines = [" " * width + "  " + " ".join(h.rjust(w) for h, w in zip(heads, cols, strict=True))]
+
+        def mark(cell: MatrixCell | None) -> str:
+            if cell is None:
+                return "."
+            return ("ok" if cell.kind_right else "ok~") if cell.localized else "XX"
+
+        lines.append("clean model".ljust(width) + "  " + " ".join(
+            ("ok" if self.clean.get(v) == "match" else "XX").rjust(w) for v, w in zip(self.variants, cols,
+                                                                                      strict=True)))
+        for fault in self.faults:
+            lines.append(fault.ljust(width) + "  " + " ".join(
+                mark(at.get((fault, v))).rjust(w) for v, w in zip(self.variants, cols, strict=True)))
+        total = len(self.cells)
+        localized = sum(c.localized for c in self.cells)
+        kinds = sum(c.localized and c.kind_right for c in self.cells)
+        found = sum(c.all_found for c in self.cells)
+        clean = sum(v == "match" for v in self.clean.values())
+        legend = ", ".join(f"{SHORT.get(v, v)} = {v}" for v in self.variants if SHORT.get(v, v) != v)
+        lines += ["", f"{localized} of {total} applicable fault x variant cells localized (module and phase), "
+                      f"{kinds} with the right kind, {found} with every expected finding; clean model: "
+                      f"{clean} of {len(self.clean)} variants match",
+                  "ok: localized, right kind; ok~: localized, another kind; XX: not localized; "
+                  ".: the fault's code does not run in that architecture",
+                  f"variants: {legend}"]
+        return "\n".join(lines)
+
+
+def matrix_cells(names: list[str] | None = None, variants: list[str] | None = None) -> list[tuple[str, str]]:
+    """(fault, variant) for every fault (or ``names``) and every variant whose architecture runs the
+    fault's code (`Fault.lives_in`)."""
+    from scratch_model.config import VARIANTS, variant
+
+    return [(name, v) for name in names or faults.names() for v in variants or list(VARIANTS)
+            if faults.get_fault(name).lives_in(variant(v))]
+
+
+def run_matrix(base: ReportOptions | None = None, cells: list[tuple[str, str]] | None = None,
+               on_cell: Callable[[str, str], None] | None = None) -> Matrix:
+    """The report on every (fault, variant) cell, the sizes of ``base.model`` kept; and the clean
+    model in every variant."""
+    from scratch_model.config import SIZE_FIELDS, VARIANTS, variant
+
+    base = base or ReportOptions()
+    cells = matrix_cells() if cells is None else cells
+    sizes = {name: getattr(base.model, name) for name in SIZE_FIELDS}
+    names = list(dict.fromkeys(f for f, _ in cells))
+    shown = [v for v in VARIANTS if any(cv == v for _, cv in cells)]
+    out = []
+    for name, vname in cells:
+        fault = faults.get_fault(name)
+        options = options_for(fault, replace(base, model=variant(vname, **sizes)))
+        report = report_with_fault(name, options)
+        expected = fault.expected(options.model)
+        reported = [(d.module, d.phase, d.kind) for d in report.findings]
+        first = reported[0] if reported else None
+        out.append(MatrixCell(name, vname, options.impl, expected, reported,
+                              localized=bool(first and first[:2] == expected[0][:2]),
+                              kind_right=bool(first and first[2] == expected[0][2]),
+                              all_found=all(e in reported for e in expected)))
+        if on_cell is not None:
+            on_cell(name, vname)
+    clean = {v: run_report(replace(base, model=variant(v, **sizes))).verdict for v in shown}
+    return Matrix(shown, names, out, clean)
