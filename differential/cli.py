@@ -75,7 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
         "Check a from-scratch numpy transformer against PyTorch, module by module."))
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     from differential.model_options import add_model_flags
-    from differential.model_options import add_model_flags
 
     train = commands.add_parser("train", help="train on sequence reversal and print test accuracy",
                                 description="Train one implementation on sequence reversal; report "
@@ -95,11 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true",
                        help="print one JSON object (exact_match, token_accuracy, loss, seconds, ...) "
                             "instead of a table")
-    train.add_argument("--task", choices=("auto", "reverse", "mirror"), default=None,
-                       help="what to learn: reverse (the reversed sequence) or mirror (the first half copied, then "
-                            "reversed: learnable under a causal mask); auto: mirror for a causal model, reverse "
-                            "otherwise (default: auto)")
-    add_model_flags(train)
     train.add_argument("--task", choices=("auto", "reverse", "mirror"), default=None,
                        help="what to learn: reverse (the reversed sequence) or mirror (the first half copied, then "
                             "reversed: learnable under a causal mask); auto: mirror for a causal model, reverse "
@@ -186,11 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
     zoo.add_argument("--seed", type=_seed, default=0, help="seed for weights and batch (default: 0)")
     zoo.add_argument("-o", "--output", metavar="FILE", default=None,
                      help="write the matrix to FILE (a regular file or a new name), 120 columns wide")
-    zoo.add_argument("--matrix", action="store_true",
-                     help="every fault in every architecture variant (scratch_model.config.VARIANTS) where its code "
-                          "runs: a fault x variant matrix of localized (ok), not localized (XX) and not applicable "
-                          "(.); exit 0 only when every applicable cell is localized")
-    add_model_flags(zoo)
     zoo.add_argument("--matrix", action="store_true",
                      help="every fault in every architecture variant (scratch_model.config.VARIANTS) where its code "
                           "runs: a fault x variant matrix of localized (ok), not localized (XX) and not applicable "
@@ -426,15 +415,9 @@ def _run_zoo(args: argparse.Namespace) -> int:
     from differential.tables import zoo_table
     from differential.zoo import run_zoo
 
-    from differential.model_options import model_from_args
-
     target = _check_writable(args.output) if args.output else None
     if args.combos:
         return _run_combos(args, target)
-    with _bad_input("zoo"):
-        model = model_from_args(args)
-    if args.matrix:
-        return _run_matrix(args, target, model)
     with _bad_input("zoo"):
         model = model_from_args(args)
     if args.matrix:
@@ -455,22 +438,6 @@ def _run_zoo(args: argparse.Namespace) -> int:
         text = zoo_table(rows, clean.verdict, screen.width, screen.color)
     _emit(text, target)
     return EXIT_OK if ok else EXIT_DIVERGED
-
-
-def _run_matrix(args: argparse.Namespace, target: Path | None, model: Any) -> int:
-    """`zoo --matrix`: every fault in every architecture variant where its code runs."""
-    from differential import zoo
-    from differential.render import progress_bar
-    from differential.report import ReportOptions
-
-    if args.train or args.combos:
-        raise UsageError("scratchdiff zoo: error: --matrix cannot be combined with --train or --combos")
-    cells = zoo.matrix_cells(args.fault)
-    with progress_bar("fault x variant matrix", total=len(cells)) as advance:
-        matrix = zoo.run_matrix(ReportOptions(seed=args.seed, model=model), cells, on_cell=lambda *_: advance())
-    text = json.dumps(matrix.to_dict(), indent=2, sort_keys=True) if args.format == "json" else matrix.text()
-    _emit(text, target)
-    return EXIT_OK if matrix.all_localized else EXIT_DIVERGED
 
 
 def _run_matrix(args: argparse.Namespace, target: Path | None, model: Any) -> int:
@@ -516,13 +483,12 @@ def _run_combos(args: argparse.Namespace, target: Path | None) -> int:
 
 def _run_train(args: argparse.Namespace) -> int:
     from differential.model_options import model_from_args
-    from differential.model_options import model_from_args
     from differential.output import detect_screen
     from differential.render import progress_bar
     from differential.tables import train_table
 
     lr = args.lr if args.lr is not None or args.optimizer != "sgd" else SGD_DEFAULT_LR
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", lr), ("task", args.task), ("task", args.task),
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", lr), ("task", args.task),
                                    ("batch_size", args.batch_size), ("optimizer", args.optimizer))
                  if v is not None}
     with _bad_input("train"):
@@ -621,14 +587,10 @@ def _add_sweep_parser(commands: Any) -> None:
     from differential.model_options import add_model_flags
 
     add_model_flags(sweep)  # the grid's --embed-dim, --heads and --layers override the sizes of --config
-    from differential.model_options import add_model_flags
-
-    add_model_flags(sweep)  # the grid's --embed-dim, --heads and --layers override the sizes of --config
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
     from differential import sweep
-    from differential.model_options import model_from_args
     from differential.model_options import model_from_args
     from differential.render import progress_bar
 
