@@ -117,6 +117,24 @@ def _shaped(array: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | No
     return array.reshape(shape)
 
 
+def _integral_extras(got: Call, ref: Call) -> list[int]:
+    """The float inputs of the user's call, beyond the reference's count, that hold only whole numbers
+    (token ids, one-hot rows): they stand for the reference's integer inputs."""
+    surplus = len(got.inputs) - len(ref.inputs)
+    if surplus <= 0:
+        return []
+    whole = [i for i, x in enumerate(got.inputs) if x.size and np.all(np.isfinite(x)) and np.all(x == np.round(x))]
+    return whole[:surplus] if len(whole) >= surplus else []
+
+
+def _without_inputs(call: Call, drop: list[int]) -> Call:
+    def keep(items: list[Any]) -> list[Any]:
+        return [v for i, v in enumerate(items) if i not in drop]
+
+    return replace(call, inputs=keep(call.inputs), input_requires_grad=keep(call.input_requires_grad),
+                   grad_inputs=keep(call.grad_inputs), produced_by=keep(call.produced_by))
+
+
 def _table_shaped(shape: tuple[int, ...], reference: tuple[int, ...]) -> bool:
     """Whether a module's output of ``shape`` can be the table of a reference output (B, T, D): (T, D),
     or (1, T, D)."""
@@ -179,6 +197,7 @@ class AdapterSide(Side):
         # returning its table)
         self.tables: dict[str, tuple[int, ...]] = {}
         self.notes: list[str] = []
+        self.ignored: dict[str, list[int]] = {}  # reference path -> float inputs that are whole numbers (ids, one-hot)
         self.full_backward = True  # module input/output gradients available; known after capture()
         self.called_through: dict[str, str] = {}  # reference path -> "__call__" | "forward"
         self.arguments: dict[str, tuple[tuple, dict]] = {}  # reference path -> the first call's (args, kwargs)
@@ -315,6 +334,13 @@ class AdapterSide(Side):
                                   f"to its input: compared as a table (its gradient: the reference's summed over "
                                   f"the batch)")
                 continue
+            extra = _integral_extras(got, ref)
+            if extra:
+                got = actual.calls[path] = _without_inputs(got, extra)
+                self.ignored[path] = extra
+                self.notes.append(f"{shown}: float input{'s' if len(extra) > 1 else ''} "
+                                  f"{', '.join(map(str, extra))} hold{'' if len(extra) > 1 else 's'} whole numbers "
+                                  f"(token ids, one-hot rows) where the reference takes no float input: not compared")
             ins = [x.shape for x in got.inputs]
             ref_ins = [x.shape for x in ref.inputs]
             if len(ins) != len(ref_ins):
@@ -476,12 +502,14 @@ class AdapterSide(Side):
         table = self.tables.get(path)
         if table is not None and grad_output is not None:  # the reference's table gradient, in the user's shape
             grad_output = grad_output.reshape(table)
-        given, fresh = [], list(inputs)
+        given, fresh, seen, ignored = [], list(inputs), 0, self.ignored.get(path, [])
         for x in args:
-            if a.is_tensor(x) and self._float_input(x) and fresh:
+            floating = a.is_tensor(x) and self._float_input(x)
+            if floating and seen not in ignored and fresh:
                 given.append(self._tensor(fresh.pop(0)))
             else:
                 given.append(x)
+            seen += floating
         leaves = [g for g, x in zip(given, args, strict=True) if g is not x]
         run = obj if self.called_through.get(base, "__call__") == "__call__" else obj.forward
         a.zero_grad()

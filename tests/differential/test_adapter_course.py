@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from differential.adapter import AdapterOptions
@@ -83,6 +84,38 @@ def test_tables_with_a_batch_axis_and_single_sequence_batches_match(batch: int, 
     report = run_report(ReportOptions(adapter=make_adapter(AdapterOptions()), batch_size=batch, optimizer="sgd"))
     assert report.verdict == "match", [d.hint for d in report.findings]
     assert any(n.startswith("pos_embedding returns the table") for n in report.adapter["notes"])
+
+
+def _one_hot_model(shift: int) -> Any:
+    """The model's ``__call__`` handing its embedding one-hot rows (B, T, V) instead of the ids;
+    ``shift`` != 0 looks every id's neighbour up (a bug)."""
+    def call(self: nn.Transformer, idx: Tensor) -> Tensor:
+        b, t = idx.shape
+        vocab = self.token_embedding.weight.shape[0]
+        one_hot = Tensor(np.eye(vocab)[(idx.data.astype(np.int64) + shift) % vocab])  # (B, T, V) of 0/1
+        x = self.token_embedding(one_hot) + self.position_embedding(t)
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(x.reshape(b * t, -1))
+
+    return call
+
+
+def _one_hot_report(monkeypatch: pytest.MonkeyPatch, shift: int) -> Report:
+    monkeypatch.setattr(nn.Transformer, "__call__", _one_hot_model(shift))
+    monkeypatch.setattr(nn.Embedding, "__call__", lambda self, one_hot: one_hot @ self.weight)
+    return run_report(ReportOptions(adapter=make_adapter(AdapterOptions()), batch_size=BATCH, optimizer="sgd"))
+
+
+def test_one_hot_rows_are_not_an_extra_float_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    report = _one_hot_report(monkeypatch, 0)
+    assert report.verdict == "match", [d.hint for d in report.findings]
+    assert ("embedding: float input 0 holds whole numbers (token ids, one-hot rows) where the reference takes no "
+            "float input: not compared") in report.adapter["notes"]
+
+
+def test_a_wrong_one_hot_embedding_is_still_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _found(_one_hot_report(monkeypatch, 1))[0] == ("embedding", "forward", "value_mismatch")
 
 
 def test_a_wrong_table_is_still_caught_with_one_sequence(monkeypatch: pytest.MonkeyPatch) -> None:
