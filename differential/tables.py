@@ -75,7 +75,7 @@ def faults_table(faults: list[Any], width: int, color: bool = False) -> str:
 
     def narrow() -> Table:
         table = compact(title)
-        table.add_column("fault, and what it breaks", min_width=30)
+        table.add_column("fault, and what it breaks", min_width=max(len(f.name) for f in faults))
         table.add_column("class", justify="right")
         table.add_column("impl / module / phase")
         table.add_column("kind", no_wrap=True)

@@ -1,0 +1,96 @@
+"""The command line in a real terminal: each command runs under a pseudo-terminal of 80 and 120
+columns (the width set on the terminal itself, as a terminal emulator does, with no COLUMNS) and
+no line it prints may be wider; colour appears on a terminal and NO_COLOR turns it off."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+import pytest
+from rich.cells import cell_len
+
+ROOT = Path(__file__).resolve().parents[2]
+EXE = Path(sys.executable).with_name("scratchdiff")
+COLOURS = re.compile(r"\x1b\[(?:[0-9]+;)*(?:3[0-7]|9[0-7]|38;5;[0-9]+)(?:;[0-9]+)*m")  # a foreground colour
+ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+
+
+def in_terminal(argv: list[str], columns: int, no_color: bool = False) -> tuple[int, str]:
+    """Run ``scratchdiff argv`` with its standard output on a pseudo-terminal ``columns`` wide;
+    its exit code and everything it printed there (colour codes included)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TERM")}
+    env["TERM"] = "xterm-256color"
+    if no_color:
+        env["NO_COLOR"] = "1"
+    process = subprocess.Popen([str(EXE), *argv], stdin=follower, stdout=follower, stderr=subprocess.DEVNULL,
+                               cwd=ROOT, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the program has exited and closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    return process.wait(timeout=300), b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def visible_lines(output: str) -> list[str]:
+    return ESCAPES.sub("", output).replace("\r\n", "\n").split("\n")
+
+
+COMMANDS = {
+    "report": ["report"],
+    "report with findings": ["report", "--fault", "attention_no_scale"],
+    "report, bad data": ["report", "--fault", "tokens_out_of_range"],
+    "faults": ["faults"],
+    "zoo": ["zoo", "--fault", "residual_from_data", "--fault", "optimizer_misses_ffn"],
+    "train": ["train", "--epochs", "1"],
+}
+QUICK = {"report with findings", "faults", "zoo", "train"}  # at 80 columns in the default run; the rest -m slow
+CASES = [pytest.param(name, columns, id=f"{name}-{columns}",
+                      marks=() if columns == 80 and name in QUICK else pytest.mark.slow)
+         for columns in (80, 120) for name in COMMANDS]
+
+
+@pytest.mark.parametrize(("name", "columns"), CASES)
+def test_no_line_is_wider_than_the_terminal(name: str, columns: int) -> None:
+    code, output = in_terminal(COMMANDS[name], columns)
+    lines = visible_lines(output)
+    assert code in (0, 1), output
+    assert len(lines) > 5 and "Traceback" not in output
+    wide = [line for line in lines if cell_len(line) > columns]
+    assert not wide, f"{len(wide)} lines wider than {columns} columns, e.g. {wide[0]!r}"
+    assert not any("…" in line for line in lines)  # nothing cut short to fit
+    if name.startswith("report"):  # the verdict comes last: the summary line is the last thing printed
+        summary = " ".join(line.strip() for line in lines[-3:])
+        assert ("scratchdiff: match" if code == 0 else "scratchdiff: diverged") in summary
+
+
+def test_fault_names_are_never_broken_at_80_columns() -> None:
+    from differential import faults
+
+    _, output = in_terminal(["faults"], 80)
+    words = set(" ".join(visible_lines(output)).split())
+    assert set(faults.names()) <= words
+
+
+@pytest.mark.parametrize(("no_color", "coloured"), [(False, True), (True, False)])
+def test_colour_on_a_terminal_unless_no_color(no_color: bool, coloured: bool) -> None:
+    code, output = in_terminal(["report", "--fault", "attention_no_scale"], 100, no_color=no_color)
+    assert code == 1
+    assert bool(COLOURS.search(output)) is coloured
+    assert "\x1b[1m" in output  # NO_COLOR leaves bold
