@@ -353,7 +353,14 @@ def _verdict(result: SweepResult) -> str:
                 f"{short['token_accuracy']:.1%} after {short['epochs']} epochs, {long['token_accuracy']:.1%} after "
                 f"{long['epochs']}, test loss {short['loss']:.3f} -> {long['loss']:.3f}; best exact-sequence "
                 f"accuracy {best_exact:.1%}{note}")
-    trend = "not rising with epochs" if pairs else "no trend measured (a budget of 1 epoch cannot be halved)"
+    if pairs:
+        trend = "not rising with epochs"
+    elif result.interrupted:
+        trend = "no trend measured: interrupted before the runs that measure it"
+    elif all(r["epochs"] < 2 for r in ok):
+        trend = "no trend measured: a budget of 1 epoch cannot be halved"
+    else:
+        trend = "no trend measured"
     if best_exact >= PARTLY_AT:
         return (f"learns partly: best exact-sequence accuracy {best_exact:.1%}, no setting reaches {LEARNED_AT:.0%}, "
                 f"{trend}: widen the grid before suspecting a bug{note}")

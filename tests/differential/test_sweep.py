@@ -116,6 +116,7 @@ def test_interrupting_keeps_the_finished_runs_and_says_so_everywhere(tmp_path: P
     data = json.loads((tmp_path / "sweep.json").read_text())["sweep"]
     assert data["finished_runs"] == 1 and data["interrupted"] is True
     assert data["verdict"].startswith("interrupted after 1 of 4 runs; on those: ")
+    assert "no trend measured: interrupted before the runs that measure it" in data["verdict"]
     text = sweep.summary_text(result)
     assert "best 1 of 1 runs (INTERRUPTED: 1 of 4 runs finished)" in " ".join(text.split())  # the table's title
     assert "interrupted: 1 of 4 runs finished" in text
