@@ -644,11 +644,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
         args = build_parser().parse_args(argv)
         command = f"scratchdiff {args.command}"
-        run = globals()[COMMANDS[args.command]]
-        if args.command == "sweep":  # the sweep checks its grid as it builds the plan
-            with _bad_input("sweep"):
-                return run(args)
-        return run(args)
+        return globals()[COMMANDS[args.command]](args)
     except UsageError as err:
         _say(str(err))
         return EXIT_USAGE
