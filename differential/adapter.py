@@ -15,7 +15,10 @@ module by module, in the reference's names:
   adapter declares;
 - with an identity op and gradients kept on intermediate tensors, every module's input and output
   gradients are compared as for our own models; without them, only parameter gradients are, the
-  backward is localized from those alone, and the report lists the phases it could not check.
+  backward is localized from those alone, and the report lists the phases it could not check;
+- the run reaches the user's model: `load_adapter` calls a factory with `AdapterOptions` (config,
+  dtype, seed, layers), `run_config` refuses a fixed config that a flag contradicts, and what the
+  user's code prints while it is imported, built and run is kept in a `UserOutput`, out of the way.
 """
 
 from __future__ import annotations
