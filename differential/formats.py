@@ -288,15 +288,16 @@ def _printed_text(report: Report) -> Text:
 
 def _three_way_table(report: Report) -> Table:
     t = Table(title="three-way: class, functional, torch")
-    for col in ("comparison", "verdict", "first divergence", "sources (this side / other side)"):
+    for col in ("comparison", "verdict", "first divergence"):
         t.add_column(col)
+    t.add_column("sources (this side, other side)", no_wrap=True)
     for name, entry in report.three_way.items():
         if not isinstance(entry, dict):
             continue
         d = entry["first_divergence"]
         t.add_row(name.replace("_", " "), entry["verdict"],
                   "-" if d is None else f"{d['module']} ({d['phase']}, {d['kind']})",
-                  "-" if d is None else f"{d['scratch_source']} / {d['reference_source']}")
+                  "-" if d is None else f"{d['scratch_source']}\n{d['reference_source']}")
     agree = report.three_way["agrees_with_torch"]
     port = report.three_way["port_from"]
     t.caption = (f"agrees with torch: {', '.join(agree) or 'neither'}"
