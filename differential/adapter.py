@@ -442,19 +442,28 @@ def load_adapter(spec: str, options: AdapterOptions | None = None) -> Adapter:
 
 def run_config(adapter: Adapter, config: TransformerConfig, layers_flag: int | None = None) -> TransformerConfig:
     """The model config of a run on ``adapter``: the one the adapter fixes (its ``config``) when it
-    fixes one, else ``config``. ``layers_flag`` is a layer count the user asked for explicitly
-    (``--layers``); one that disagrees with the adapter's fixed config is an error, never
-    silently overridden."""
+    fixes one, else ``config`` (what the flags ask for). ``layers_flag`` is a layer count the user
+    asked for explicitly (``--layers``). A flag that disagrees with the adapter's fixed config (the
+    layer count, or any setting ``config`` has away from the defaults) is an error, never silently
+    overridden."""
     fixed = adapter.config
     if fixed is None:
         return config
     if not isinstance(fixed, TransformerConfig):
         raise InputError(f"{type(adapter).__name__}.config must be a TransformerConfig or None, "
                          f"got {type(fixed).__name__}")
-    if layers_flag is not None and layers_flag != fixed.num_layers:
-        raise InputError(f"--layers {layers_flag} disagrees with {type(adapter).__name__}.config "
-                         f"(num_layers={fixed.num_layers}): drop --layers, or have your factory build "
-                         f"options.layers blocks instead of fixing config")
+    name = f"{type(adapter).__name__}.config"
+    default = TransformerConfig()
+    clashes = [f"--layers {layers_flag} disagrees with {name} (num_layers={fixed.num_layers})"
+               if layers_flag is not None and layers_flag != fixed.num_layers else None]
+    for f in dataclasses.fields(TransformerConfig):
+        asked, theirs = getattr(config, f.name), getattr(fixed, f.name)
+        if f.name != "num_layers" and asked != getattr(default, f.name) and asked != theirs:
+            clashes.append(f"the flags ask for {f.name}={asked!r}, {name} has {theirs!r}")
+    clashes = [c for c in clashes if c]
+    if clashes:
+        raise InputError(f"{'; '.join(clashes)}: drop the flag, or have your factory build the model from its "
+                         f"options instead of fixing config")
     return fixed
 
 

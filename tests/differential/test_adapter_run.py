@@ -97,6 +97,14 @@ def test_fixed_config_and_a_disagreeing_flag_is_one_error(fixed: None, capsys: p
     assert "--layers 1 disagrees with FixedTwoLayers.config (num_layers=2)" in err
 
 
+def test_fixed_config_and_any_disagreeing_architecture_flag_is_one_error(
+        fixed: None, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _cli(capsys, "--adapter", "tests.foreign.adapter:FIXED", "--mask", "causal", "--layers", "3")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "--layers 3 disagrees with FixedTwoLayers.config (num_layers=2)" in err
+    assert "the flags ask for mask='causal', FixedTwoLayers.config has 'none'" in err
+
+
 def test_run_config_agreeing_flag_is_fine() -> None:
     assert run_config(FixedTwoLayers(Reverser(depth=2)), TransformerConfig(), 2).num_layers == 2
     assert run_config(TinyflowAdapter(Reverser()), TransformerConfig(num_layers=3), 3).num_layers == 3
