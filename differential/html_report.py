@@ -124,7 +124,7 @@ def three_way_svg(report: Report) -> str:
     tw = report.three_way
     impl = report.options["impl"]
     other = "functional" if impl == "class" else "class"
-    corners = {"torch": (330, 40), impl: (90, 250), other: (570, 250)}
+    corners = {"torch": (330, 55), impl: (90, 265), other: (570, 265)}
     edges = [(impl, "torch", tw.get(f"{impl}_vs_torch")), (other, "torch", tw.get(f"{other}_vs_torch")),
              (impl, other, tw.get(f"{impl}_vs_{other}"))]
     shapes: list[str] = []
@@ -153,6 +153,6 @@ def three_way_svg(report: Report) -> str:
                       f"{escape(name)}</text>")
     port = tw.get("port_from")
     caption = f"agrees with torch: {', '.join(agree) or 'neither'}" + (f"; port the fix from {port}" if port else "")
-    shapes.append(f"<text x='330' y='320' font-size='13' text-anchor='middle'>{escape(caption)}</text>")
-    return ("<svg id='three-way' width='660' height='335' viewBox='0 0 660 335' role='img' "
+    shapes.append(f"<text x='330' y='345' font-size='13' text-anchor='middle'>{escape(caption)}</text>")
+    return ("<svg id='three-way' width='660' height='360' viewBox='0 0 660 360' role='img' "
             f"aria-label='{escape(caption, quote=True)}'>" + "".join(shapes) + "</svg>")

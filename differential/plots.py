@@ -193,7 +193,7 @@ def _draw_loss(ax: Any, report: Report) -> None:
     ax.set_xlabel("training step")
     ax.set_ylabel("cross-entropy loss")
     ax.set_title("loss, side by side", fontsize=10)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)  # off the curves
 
 
 def _legend_handles() -> list[Any]:
