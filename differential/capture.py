@@ -52,6 +52,9 @@ class Capture:
     max_backward_calls: int = 1  # most times one node's backward ran in one pass (should be 1)
     logits_grad: np.ndarray | None = None  # the loss's own backward: d loss / d logits
     logits_grad_known: bool = True  # False: this implementation keeps no gradient on the logits
+    # parameters several modules hold (a head tied to the embedding): name -> the holders' paths;
+    # the gradient is the sum of one share per holder (see differential.tied)
+    tied: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def ordered(self, by: str = "enter") -> list[Call]:
         return sorted(self.calls.values(), key=lambda c: getattr(c, by))

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from differential import describe, diagnose, phases
+from differential import describe, diagnose, phases, tied
 from differential import findings as fnd
 from differential.adapter_side import AdapterSide
 from differential.capture import Capture, ModuleCrash
@@ -305,6 +305,8 @@ def _first_divergence(results: dict[str, Any], loss: dict[str, Any], loss_cut: D
         if first is not None:
             return first
     origin = (actual_side.backward_origin if adapted else backward_origin)(results, expected, actual)  # [adapter]
+    if origin is not None and expected.tied:  # a shared parameter: which user's share is wrong
+        origin = tied.retarget(origin, actual_side, oracle_side, expected, phases.batches(options)[0][0])
     if origin is not None:
         return describe.describe(origin, results, actual_side, oracle_side, actual, expected, options, forced)
     if actual.max_backward_calls > 1:

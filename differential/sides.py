@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from differential.capture import CallLog, Capture, ModuleCrash, finish_calls
+from differential.tied import users_of
 from scratch_model.config import TransformerConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -82,6 +83,8 @@ class Side:
     dtype: str
     config: TransformerConfig
     most_backward_calls: int = 1  # the most times one node's backward ran in one pass of run_module
+    # parameters held by several modules (a head tied to the embedding): name -> the holders' paths
+    users: dict[str, tuple[str, ...]] = {}
 
     def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
         raise NotImplementedError
@@ -162,8 +165,10 @@ class ScratchSide(Side):
         if impl == "class":
             self.model = ReversalTransformer(config, dtype=dtype)
             self.named = dict(self.model.named_parameters())
+            self.users = users_of(self.model.named_parameters(remove_duplicate=False))
         else:
             self.named, self.forward_fn = build_simple_transformer(config, dtype=dtype)
+            self.users = {"embedding.weight": ("embedding", "head")} if config.tie_head else {}
         self.load(arrays)
 
     # parameters
@@ -231,7 +236,7 @@ class ScratchSide(Side):
                        {n: _scratch_grad(p) for n, p in self.named.items()},
                        {n: p.requires_grad for n, p in self.named.items()},
                        loss_requires_grad=loss.requires_grad, max_backward_calls=max(counts.values(), default=1),
-                       logits_grad=_scratch_grad(logits))
+                       logits_grad=_scratch_grad(logits), tied=self.users)
 
     def loss_on(self, logits, targets):
         from scratch_model.autograd import Tensor
@@ -324,7 +329,7 @@ class ScratchSide(Side):
             with count_backward_calls(out) as counts:
                 out.backward(np.asarray(grad_output, dtype=self.dtype))
             self.most_backward_calls = max(self.most_backward_calls, max(counts.values(), default=1))
-        own = {n: _scratch_grad(p) for n, p in self.named.items() if _within(n, base)}
+        own = {n: _scratch_grad(p) for n, p in self.named.items() if _within(n, base) or base in self.users.get(n, ())}
         return np.array(out.data), [_scratch_grad(a) for a in args], own
 
     def source(self, path: str) -> str:
@@ -385,6 +390,7 @@ class TorchSide(Side):
         self.mask = None if mask is None else torch.as_tensor(np.asarray(mask), device=device)
         self.tdtype = getattr(torch, dtype)
         self.model = ReversalTransformer(config, dtype=self.tdtype, device=device)
+        self.users = users_of(self.model.named_parameters(remove_duplicate=False))
         self.load(arrays)
 
     def params(self) -> dict[str, np.ndarray]:
@@ -450,7 +456,8 @@ class TorchSide(Side):
         named = dict(self.model.named_parameters())
         return Capture("torch", self.dtype, calls, float(loss.item()), self._np(logits), self.params(),
                        {n: self._grad(p) for n, p in named.items()},
-                       {n: p.requires_grad for n, p in named.items()}, logits_grad=self._grad(logits))
+                       {n: p.requires_grad for n, p in named.items()}, logits_grad=self._grad(logits),
+                       tied=self.users)
 
     def loss_on(self, logits, targets):
         given = self.torch.tensor(np.asarray(logits), dtype=self.tdtype, device=self.device, requires_grad=True)
@@ -475,7 +482,8 @@ class TorchSide(Side):
         out = module(*(args or [self._tokens(tokens)]), **mask_kwargs(module.forward, self.mask))
         if grad_output is not None and out.requires_grad:
             out.backward(torch.as_tensor(np.asarray(grad_output), dtype=self.tdtype, device=self.device))
-        own = {n: self._grad(p) for n, p in self.model.named_parameters() if _within(n, base)}
+        own = {n: self._grad(p) for n, p in self.model.named_parameters()
+               if _within(n, base) or base in self.users.get(n, ())}
         return self._np(out), [self._grad(a) for a in args], own
 
     def source(self, path: str) -> str:

@@ -208,7 +208,7 @@ _ALL = [
     _fault("tied_head_grad_not_summed", "the head tied to the token embedding reads the shared table through "
            ".data: the table's gradient keeps the embedding's share only", 1, "class",
            [(L + "Linear", "forward", CM + "linear_tied_weight_from_data")],
-           "embedding", "param_grad", "param_grad_formula", needs={"tie_head": (True,)}),
+           "head", "param_grad", "graph_break", needs={"tie_head": (True,)}),
     # 8. loss and data
     _fault("loss_sum_not_mean", "cross-entropy sums over tokens instead of averaging", 8, "both",
            [("scratch_model.train", "cross_entropy", TR + "cross_entropy_sum")],
