@@ -1,4 +1,4 @@
-"""Batched matrix multiplication."""
+"""Batched matrix multiplication, and the Linear layer's product-plus-bias as one op."""
 
 from __future__ import annotations
 
@@ -49,3 +49,39 @@ def _matmul_flat(a: Tensor, b: Tensor):
         return grad_a, grad_b
 
     return out, backward
+
+
+def linear(x: Any, weight_t: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight_t + bias`` in one node: a Linear layer. ``weight_t`` is the (in, out) weight,
+    usually ``weight.transpose()`` of an (out, in) parameter (that transpose stays a node of its
+    own); ``x`` (..., in) runs as one 2-D product over its flattened leading axes, the bias is
+    added in place, and the bias gradient is one column sum."""
+    x_t = as_tensor(x, weight_t)
+    tensors = (x_t, weight_t) if bias is None else (x_t, weight_t, bias)
+    check_same_dtype("linear", tensors)
+    if weight_t.ndim != 2 or x_t.ndim < 1 or x_t.shape[-1] != weight_t.shape[0]:
+        raise ValueError(f"linear: input {x_t.shape} does not fit an (in, out) weight {weight_t.shape}")
+    if bias is not None and bias.shape != weight_t.shape[1:]:
+        raise ValueError(f"linear: bias shape {bias.shape} does not match the output width {weight_t.shape[1]}")
+    if x_t.shape[-1] == 0:  # nothing to multiply: the plain ops handle the empty product
+        out = matmul(x_t, weight_t)
+        return out if bias is None else out + bias
+    return _linear(*tensors)
+
+
+@op
+def _linear(x: Tensor, weight_t: Tensor, bias: Tensor | None = None):
+    x_flat = x.data.reshape(-1, x.shape[-1])  # (B*T, in)
+    out = x_flat @ weight_t.data  # (B*T, out)
+    if bias is not None:
+        out += bias.data
+
+    def backward(g):
+        g_flat = g.reshape(-1, g.shape[-1])  # (B*T, out)
+        grad_x = (g_flat @ weight_t.data.T).reshape(x.shape) if x.requires_grad else None
+        grad_w = x_flat.T @ g_flat if weight_t.requires_grad else None
+        if bias is None:
+            return grad_x, grad_w
+        return grad_x, grad_w, (g_flat.sum(axis=0) if bias.requires_grad else None)
+
+    return out.reshape(*x.shape[:-1], weight_t.shape[1]), backward

@@ -7,14 +7,49 @@ import numpy as np
 from scratch_model.autograd.tensor import Tensor, op
 
 
+def _max_last(x: np.ndarray) -> np.ndarray:
+    """Max over the last axis (kept): np.maximum of the two halves until one column is left. Exact,
+    and several times faster than numpy's reduction over a short last axis (attention rows)."""
+    n = x.shape[-1]
+    while n > 1:
+        half = n // 2
+        top = np.maximum(x[..., :half], x[..., half:2 * half])  # (..., half), a fresh array
+        if n % 2:
+            np.maximum(top[..., :1], x[..., 2 * half:], out=top[..., :1])
+        x, n = top, half
+    return x
+
+
+def _sum_last(x: np.ndarray) -> np.ndarray:
+    """Sum over the last axis (kept), by einsum: much faster than ``sum(axis=-1)`` on short rows."""
+    return np.einsum("...i->...", x)[..., None]
+
+
 @op
 def softmax(a: Tensor, axis: int = -1):
+    if axis in (-1, a.ndim - 1) and a.size and a.shape[-1]:
+        return _softmax_last(a.data)
     shifted = a.data - a.data.max(axis=axis, keepdims=True)
     e = np.exp(shifted)
     out = e / e.sum(axis=axis, keepdims=True)
 
     def backward(g):
         return (out * (g - (g * out).sum(axis=axis, keepdims=True)),)
+
+    return out, backward
+
+
+def _softmax_last(x: np.ndarray):
+    """Softmax over the last axis, in place on one fresh array; the backward's row sums of
+    ``g * out`` in one einsum."""
+    out = x - _max_last(x)
+    np.exp(out, out=out)
+    out /= _sum_last(out)
+
+    def backward(g):
+        grad = g - np.einsum("...i,...i->...", g, out)[..., None]
+        grad *= out
+        return (grad,)
 
     return out, backward
 

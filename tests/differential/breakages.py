@@ -212,13 +212,28 @@ def matmul_last_batch_only(a, b):
 
 
 @op
-def matmul_doubles_weight_grad(a, b):
-    def backward(g):
-        grad_a = unbroadcast(g @ np.swapaxes(b.data, -1, -2), a.shape) if a.requires_grad else None
-        grad_b = unbroadcast(np.swapaxes(a.data, -1, -2) @ g, b.shape) * (2 if b.ndim == 2 else 1)
-        return grad_a, (grad_b if b.requires_grad else None)
+def linear_last_batch_only(x, weight_t, bias=None):
+    """The fused Linear's weight gradient keeps only the last batch element instead of the sum."""
+    out = x.data @ weight_t.data + (0 if bias is None else bias.data)
 
-    return a.data @ b.data, backward
+    def backward(g):
+        grad_w = np.swapaxes(x.data[-1], -1, -2) @ g[-1] if x.ndim > 2 else x.data.T @ g
+        grads = [g @ weight_t.data.T, grad_w]
+        return (*grads, g.reshape(-1, g.shape[-1]).sum(axis=0)) if bias is not None else tuple(grads)
+
+    return out, backward
+
+
+@op
+def linear_doubles_weight_grad(x, weight_t, bias=None):
+    out = x.data @ weight_t.data + (0 if bias is None else bias.data)
+
+    def backward(g):
+        x_flat, g_flat = x.data.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+        grads = [g @ weight_t.data.T, 2 * (x_flat.T @ g_flat)]  # the weight gradient doubled
+        return (*grads, g_flat.sum(axis=0)) if bias is not None else tuple(grads)
+
+    return out, backward
 
 
 def transpose_without_graph(a, axes=None):
@@ -340,10 +355,11 @@ CLASS_CASES = [
              "blocks.0.attn", "backward", K.VALUE, op="softmax_zero_backward"),
     Breakage("relu_backward_sign_flip", ag, "relu", relu_negated_backward,
              "blocks.0.ffn", "backward", K.SIGN, op="relu_negated_backward"),
-    Breakage("linear_weight_grad_one_batch", linalg, "_matmul", matmul_last_batch_only,
-             "head", "param_grad", K.PARAM_GRAD, op="matmul_last_batch_only"),
-    Breakage("linear_weight_grad_doubled", linalg, "_matmul", matmul_doubles_weight_grad,
-             "head", "param_grad", K.SCALE, op="matmul_doubles_weight_grad"),
+    # the class Linear runs as one fused op (linalg._linear); the functional one through _matmul
+    Breakage("linear_weight_grad_one_batch", linalg, "_linear", linear_last_batch_only,
+             "head", "param_grad", K.PARAM_GRAD, op="linear_last_batch_only"),
+    Breakage("linear_weight_grad_doubled", linalg, "_linear", linear_doubles_weight_grad,
+             "head", "param_grad", K.SCALE, op="linear_doubles_weight_grad"),
     # parameters that never learn (bug class 5)
     Breakage("ln_weight_without_requires_grad", layers.LayerNorm, "__init__", ln_init_frozen_weight,
              "blocks.0.ln2", "param_grad", K.GRAPH_BREAK, hint="requires_grad"),

@@ -111,6 +111,11 @@ MATMUL = [
     binary("matmul", (2, 3, 4), (4, 5), ag.matmul, torch.matmul),
     binary("matmul", (2, 2, 3, 4), (4, 2), lambda a, b: a @ b, lambda a, b: a @ b),
     binary("matmul", (1, 1, 4), (4, 3), ag.matmul, torch.matmul),
+    OpCase("linear", ((2, 3, 4), (4, 5), (5,)), ag.linear, lambda x, w, b: x @ w + b),
+    OpCase("linear 2-D input", ((3, 4), (4, 2), (2,)), ag.linear, lambda x, w, b: x @ w + b),
+    OpCase("linear without bias", ((2, 1, 3, 4), (4, 2)), ag.linear, lambda x, w: x @ w),
+    OpCase("linear of a transposed weight", ((2, 3, 4), (5, 4), (5,)), lambda x, w, b: ag.linear(x, w.transpose(), b),
+           lambda x, w, b: torch.nn.functional.linear(x, w, b)),
 ]
 
 REDUCE = (reductions("sum", ag.sum, torch.sum) + reductions("mean", ag.mean, torch.mean)
@@ -168,6 +173,9 @@ NN = [
     *[OpCase(f"log_softmax axis={axis}", ((2, 3, 4),), lambda a, axis=axis: ag.log_softmax(a, axis=axis),
              lambda a, axis=axis: torch.log_softmax(a, dim=axis)) for axis in (-1, 0, 1)],
     OpCase("softmax size-1 axis", ((3, 1),), lambda a: ag.softmax(a, axis=-1), lambda a: torch.softmax(a, -1)),
+    # the last axis has its own path (halving max, einsum sums): odd, even and attention-like widths
+    *[OpCase(f"softmax last axis of {n}", ((2, 3, 2, n),), lambda a: ag.softmax(a, axis=3),
+             lambda a: torch.softmax(a, -1)) for n in (2, 5, 7, 32)],
     OpCase("cross_entropy_mean", ((6, 5),), lambda a: ag.cross_entropy_mean(a, CE_TARGETS),
            lambda a: F.cross_entropy(a, torch.from_numpy(CE_TARGETS))),
     OpCase("cross_entropy_mean one row", ((1, 3),), lambda a: ag.cross_entropy_mean(a, CE_TARGETS[:1] % 3),
