@@ -644,6 +644,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
         args = build_parser().parse_args(argv)
         command = f"scratchdiff {args.command}"
+        _check_thread_setting(command)
         return globals()[COMMANDS[args.command]](args)
     except UsageError as err:
         _say(str(err))
@@ -664,6 +665,17 @@ def _main(argv: Sequence[str] | None) -> int:
              f"scratchdiff, not in your input; " + (f"the traceback is in {where}" if where else
                                                     "the traceback could not be saved"))
         return EXIT_BUG
+
+
+def _check_thread_setting(command: str) -> None:
+    """SCRATCHDIFF_THREADS (threads for numpy's BLAS and torch, one by default) is read where
+    threads are pinned; a bad value is the user's, so say it here, as one line."""
+    from scratch_model.threads import default_threads
+
+    try:
+        default_threads()
+    except ValueError as err:
+        raise UsageError(f"{command}: error: {err}") from err
 
 
 def _say(line: str) -> None:

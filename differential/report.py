@@ -184,8 +184,9 @@ def run_report(options: ReportOptions, stopwatch: Stopwatch | None = None) -> Re
     ``stopwatch`` (optional) receives the time spent in each stage."""
     from torch_reference.train import cpu_threads
 
-    # The models are tiny: torch on one thread is faster, and steady on a busy machine.
-    with cpu_threads(1):
+    # The models are tiny: torch and numpy's BLAS on one thread (SCRATCHDIFF_THREADS overrides) are
+    # faster, and steady on a busy machine.
+    with cpu_threads():
         return _run_report(options, stopwatch or Stopwatch())
 
 

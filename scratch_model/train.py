@@ -12,6 +12,7 @@ from scratch_model.autograd import Tensor
 from scratch_model.config import TrainConfig, TrainResult
 from scratch_model.data import ReversalData
 from scratch_model.optim import SGD, Adam, Optimizer
+from scratch_model.threads import cpu_threads
 
 
 def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
@@ -48,9 +49,17 @@ def evaluate(forward: Callable[[np.ndarray], Tensor], inputs: np.ndarray, target
 
 
 def train(forward: Callable[[np.ndarray], Tensor], params: Sequence[Tensor], data: ReversalData,
-          config: TrainConfig, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
+          config: TrainConfig, on_step: Callable[[int, float], None] | None = None,
+          threads: int | None = None) -> TrainResult:
     """Train ``params`` so that ``forward(tokens)`` reverses sequences; ``on_step(step, loss)`` is
-    called after every optimizer step (for progress bars)."""
+    called after every optimizer step (for progress bars). numpy's BLAS runs on ``threads``
+    threads (None: `scratch_model.threads.default_threads`, one unless SCRATCHDIFF_THREADS says)."""
+    with cpu_threads(threads):
+        return _train(forward, params, data, config, on_step)
+
+
+def _train(forward: Callable[[np.ndarray], Tensor], params: Sequence[Tensor], data: ReversalData,
+           config: TrainConfig, on_step: Callable[[int, float], None] | None) -> TrainResult:
     optimizer = make_optimizer(params, config)
     epoch_losses: list[float] = []
     step = 0
@@ -62,11 +71,13 @@ def train(forward: Callable[[np.ndarray], Tensor], params: Sequence[Tensor], dat
             loss = cross_entropy(forward(inputs), targets)
             loss.backward()
             optimizer.step()
+            value = loss.item()
+            del loss  # its graph (every activation) goes now, not once the next forward is done
             step += 1
-            total += loss.item() * len(inputs)
+            total += value * len(inputs)
             count += len(inputs)
             if on_step is not None:
-                on_step(step, loss.item())
+                on_step(step, value)
         epoch_losses.append(total / count)
     seconds = time.perf_counter() - start
     exact, token, test_loss = evaluate(forward, data.test_inputs, data.test_targets)

@@ -15,6 +15,7 @@ from torch import nn
 
 from scratch_model.config import TrainConfig, TrainResult, TransformerConfig
 from scratch_model.data import ReversalData
+from scratch_model.threads import cpu_threads as pinned_threads
 from torch_reference.model import ReversalTransformer
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -53,25 +54,22 @@ def evaluate(model: nn.Module, inputs: np.ndarray, targets: np.ndarray,
 
 
 @contextlib.contextmanager
-def cpu_threads(count: int | None) -> Iterator[None]:
-    """Run torch's CPU ops on ``count`` threads (None: leave torch's setting), then restore.
+def cpu_threads(count: int | None = None) -> Iterator[None]:
+    """Run torch's CPU ops, and numpy's BLAS, on ``count`` threads (None: one, unless the
+    SCRATCHDIFF_THREADS environment variable says otherwise), then restore both.
 
     The reference's matrices are tiny (64 x 8 x 32); on several threads the synchronisation costs
     more than the arithmetic, and when other processes keep the cores busy, OpenMP's spinning
-    workers slow a run ten-fold or worse. One thread is the fast and steady choice here.
+    workers slow a run ten-fold or worse. One thread is the fast and steady choice here. The
+    pinning itself is `scratch_model.threads.cpu_threads`, shared with the scratch side.
     """
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
+    with pinned_threads(count):
         yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def train_module(model: nn.Module, data: ReversalData, config: TrainConfig,
                  on_step: Callable[[int, float], None] | None = None,
-                 threads: int | None = 1) -> TrainResult:
+                 threads: int | None = None) -> TrainResult:
     """Train ``model`` in place; ``on_step(step, loss)`` runs after every optimizer step.
     ``threads``: torch CPU threads for the run (see :func:`cpu_threads`)."""
     with cpu_threads(threads):
@@ -109,7 +107,7 @@ def _train(model: nn.Module, data: ReversalData, config: TrainConfig,
 def train_torch(model_config: TransformerConfig, arrays: dict[str, np.ndarray], data: ReversalData,
                 config: TrainConfig, dtype: str = "float64",
                 on_step: Callable[[int, float], None] | None = None,
-                device: torch.device | str = "cpu", threads: int | None = 1) -> TrainResult:
+                device: torch.device | str = "cpu", threads: int | None = None) -> TrainResult:
     """Build the reference model, load ``arrays`` (the scratch initial weights, by name), train it
     as the scratch loop does and return the test-set figures. ``threads``: torch CPU threads
     for the run (see :func:`cpu_threads`)."""
