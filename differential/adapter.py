@@ -277,11 +277,17 @@ class Names:
     unmatched: tuple[str, ...]  # reference modules with no counterpart: not compared
 
 
-def resolve_names(adapter: Adapter, config: TransformerConfig) -> Names:
-    """Map every module and parameter of ``adapter``'s model onto the reference, or raise one
+def resolve_names(adapter: Adapter, config: TransformerConfig, reference: Any = None) -> Names:
+    """Map every module and parameter of ``adapter``'s model onto the reference (``reference``: a
+    user's own torch model, in its own names; None: the bundled one for ``config``), or raise one
     ValueError listing every unmapped name, unknown target, duplicate, missing reference parameter
     and shape mismatch (after the declared transposes)."""
-    ref_params, ref_modules = reference_layout(config)
+    if reference is None:
+        ref_params, ref_modules = reference_layout(config)
+    else:
+        from differential.user_reference import module_layout
+
+        ref_params, ref_modules = module_layout(reference)
     problems: list[str] = []
     table = _Table(dict(adapter.name_map), problems)
     modules: dict[str, str] = {}

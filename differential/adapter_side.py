@@ -169,8 +169,9 @@ class AdapterSide(Side):
     impl = "adapter"
 
     def __init__(self, adapter: Adapter, config: TransformerConfig, dtype: str,
-                 arrays: dict[str, np.ndarray] | None = None) -> None:
-        """``arrays`` (reference names and layouts): load them into the user's model; None: keep its weights."""
+                 arrays: dict[str, np.ndarray] | None = None, reference: Any = None) -> None:
+        """``arrays`` (reference names and layouts): load them into the user's model; None: keep its weights.
+        ``reference``: the user's own torch model, whose names the adapter's name map points at."""
         if not isinstance(adapter, Adapter):
             raise TypeError(f"expected a differential.adapter.Adapter, got {type(adapter).__name__}")
         self.adapter, self.config, self.dtype = adapter, config, dtype
@@ -178,7 +179,7 @@ class AdapterSide(Side):
         if problem is not None:
             raise InputError(problem)
         with user_output(adapter).capture("runs"):
-            self.names = resolve_names(adapter, config)
+            self.names = resolve_names(adapter, config, reference)
             self._check_dtype({t: np.asarray(adapter.to_numpy(p)).dtype
                                for t, p in adapter.named_parameters().items()}, "parameters")
         self.has_optimizer = _overrides(adapter, "make_optimizer")

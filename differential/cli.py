@@ -145,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "with the run's options: config, dtype, seed, layers; or with no arguments), imported "
                              "by module path from the current directory; what your code prints is captured and "
                              "shown in its own section (see docs/adapter.md)")
+    report.add_argument("--reference", metavar="MODULE:OBJECT", default=None,
+                        help="compare against your own torch model instead of the bundled reference: a "
+                             "torch.nn.Module or a zero-argument factory returning one, imported by module path "
+                             "from the current directory; forward(tokens) must return the logits (B, T, vocab); "
+                             "with --adapter, its name map points at this model's own names (see docs/reference.md)")
     add_model_flags(report)
     report.add_argument("--format", choices=("text", "json", "html"), default="text",
                         help="text (terminal), json (stable schema, identical bytes for identical runs) or "
@@ -335,13 +340,18 @@ def _run_report(args: argparse.Namespace) -> int:
             adapter = _users_code(f"--adapter {args.adapter}", load_adapter, args.adapter,
                                   AdapterOptions(model, args.dtype, args.seed))
             model = run_config(adapter, model, args.layers)
+        reference = None
+        if args.reference is not None:  # the user's own torch model is the reference
+            from differential.user_reference import load_reference
+
+            reference = _users_code(f"--reference {args.reference}", load_reference, args.reference)
         if args.first_only and args.isolated:
             raise UsageError("scratchdiff report: error: --first-only cannot be combined with --isolated (isolated "
                              "mode runs every module alone, and lists every finding)")
         options = ReportOptions(impl=args.impl, against=args.against, dtype=args.dtype, seed=args.seed,
                                 batch_size=args.batch_size, model=model, isolated=args.isolated, steps=args.steps,
                                 optimizer=args.optimizer, lr=args.lr, weights=weights, adapter=adapter,
-                                findings=not args.first_only)
+                                findings=not args.first_only, reference=reference)
         if args.fault is not None:
             from differential import faults
 

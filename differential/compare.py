@@ -107,8 +107,12 @@ def compare(actual: np.ndarray | None, expected: np.ndarray | None,
 def _ratio(diff: np.ndarray | float, allowed: np.ndarray | float) -> float:
     """max(diff / allowed): an element allowed nothing (a zero reference with no scale) counts as
     allowed the smallest normal number, so any difference there is far above 1 and none is 0."""
-    with np.errstate(over="ignore"):
-        return float(np.max(np.divide(diff, np.maximum(allowed, _TINY))))
+    with np.errstate(over="ignore", invalid="ignore"):
+        ratios = np.divide(diff, np.maximum(allowed, _TINY))
+    ratio = float(np.max(ratios))
+    if math.isnan(ratio):  # inf / inf: a difference that overflowed against an allowance that did too
+        ratio = float(np.max(np.where(np.isnan(ratios), 1.0, ratios)))
+    return ratio
 
 
 def _noise_error(noise: np.ndarray, e: np.ndarray) -> float:

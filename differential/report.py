@@ -46,6 +46,8 @@ class ReportOptions:
     device: str = "cpu"
     # [adapter] a user's model through a differential.adapter.Adapter: it becomes the implementation under test
     adapter: object | None = field(default=None, compare=False, repr=False)
+    # a user's own torch.nn.Module as the reference (the model being ported), in its own names
+    reference: object | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         impls = ("class", "functional", "torch")
@@ -64,6 +66,9 @@ class ReportOptions:
             raise ValueError(f"against must be one of {', '.join(impls)}, got {self.against!r}")
         if self.impl == self.against:
             raise ValueError(f"impl and against are both {self.impl!r}: compare two different implementations")
+        if self.reference is not None and (self.against != "torch" or self.isolated):
+            raise ValueError("a reference model (torch.nn.Module) is the torch side: it needs against='torch' and no "
+                             "isolated mode")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         for name in ("batch_size",):
@@ -107,8 +112,9 @@ def run_three_way(options: ReportOptions) -> Report:
     implementations disagree, the report names both source locations; the one that agrees with
     torch is where to port the fix from.
     """
-    if options.impl not in ("class", "functional"):
-        raise ValueError(f"the three-way view needs --impl class or functional, got {options.impl!r}")
+    if options.impl not in ("class", "functional") or options.reference is not None:
+        raise ValueError(f"the three-way view needs --impl class or functional and the bundled reference, got "
+                         f"{options.impl!r}")
     other = "functional" if options.impl == "class" else "class"
     main = run_report(replace(options, against="torch"))
     other_vs_torch = run_report(replace(options, impl=other, against="torch"))
@@ -203,11 +209,14 @@ def _run_report(options: ReportOptions, watch: Stopwatch) -> Report:
 
     # [adapter] a user's model keeps its own weights (unless options.weights); the reference copies them
     own = None if options.adapter is not None and options.weights is None else arrays
-    actual_side = make_side(options.impl, options.model, own, options.dtype, options.device, mask, options.adapter)
+    actual_side = make_side(options.impl, options.model, own, options.dtype, options.device, mask, options.adapter,
+                            options.reference)
     if isinstance(actual_side, AdapterSide):
         arrays = actual_side.params()
-    oracle_side = make_side(options.against, options.model, arrays, "float64", options.device, mask)
-    noise_side = make_side(options.against, options.model, arrays, "float32", options.device, mask) \
+    oracle_side = make_side(options.against, options.model, arrays, "float64", options.device, mask,
+                            reference=options.reference)
+    noise_side = make_side(options.against, options.model, arrays, "float32", options.device, mask,
+                           reference=options.reference) \
         if options.dtype == "float32" else None
     watch.lap("build sides")
 
@@ -412,8 +421,10 @@ def _data_report(data: dict[str, Any], options: ReportOptions) -> Report:
 
 
 def _options_dict(options: ReportOptions) -> dict[str, Any]:
-    out = asdict(replace(options, weights=None, adapter=None))
+    out = asdict(replace(options, weights=None, adapter=None, reference=None))
     out.pop("weights")
+    reference = options.reference  # a user's torch model: named, not serialized
+    out["reference"] = None if reference is None else f"{type(reference).__module__}.{type(reference).__qualname__}"
     adapter = options.adapter  # [adapter] named, not serialized
     out["adapter"] = None if adapter is None else f"{type(adapter).__module__}.{type(adapter).__qualname__}"
     return out

@@ -19,6 +19,7 @@ import numpy as np
 
 from differential.capture import CallLog, Capture, ModuleCrash, finish_calls
 from differential.tied import users_of
+from differential.user_reference import first_tensor, recorded_modules
 from scratch_model.config import TransformerConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -380,16 +381,20 @@ class TorchSide(Side):
     impl = "torch"
 
     def __init__(self, config: TransformerConfig, arrays: dict[str, np.ndarray], dtype: str,
-                 device: str = "cpu", mask: np.ndarray | None = None) -> None:
+                 device: str = "cpu", mask: np.ndarray | None = None, module: Any = None) -> None:
+        """``module``: a user's own torch model to use instead of `torch_reference` (a copy of it,
+        see differential.user_reference)."""
         import torch
 
+        from differential.user_reference import prepared
         from torch_reference.model import ReversalTransformer
 
         self.torch = torch
         self.config, self.dtype, self.device = config, dtype, device
         self.mask = None if mask is None else torch.as_tensor(np.asarray(mask), device=device)
         self.tdtype = getattr(torch, dtype)
-        self.model = ReversalTransformer(config, dtype=self.tdtype, device=device)
+        self.model = ReversalTransformer(config, dtype=self.tdtype, device=device) if module is None else \
+            prepared(module, self.tdtype, device)
         self.users = users_of(self.model.named_parameters(remove_duplicate=False))
         self.load(arrays)
 
@@ -407,6 +412,10 @@ class TorchSide(Side):
 
     def _tokens(self, tokens: np.ndarray) -> Any:
         return self.torch.as_tensor(np.asarray(tokens), dtype=self.torch.long, device=self.device)
+
+    def _forward(self, tokens: np.ndarray) -> Any:
+        """The logits of the whole model (a user's model may return them first in a tuple)."""
+        return first_tensor(self.model(self._tokens(tokens), **mask_kwargs(self.model.forward, self.mask)))
 
     def _log(self) -> CallLog:
         torch = self.torch
@@ -431,21 +440,19 @@ class TorchSide(Side):
         self.model.zero_grad(set_to_none=True)
         log = self._log()
         handles = []
-        for path, module in self.model.named_modules():
-            if isinstance(module, self.torch.nn.ModuleList):
-                continue
-
+        for path, module in recorded_modules(self.model):
             def pre(m: Any, args: tuple, path: str = path) -> tuple:
                 return log.before(path, args)
 
             def post(m: Any, args: tuple, out: Any, path: str = path) -> None:
+                out = first_tensor(out)  # a module that returns (output, extras): its output
                 if out.requires_grad:
                     out.retain_grad()
                 log.after(path, out)
 
             handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
         try:
-            logits = self.model(self._tokens(tokens), self.mask)
+            logits = self._forward(tokens)
         finally:
             for h in handles:
                 h.remove()
@@ -479,7 +486,7 @@ class TorchSide(Side):
         module = self.model.get_submodule(base) if base else self.model
         args = [torch.tensor(np.asarray(x), dtype=self.tdtype, device=self.device, requires_grad=True)
                 for x in inputs]
-        out = module(*(args or [self._tokens(tokens)]), **mask_kwargs(module.forward, self.mask))
+        out = first_tensor(module(*(args or [self._tokens(tokens)]), **mask_kwargs(module.forward, self.mask)))
         if grad_output is not None and out.requires_grad:
             out.backward(torch.as_tensor(np.asarray(grad_output), dtype=self.tdtype, device=self.device))
         own = {n: self._grad(p) for n, p in self.model.named_parameters()
@@ -492,8 +499,7 @@ class TorchSide(Side):
         base = path.split("#")[0]
         module = self.model.get_submodule(base) if base else self.model
         here = source_location(type(module).forward)
-        file = here.rpartition(":")[0]
-        if not base or not (Path(file).is_absolute() or "site-packages" in file):
+        if not base or not type(module).__module__.startswith("torch."):
             return here
         parent, _, leaf = base.rpartition(".")
         while parent and isinstance(self.model.get_submodule(parent), self.torch.nn.ModuleList):
@@ -521,7 +527,7 @@ class TorchSide(Side):
         losses, snapshots = [], []
         for tokens, targets in batches:
             opt.zero_grad()
-            loss = self._loss(self.model(self._tokens(tokens), self.mask), targets)
+            loss = self._loss(self._forward(tokens), targets)
             loss.backward()
             opt.step()
             losses.append(float(loss.item()))
@@ -562,13 +568,14 @@ def mask_kwargs(fn: Any, mask: Any) -> dict[str, Any]:
 
 
 def make_side(impl: str, config: TransformerConfig, arrays: dict[str, np.ndarray] | None, dtype: str,
-              device: str = "cpu", mask: np.ndarray | None = None, adapter: Any = None) -> Side:
+              device: str = "cpu", mask: np.ndarray | None = None, adapter: Any = None, reference: Any = None) -> Side:
+    """``reference``: a user's own torch model, the torch side (and the names an adapter maps to)."""
     if impl == "adapter":  # [adapter] a user's model; arrays None keeps its own weights
         from differential.adapter_side import AdapterSide
 
-        return AdapterSide(adapter, config, dtype, arrays)
+        return AdapterSide(adapter, config, dtype, arrays, reference=reference)
     if impl == "torch":
-        return TorchSide(config, arrays, dtype, device, mask)
+        return TorchSide(config, arrays, dtype, device, mask, module=reference)
     if impl in ("class", "functional"):
         return ScratchSide(impl, config, arrays, dtype, mask)
     raise ValueError(f"unknown implementation {impl!r}: expected class, functional or torch")
