@@ -119,12 +119,14 @@ def test_bad_tokens_are_refused_like_the_scratch_model(bad, message):
 
 
 def test_the_oracle_does_not_import_the_code_it_checks():
-    """Only scratch_model's plain config and data may load with torch_reference."""
+    """Only scratch_model's plain config and data may load with torch_reference, and the thread
+    pinning both sides share (no model code: it sets thread counts)."""
     code = ("import sys, torch_reference.model, torch_reference.train; "
             "print(' '.join(sorted(m for m in sys.modules if m.startswith('scratch_model'))))")
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
-    assert set(out.stdout.split()) <= {"scratch_model", "scratch_model.config", "scratch_model.data"}
+    assert set(out.stdout.split()) <= {"scratch_model", "scratch_model.config", "scratch_model.data",
+                                       "scratch_model.threads"}
 
 
 def test_attention_is_written_out():
