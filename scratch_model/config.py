@@ -69,7 +69,7 @@ class TransformerConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def variant(self) -> dict[str, Any]:
+    def changed_fields(self) -> dict[str, Any]:
         """The architecture fields that differ from the seed model's, by name."""
         seed = TransformerConfig()
         return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS
