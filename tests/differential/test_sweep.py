@@ -138,7 +138,8 @@ def test_result_files_have_one_row_per_run_and_every_column(tmp_path: Path) -> N
     assert [r["status"] for r in rows] == ["ok", "failed", "ok"]
     assert float(rows[0]["lr"]) == 0.003 and rows[0]["steps"] == "1" and 0 <= float(rows[0]["token_accuracy"]) <= 1
     data = json.loads(paths[1].read_text())
-    assert data["sweep"]["total_runs"] == 3 and data["sweep"]["verdict"].startswith("fails everywhere")
+    assert data["sweep"]["total_runs"] == 3
+    assert data["sweep"]["verdict"].startswith("too short to tell: the longest run took 1 optimizer steps")
     assert [tuple(run) for run in data["runs"]] == [COLUMNS] * 3
     assert data["probes"] == []  # one epoch cannot be halved
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -195,6 +196,16 @@ def improving(s: dict) -> dict:
 ])
 def test_verdict(impl: str, fault: str | None, figures: Any, status: str, expected: str) -> None:
     assert sweep.verdict(made_up(SweepPlan(impl=impl, fault=fault), figures, status)).startswith(expected)
+
+
+@pytest.mark.parametrize("steps, expected", [
+    (4, "too short to tell: the longest run took 4 optimizer steps (fewer than 10); train longer before "
+        "suspecting a bug (best exact-sequence accuracy 0.0%, token accuracy 12.0%, not rising with epochs)"),
+    (10, "fails everywhere although loss falls: look for a bug"),
+])
+def test_a_few_optimizer_steps_are_too_short_to_call_a_bug(steps: int, expected: str) -> None:
+    result = made_up(SweepPlan(), lambda s: {**stalled()(s), "steps": steps if s["epochs"] == 100 else steps // 2})
+    assert sweep.verdict(result).startswith(expected)
 
 
 def test_verdict_names_the_most_common_error_and_counts_the_others() -> None:
@@ -309,7 +320,8 @@ def test_bad_flags_exit_2_with_one_line(flags: list[str], named: str, tmp_path: 
 
 def test_cli_writes_the_results_and_exits_1_when_no_setting_learns(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["sweep", *TINY_FLAGS, "--workers", "1", "--fault", "residual_from_data", "--out", str(tmp_path)])
+    flags = [*TINY_FLAGS[:2], "--epochs", "10", *TINY_FLAGS[4:]]  # 10 epochs of one step each: long enough to judge
+    code = main(["sweep", *flags, "--workers", "1", "--fault", "residual_from_data", "--out", str(tmp_path)])
     out, _ = capsys.readouterr()
     assert code == 1
     assert "look for a bug (`scratchdiff report --fault residual_from_data`)" in out.splitlines()[-2]
