@@ -32,15 +32,16 @@ def _add(a: Tensor, b: Tensor):
 @op
 def _sub(a: Tensor, b: Tensor):
     def backward(g):
-        return _grad_for(a, g), _grad_for(b, -g)
+        return _grad_for(a, g), (unbroadcast(-g, b.shape) if b.requires_grad else None)
 
     return a.data - b.data, backward
 
 
 @op
 def _mul(a: Tensor, b: Tensor):
-    def backward(g):
-        return _grad_for(a, g * b.data), _grad_for(b, g * a.data)
+    def backward(g):  # each product only for an input that takes a gradient
+        return (unbroadcast(g * b.data, a.shape) if a.requires_grad else None,
+                unbroadcast(g * a.data, b.shape) if b.requires_grad else None)
 
     return a.data * b.data, backward
 
@@ -48,7 +49,8 @@ def _mul(a: Tensor, b: Tensor):
 @op
 def _div(a: Tensor, b: Tensor):
     def backward(g):
-        return _grad_for(a, g / b.data), _grad_for(b, -g * a.data / (b.data * b.data))
+        return (unbroadcast(g / b.data, a.shape) if a.requires_grad else None,
+                unbroadcast(-g * a.data / (b.data * b.data), b.shape) if b.requires_grad else None)
 
     return a.data / b.data, backward
 
@@ -112,7 +114,8 @@ def sqrt(a: Tensor):
 
 @op
 def relu(a: Tensor):
-    positive = a.data > 0
-    # np.maximum, not np.where(positive, x, 0): several times faster on large arrays, and NaN stays
-    # NaN as in torch.relu
-    return np.maximum(a.data, a.data.dtype.type(0)), lambda g: (g * positive,)
+    # np.maximum, not np.where(a > 0, a, 0): several times faster on large arrays, and NaN stays
+    # NaN as in torch.relu. The backward reads its mask off the output (kept anyway as the next
+    # layer's input) rather than saving one more array.
+    out = np.maximum(a.data, a.data.dtype.type(0))
+    return out, lambda g: (g * (out > 0),)

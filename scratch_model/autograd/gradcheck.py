@@ -93,10 +93,12 @@ def count_backward_calls(root: Tensor) -> Iterator[dict[int, int]]:
 
         return run
 
-    for node, fn in originals:
-        node._backward = counted(node, fn)  # noqa: SLF001
+    wrappers = [counted(node, fn) for node, fn in originals]
+    for (node, _), wrapper in zip(originals, wrappers, strict=True):
+        node._backward = wrapper  # noqa: SLF001
     try:
         yield counts
     finally:
-        for node, fn in originals:
-            node._backward = fn  # noqa: SLF001
+        for (node, fn), wrapper in zip(originals, wrappers, strict=True):
+            if node._backward is wrapper:  # noqa: SLF001 - a backward that ran has freed the node: leave it so
+                node._backward = fn  # noqa: SLF001

@@ -149,9 +149,14 @@ class Tensor:
         return f"Tensor(shape={self.shape}, dtype={self.dtype}{grad})"
 
     # --- backward -------------------------------------------------------------------------
-    def backward(self, grad: np.ndarray | None = None) -> None:
+    def backward(self, grad: np.ndarray | None = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(x) into ``x.grad`` for every leaf x of the graph (and every tensor
-        that called :meth:`retain_grad`); other intermediate gradients are freed on the way."""
+        that called :meth:`retain_grad`); other intermediate gradients are freed on the way.
+
+        As in torch, the graph goes as the backward passes: once a node has handed its gradient on,
+        the arrays it saved for that are released, so the memory of a step falls during its
+        backward, and a second backward through the same graph raises. ``retain_graph=True`` keeps
+        the graph for another backward."""
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
                                "(it has no path to any parameter)")
@@ -169,22 +174,28 @@ class Tensor:
         held = {id(grad)}
         pending: dict[int, np.ndarray] = {id(self): grad}
         pop = pending.pop
-        for node in reversed(topological_order(self)):
+        order = topological_order(self)  # popped from the end: children first, each dropped once done
+        while order:
+            node = order.pop()
             g = pop(id(node), None)
-            if g is None:
-                continue
             backward = node._backward
             if backward is None:  # a leaf
-                if node.grad is not None:
-                    node.grad = node.grad + g
-                else:
-                    node.grad = g.copy() if g.base is not None or id(g) in held else g
-                    held.add(id(node.grad))
+                if g is not None:
+                    if node.grad is not None:
+                        node.grad = node.grad + g
+                    else:
+                        node.grad = g.copy() if g.base is not None or id(g) in held else g
+                        held.add(id(node.grad))
+                continue
+            parents = node._parents
+            if not retain_graph:
+                node._backward, node._parents, node._record = _freed_backward, (), None
+            if g is None:
                 continue
             if node._retain:
                 node.grad = g if node.grad is None else node.grad + g
                 held.add(id(node.grad))
-            for parent, pg in zip(node._parents, backward(g), strict=True):
+            for parent, pg in zip(parents, backward(g), strict=True):
                 if pg is None or not parent.requires_grad:
                     continue
                 key = id(parent)
@@ -269,6 +280,11 @@ class Tensor:
 
     def relu(self) -> Tensor:
         return _ops().relu(self)
+
+
+def _freed_backward(grad: np.ndarray) -> Sequence[np.ndarray | None]:
+    raise RuntimeError("backward() through a graph that an earlier backward already freed; pass "
+                       "retain_graph=True to the first backward to go through a graph twice")
 
 
 _autograd_package: Any = None

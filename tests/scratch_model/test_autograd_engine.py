@@ -134,6 +134,25 @@ def test_intermediate_gradients_are_kept_only_when_retained() -> None:
     np.testing.assert_array_equal(x.grad, leaf_before)
 
 
+def test_the_graph_is_freed_by_the_backward_unless_retained() -> None:
+    """As in torch: a second backward through a freed graph raises, retain_graph=True allows it and
+    the leaves accumulate; a freed node no longer holds its inputs."""
+    x_np = np.random.default_rng(4).standard_normal((2, 3))
+    x, x_t = Tensor(x_np.copy(), requires_grad=True), torch.tensor(x_np, requires_grad=True)
+    h = x.exp() * x
+    h.sum().backward()
+    assert h.parents == () and h.op is None
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        h.sum().backward()
+    x.grad = None
+    y, y_t = (x.exp() * x).sum(), (x_t.exp() * x_t).sum()
+    y.backward(retain_graph=True)
+    y.backward()
+    y_t.backward(retain_graph=True)
+    y_t.backward()
+    np.testing.assert_allclose(x.grad, x_t.grad.numpy(), rtol=1e-13)
+
+
 def test_constants_and_untracked_inputs_get_no_gradient() -> None:
     x = Tensor(np.ones(3), requires_grad=True)
     c = Tensor(np.full(3, 2.0))
