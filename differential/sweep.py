@@ -559,10 +559,12 @@ def plot(result: SweepResult) -> Any:
         for (yi, y), (xi, x) in itertools.product(enumerate(ys), enumerate(xs)):
             cell = [r for r in result.rows if r[x_name] == x and r[y_name] == y
                     and all(r[k] == v for k, v in where.items())]
-            done = [r["exact_match"] for r in cell if r["status"] == "ok"]
+            done = [r for r in cell if r["status"] == "ok"]
             if done:
-                values[yi, xi] = 100 * float(np.mean(done))
-                labels[yi][xi] = f"{values[yi, xi]:.0f}"
+                values[yi, xi] = 100 * float(np.mean([r["exact_match"] for r in done]))
+                # Token accuracy under it: a model that is learning shows it long before whole sequences.
+                token = 100 * float(np.mean([r["token_accuracy"] for r in done]))
+                labels[yi][xi] = f"{values[yi, xi]:.0f}\ntoken {token:.0f}%"
             elif cell:
                 labels[yi][xi] = "crash"
             elif result.interrupted:
@@ -586,7 +588,8 @@ def plot(result: SweepResult) -> Any:
     fault = f", fault {plan.fault}" if plan.fault else ""
     lines = [f"INTERRUPTED: {len(result.rows)} of {result.total} runs finished; grey 'not run' cells never ran"]
     lines = lines if result.interrupted else []
-    lines += [f"{plan.impl} model{fault}: exact-sequence accuracy on {plan.num_test} held-out sequences",
+    lines += [f"{plan.impl} model{fault}: exact-sequence accuracy (and token accuracy under it) on "
+              f"{plan.num_test} held-out sequences",
              "; ".join(notes), f"verdict: {verdict(result)}"]
     fig.suptitle("\n".join(textwrap.fill(line, int(width * 11)) for line in lines), fontsize=10,
                  color="#c00000" if result.interrupted else "black")
