@@ -281,6 +281,8 @@ def test_plot_has_one_labelled_heatmap_per_remaining_setting() -> None:
     assert heatmaps[0].get_title() == "epochs = 50, heads = 2"
     assert [t.get_text() for t in heatmaps[0].get_xticklabels()] == ["0.001", "0.003", "0.005", "0.01"]
     assert np.allclose(heatmaps[0].get_images()[0].get_array()[0], [10, 30, 50, 100])
+    assert [t.get_text() for t in heatmaps[0].texts[:4]] == ["10\ntoken 10%", "30\ntoken 30%", "50\ntoken 50%",
+                                                           "100\ntoken 100%"]
     assert len(colorbar) == 1 and colorbar[0].get_ylabel() == "exact-sequence accuracy (%)"
 
 
