@@ -3,10 +3,11 @@
 The report holds, for every module on both sides, the inputs, outputs and gradients it compares,
 so its memory grows with batch x layers x the per-layer activations; its time has a fixed part per
 module (hooks, comparisons) and a part per activation element. The constants were fitted on the
-default model (``scratchdiff report`` with --batch-size 16..2048 and --layers 1..32 on a 2-core
-machine, peak RSS and wall time); the estimate is meant to be right within a factor of about two,
-which is enough to refuse a run the machine cannot hold and to decide whether to show a progress
-bar. The CLI compares it with the memory the machine has free.
+default model (batch 16..2048, layers 1..32, on a 2-core machine: peak resident memory of the
+process, and the time of ``run_report`` after imports); `benchmarks/report_budget.py` prints the
+estimate beside the measurement. It is meant to be right within a factor of about two, and to err
+on the large side, which is enough to refuse a run the machine cannot hold and to decide whether to
+show a progress line. The CLI compares it with the memory the machine has free.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from scratch_model.config import TransformerConfig
 BASE_BYTES = 300e6  # python, numpy, torch and rich imported, one small report
 BYTES_PER_ELEMENT = 8 * 7  # float64, about 7 live copies of every activation (both sides, gradients, judgements)
 PARAM_COPIES = 20  # parameters, gradients, optimizer state and copies on both sides
-SECONDS_PER_ELEMENT = 4.5e-7
-SECONDS_PER_LAYER = 0.2  # hooks and comparisons of a block's dozen modules
+SECONDS_PER_ELEMENT = 2.5e-7
+SECONDS_PER_LAYER = 0.02  # hooks and comparisons of a block's dozen modules
 
 
 @dataclass(frozen=True)

@@ -305,7 +305,7 @@ def _report_progress(estimate: Any, enabled: bool) -> Iterator[Any]:
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                TextColumn(f"(estimated {human_seconds(estimate.seconds)})"))
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("report: preparing weights and batch", total=None)
+        task = progress.add_task("report: loading torch, building the weights and the batch", total=None)
 
         class Watch(Stopwatch):
             def lap(self, stage: str) -> None:
