@@ -288,3 +288,15 @@ def test_writes_use_unique_temporary_names_and_keep_the_mode(tmp_path: Path, mon
     assert target.read_text() == "two" and (target.stat().st_mode & 0o777) == 0o640
     assert len(set(names)) == 2 and all(n.startswith(".r.txt.") and n.endswith(".partial") for n in names)
     assert _listing(tmp_path) == ["r.txt"]
+
+
+@pytest.mark.parametrize("bad", [["--weights", "empty.npz"], ["--seed", "-1"], ["--batch-size", "10000000"],
+                                 ["--fault", "no_such_fault"]])
+def test_bad_input_with_o_leaves_nothing_behind(bad: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty.npz").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "_free_memory", lambda: 16e9)
+    code, out, err = run(capsys, "report", *bad, "--format", "html", "-o", "report.html")
+    assert code == 2 and out == "" and one_line(err)
+    assert _listing(tmp_path) == ["empty.npz"]
