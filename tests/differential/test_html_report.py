@@ -189,7 +189,7 @@ def browser() -> str:
 
 
 def chromium(page: Path, tmp_path: Path, *flags: str) -> subprocess.CompletedProcess:
-    command = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+    command = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
                f"--user-data-dir={tmp_path / 'profile'}", *flags, page.as_uri()]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
 
