@@ -10,7 +10,6 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -26,9 +25,9 @@ def to_string(renderable: Any, width: int, color: bool = False) -> str:
 
 
 def fits(renderable: Any, width: int) -> bool:
-    """Whether rich can lay ``renderable`` out in ``width`` columns without breaking a word."""
-    console = Console(width=10_000, file=io.StringIO(), color_system=None)  # rich clamps to the console's width
-    return Measurement.get(console, console.options, renderable).minimum <= width
+    """Whether rich lays ``renderable`` out in ``width`` columns without cutting a cell short (its
+    measurement alone does not say: a column may still be squeezed below its longest word)."""
+    return "…" not in to_string(renderable, width)
 
 
 def first_fitting(layouts: Sequence[Callable[[], Any]], width: int) -> Any:
@@ -120,7 +119,7 @@ def zoo_table(rows: list[Any], clean_verdict: str, width: int, color: bool = Fal
                   "has a gradient (grad), every parameter changed after a step (chg)")
         table = compact(title)
         table.caption = f"{caption}\n{legend}"
-        table.add_column("fault", no_wrap=True)
+        table.add_column("fault", min_width=max((len(r.fault) for r in rows), default=5))
         for col in ("cls", "det", "loc", "kind", "grad", "chg") + (("trained",) if train else ()):
             table.add_column(col, justify="right" if col == "cls" else "left")
         for r in rows:
@@ -150,13 +149,14 @@ def combos_table(rows: list[Any], width: int, color: bool = False) -> str:
                       caption=caption)
         if width < 120:
             narrow(table)
-        table.add_column("faults", no_wrap=one_line)
+        table.add_column("faults", no_wrap=one_line, min_width=max((len(f) for r in rows for f in r.faults), default=6))
         table.add_column("all found")
         table.add_column("missed (module / phase / kind)")
         table.add_column("findings", justify="right")
         for r in rows:
             missed = [" / ".join(e) for e, hit in zip(r.expected, r.found, strict=True) if not hit]
-            table.add_row(" + ".join(r.faults), yes_no(r.all_found, color), "\n".join(missed) or "-",
+            table.add_row((" + " if one_line else " +\n").join(r.faults), yes_no(r.all_found, color),
+                          "\n".join(missed) or "-",
                           str(len(r.findings)))
         return table
 

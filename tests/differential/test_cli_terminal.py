@@ -94,3 +94,37 @@ def test_colour_on_a_terminal_unless_no_color(no_color: bool, coloured: bool) ->
     assert code == 1
     assert bool(COLOURS.search(output)) is coloured
     assert "\x1b[1m" in output  # NO_COLOR leaves bold
+
+
+# --- the same tables in-process, with every fault of the catalogue and long combinations --------
+
+def _zoo_rows() -> list:
+    from differential import faults
+    from differential.zoo import ZooRow
+
+    rows = []
+    for i, f in enumerate(faults.FAULTS.values()):
+        missed = i % 5 == 0  # some rows not localized: they carry the expected and reported places
+        rows.append(ZooRow(f.name, f.bug_class, f.impl, f.module, f.phase, f.kind, "blocks.0.attn.out_proj",
+                           "param_grad", "param_grad_formula", True, not missed, not missed, i % 2 == 0, None,
+                           exact_match_after_training=0.5 if i % 3 else None))
+    return rows
+
+
+@pytest.mark.parametrize("columns", [80, 120, 200])
+def test_zoo_faults_and_combos_tables_fit_and_keep_names_whole(columns: int) -> None:
+    from types import SimpleNamespace
+
+    from differential import faults
+    from differential.tables import combos_table, faults_table, zoo_table
+
+    names = faults.names()
+    combos = [SimpleNamespace(faults=names[i:i + 3], expected=[("blocks.0.attn.out_proj", "param_grad", "x")] * 3,
+                              found=[True, False, True], all_found=False, findings=[1, 2])
+              for i in range(0, len(names), 3)]
+    for text in (zoo_table(_zoo_rows(), "match", columns), faults_table(list(faults.FAULTS.values()), columns),
+                 combos_table(combos, columns)):
+        lines = text.splitlines()
+        assert max(cell_len(line) for line in lines) <= columns
+        assert not any("…" in line for line in lines)
+        assert set(names) <= set(" ".join(lines).replace("+", " ").split())
