@@ -10,11 +10,12 @@ import re
 from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
 
 from differential import faults
 from differential import report as report_module
 from differential.cli import main
-from differential.formats import summary_line
+from differential.formats import format_text, summary_line
 from tests.foreign.adapter import TinyflowAdapter, make_adapter
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -76,6 +77,7 @@ def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str,
 
 @pytest.mark.parametrize("case", CASES)
 def test_every_report_renders_in_every_format(case: list[str], tmp_path: Path, cached_reports: None,
+                                              reports: dict[str, report_module.Report],
                                               capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _run(capsys, ["report", *case, "--format", "json"])
     assert (code, err) == (1, ""), err
@@ -97,6 +99,10 @@ def test_every_report_renders_in_every_format(case: list[str], tmp_path: Path, c
     text = html.unescape(page.read_text())
     assert text.startswith("<!DOCTYPE html>") and "Traceback" not in text
     assert first["kind"] in text and not list(tmp_path.glob(".*partial"))
+
+    for columns in (80, 120):  # as on a terminal of that width, in colour
+        lines = ANSI.sub("", format_text(reports[repr(case)], columns, color=True)).splitlines()
+        assert max(cell_len(line) for line in lines) <= columns and not any("…" in line for line in lines)
 
 
 def test_a_bad_data_batch_renders_in_every_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
