@@ -8,10 +8,13 @@ import fcntl
 import os
 import pty
 import re
+import shlex
+import shutil
 import struct
 import subprocess
 import sys
 import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +131,41 @@ def test_zoo_faults_and_combos_tables_fit_and_keep_names_whole(columns: int) -> 
         assert max(cell_len(line) for line in lines) <= columns
         assert not any("…" in line for line in lines)
         assert set(names) <= set(" ".join(lines).replace("+", " ").split())
+
+
+# --- the same in a terminal emulator: tmux lays the output out and joins what it had to wrap ------
+
+def in_tmux(argv: list[str], columns: int, tmp_path: Path) -> tuple[int, list[str]]:
+    """Run ``scratchdiff argv`` in a detached tmux window ``columns`` wide; its exit code and the
+    window's lines, with lines tmux wrapped joined again (so a line too wide shows as one)."""
+    server = f"scratchdiff-test-{os.getpid()}-{time.monotonic_ns()}"  # our own tmux server, killed at the end
+    done = tmp_path / "exit-code"
+    command = f"{shlex.join([str(EXE), *argv])}; echo $? > {shlex.quote(str(done))}; sleep 600"
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR", "TMUX")}
+    tmux = ["tmux", "-L", server, "-f", os.devnull]
+    try:
+        subprocess.run([*tmux, "new-session", "-d", "-x", str(columns), "-y", "50", "-c", str(ROOT), command],
+                       env=env, check=True, timeout=30)
+        deadline = time.monotonic() + 300
+        while not (done.exists() and done.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        screen = subprocess.run([*tmux, "capture-pane", "-p", "-J", "-S", "-"], capture_output=True, text=True,
+                                check=True, timeout=30).stdout
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True, timeout=30)
+    return int(done.read_text()), [line.rstrip() for line in screen.splitlines()]
+
+
+TMUX_CASES = [pytest.param(name, columns, id=f"{name}-{columns}",
+                           marks=() if (name, columns) == ("report with findings", 80) else pytest.mark.slow)
+              for columns in (80, 120) for name in ("report with findings", "faults", "zoo")]
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+@pytest.mark.parametrize(("name", "columns"), TMUX_CASES)
+def test_no_line_is_wider_than_a_tmux_window(name: str, columns: int, tmp_path: Path) -> None:
+    code, lines = in_tmux(COMMANDS[name], columns, tmp_path)
+    assert code in (0, 1), lines
+    assert len(lines) > 5 and not any("Traceback" in line for line in lines)
+    wide = [line for line in lines if cell_len(line) > columns]
+    assert not wide, f"{len(wide)} lines wider than {columns} columns, e.g. {wide[0]!r}"
