@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the implementation under test and the reference on one seeded batch with "
                     "shared weights; report the first module whose forward output or gradient diverges, "
                     "with its phase, kind, source lines and a hint, then every independent root cause "
-                    "(the findings). Exit 0: everything matches; 1: a divergence; 2: bad input.")
+                    "(the findings). The verdict, the findings and a one-line summary come last. Exit 0: everything "
+                    "matches; 1: a divergence; 2: bad input; 3: a bug in scratchdiff; 130: interrupted.")
     report.add_argument("--impl", choices=training.IMPLEMENTATIONS, default="class",
                         help="the implementation under test (default: class)")
     report.add_argument("--against", choices=training.IMPLEMENTATIONS, default="torch",
@@ -264,6 +265,8 @@ def _report_estimate(args: argparse.Namespace, options: Any) -> Any:
     if free is not None and estimate.bytes > free:
         big = [f"{flag} {getattr(args, name)}" for flag, name, default in SIZE_FLAGS
                if isinstance(getattr(args, name, None), int) and getattr(args, name) > default]
+        big += [f"{flag} {getattr(args, name)}" for flag, name in (("--config", "config"), ("--adapter", "adapter"))
+                if getattr(args, name, None)]  # the model's sizes came from a file or from the user's code
         what = " and ".join(big) or "this model"
         raise UsageError(f"scratchdiff report: error: {what} would need {estimate.describe()}, but only "
                          f"{human_bytes(free)} of memory is free here; use a smaller "
