@@ -675,7 +675,11 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         _say("scratchdiff: interrupted")
         return EXIT_INTERRUPTED
-    except Exception as err:  # noqa: BLE001 - anything else is scratchdiff's own bug
+    except Exception as err:  # noqa: BLE001 - anything else is scratchdiff's own bug, unless the user's code raised it
+        theirs = _users_frame(err)
+        if theirs is not None:
+            _say(f"{command}: error: your code raised {type(err).__name__}: {_one_line(err)[:200]} (at {theirs})")
+            return EXIT_USAGE
         where = _save_traceback(argv)
         _say(f"{command}: internal error ({type(err).__name__}: {_one_line(err)[:200]}): this is a bug in "
              f"scratchdiff, not in your input; " + (f"the traceback is in {where}" if where else
@@ -692,6 +696,20 @@ def _check_thread_setting(command: str) -> None:
         default_threads()
     except ValueError as err:
         raise UsageError(f"{command}: error: {err}") from err
+
+
+def _users_frame(err: BaseException) -> str | None:
+    """Where ``err`` was raised in the user's own code (an adapter, a reference model: a file under the
+    current folder, outside this project's packages, Python and the virtual environment), as
+    "path:line"; None when it was not."""
+    here = Path.cwd().resolve()
+    installed = [Path(p).resolve() for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}]
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        path = Path(frame.filename).resolve()
+        if (_users(frame.filename) and path.is_relative_to(here)
+                and not any(path.is_relative_to(p) for p in installed)):
+            return f"{path.relative_to(here)}:{frame.lineno}"
+    return None
 
 
 def _say(line: str) -> None:

@@ -22,6 +22,7 @@ from differential import report as report_module
 from differential.cli import main
 from differential.errors import InputError
 from differential.weights import load_weights
+from tests.foreign.adapter import TinyflowAdapter, make_adapter
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -143,24 +144,43 @@ def test_a_size_the_machine_holds_runs(monkeypatch: pytest.MonkeyPatch, capsys: 
 
 # --- internal errors and Ctrl-C -----------------------------------------------------------------
 
-@pytest.mark.parametrize("error", [KeyError("internal"), ValueError("an internal invariant"),
-                                   TypeError("bad call"), OSError("disk")])
-def test_an_internal_error_exits_3_and_says_it_is_a_bug(error: Exception, monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    def broken(*args: object, **kwargs: object) -> None:
-        raise error
+# A step of the report replaced by a builtin that raises: the error comes from no file of the user's
+# (code of this test module would count as the user's, as an adapter's would).
+INTERNAL = [({}.pop, "KeyError"), ([].index, "ValueError"), (len, "TypeError")]
 
-    monkeypatch.setattr(report_module, "run_report", broken)
+
+@pytest.mark.parametrize(("broken", "name"), INTERNAL, ids=[n for _, n in INTERNAL])
+def test_an_internal_error_exits_3_and_says_it_is_a_bug(broken: object, name: str, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(report_module, "_checked_weights", broken)
     code, out, err = run(capsys, "report")
     assert code == 3 and out == ""
     line = one_line(err)
-    assert "bug in scratchdiff" in line and type(error).__name__ in line
+    assert "bug in scratchdiff" in line and name in line
     path = Path(line.rsplit("the traceback is in ", 1)[1])
     try:
         saved = path.read_text()
-        assert "Traceback (most recent call last)" in saved and "in broken" in saved
+        assert saved.startswith("scratchdiff report\n") and "Traceback (most recent call last)" in saved
+        assert name in saved.splitlines()[-1]
     finally:
         path.unlink()
+
+
+class AdapterWithBrokenParameters(TinyflowAdapter):
+    def named_parameters(self):  # noqa: ANN201 - the adapter protocol's signature
+        raise RuntimeError("my parameter registry is empty")
+
+
+def make_broken_parameters() -> AdapterWithBrokenParameters:
+    return AdapterWithBrokenParameters(make_adapter().model)
+
+
+def test_the_users_code_raising_during_the_run_is_their_input(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "report", "--adapter", "tests.differential.test_cli_errors:make_broken_parameters")
+    assert code == 2 and out == ""
+    line = one_line(err)
+    assert "your code raised RuntimeError: my parameter registry is empty" in line
+    assert "(at tests/differential/test_cli_errors.py:" in line
 
 
 def test_ctrl_c_exits_130_with_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
