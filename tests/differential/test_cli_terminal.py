@@ -26,17 +26,18 @@ COLOURS = re.compile(r"\x1b\[(?:[0-9]+;)*(?:3[0-7]|9[0-7]|38;5;[0-9]+)(?:;[0-9]+
 ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 
 
-def in_terminal(argv: list[str], columns: int, no_color: bool = False) -> tuple[int, str]:
-    """Run ``scratchdiff argv`` with its standard output on a pseudo-terminal ``columns`` wide;
-    its exit code and everything it printed there (colour codes included)."""
+def in_terminal(argv: list[str], columns: int, no_color: bool = False, stderr: bool = False) -> tuple[int, str]:
+    """Run ``scratchdiff argv`` with its standard output (and with ``stderr``, its standard error)
+    on a pseudo-terminal ``columns`` wide; its exit code and everything it printed there (colour
+    codes included)."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "TERM")}
     env["TERM"] = "xterm-256color"
     if no_color:
         env["NO_COLOR"] = "1"
-    process = subprocess.Popen([str(EXE), *argv], stdin=follower, stdout=follower, stderr=subprocess.DEVNULL,
-                               cwd=ROOT, env=env)
+    process = subprocess.Popen([str(EXE), *argv], stdin=follower, stdout=follower,
+                               stderr=follower if stderr else subprocess.DEVNULL, cwd=ROOT, env=env)
     os.close(follower)
     chunks = []
     while True:
@@ -169,3 +170,13 @@ def test_no_line_is_wider_than_a_tmux_window(name: str, columns: int, tmp_path: 
     assert len(lines) > 5 and not any("Traceback" in line for line in lines)
     wide = [line for line in lines if cell_len(line) > columns]
     assert not wide, f"{len(wide)} lines wider than {columns} columns, e.g. {wide[0]!r}"
+
+
+@pytest.mark.slow
+def test_a_long_report_shows_its_progress_on_a_terminal() -> None:
+    code, output = in_terminal(["report", "--batch-size", "2048", "-q"], 100, stderr=True)
+    lines = [line for line in visible_lines(output.replace("\r", "\n")) if line.strip()]
+    assert code == 0 and lines[-1].startswith("scratchdiff: match")
+    assert any(re.search(r"report: .* done .*estimated", line) for line in lines)
+    code, output = in_terminal(["report", "-q"], 100, stderr=True)  # a short one: no progress line
+    assert code == 0 and "estimated" not in output
