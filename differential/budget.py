@@ -12,6 +12,7 @@ show a progress line. The CLI compares it with the memory the machine has free.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from scratch_model.config import TransformerConfig
@@ -69,3 +70,18 @@ def human_seconds(s: float) -> str:
     if s >= 120:
         return f"{s / 60:.3g} minutes"
     return f"{s:.2g} s"
+
+
+def free_memory() -> float | None:
+    """Bytes of memory available to a new process (Linux: MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None

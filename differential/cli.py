@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from differential.errors import InputError
+from differential.errors import InputError, one_line, save_traceback, users_file, users_frame
 
 # differential.training pulls in numpy: main() imports it inside its Ctrl-C handler, so that an
 # interrupt in the first moments of a run is one line, not a traceback.
@@ -208,11 +208,7 @@ def _bad_input(command: str) -> Iterator[None]:
     try:
         yield
     except ValueError as err:
-        raise UsageError(f"scratchdiff {command}: error: {_one_line(err)}") from None
-
-
-def _one_line(err: BaseException) -> str:
-    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+        raise UsageError(f"scratchdiff {command}: error: {one_line(err)}") from None
 
 
 def _users_code(flag: str, call: Callable[..., Any], *args: Any) -> Any:
@@ -222,20 +218,10 @@ def _users_code(flag: str, call: Callable[..., Any], *args: Any) -> Any:
         return call(*args)
     except Exception as err:
         frames = [frame.filename for frame in traceback.extract_tb(err.__traceback__)]
-        if any(_users(name) for name in frames[2:]):  # [0] is here, [1] is ``call`` itself
+        if any(users_file(name) for name in frames[2:]):  # [0] is here, [1] is ``call`` itself
             raise UsageError(f"scratchdiff report: error: {flag}: your code raised {type(err).__name__}: "
-                             f"{_one_line(err)}") from None
+                             f"{one_line(err)}") from None
         raise
-
-
-def _users(filename: str) -> bool:
-    """Whether ``filename`` is the user's code: neither this project's packages nor Python's own library."""
-    import sysconfig
-
-    path = Path(filename).resolve()
-    ours = [Path(__file__).resolve().parent.parent / p for p in ("differential", "scratch_model", "torch_reference")]
-    python = [Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "platstdlib")]
-    return not filename.startswith("<") and not any(path.is_relative_to(root) for root in ours + python)
 
 
 def _check_writable(path: str) -> Path:
@@ -256,12 +242,12 @@ SIZE_FLAGS = (("--batch-size", "batch_size", 16), ("--layers", "layers", 1), ("-
 def _report_estimate(args: argparse.Namespace, options: Any) -> Any:
     """What the report will cost; refused, naming the flags that make it big, when the machine
     does not have the memory free."""
-    from differential.budget import human_bytes, report_estimate
+    from differential.budget import free_memory, human_bytes, report_estimate
 
     estimate = report_estimate(options.model, options.batch_size, options.steps)
     if args.three_way:
         estimate = type(estimate)(estimate.bytes * 2, estimate.seconds * 3)
-    free = _free_memory()
+    free = free_memory()
     if free is not None and estimate.bytes > free:
         big = [f"{flag} {getattr(args, name)}" for flag, name, default in SIZE_FLAGS
                if isinstance(getattr(args, name, None), int) and getattr(args, name) > default]
@@ -272,50 +258,6 @@ def _report_estimate(args: argparse.Namespace, options: Any) -> Any:
                          f"{human_bytes(free)} of memory is free here; use a smaller "
                          f"{' or '.join(b.split()[0] for b in big) or 'model'}")
     return estimate
-
-
-def _free_memory() -> float | None:
-    """Bytes of memory available to a new process (Linux: MemAvailable), or None when unknown."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-PROGRESS_AFTER_S = 2.0  # a report estimated to take longer shows a progress line on a terminal
-
-
-@contextlib.contextmanager
-def _report_progress(estimate: Any, enabled: bool) -> Iterator[Any]:
-    """A Stopwatch that shows the report's stages on stderr as they finish (only on a terminal and
-    for a report estimated to take more than a couple of seconds); None otherwise."""
-    if not enabled or estimate.seconds < PROGRESS_AFTER_S or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from differential.budget import human_seconds
-    from differential.report import Stopwatch
-
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-               TextColumn(f"(estimated {human_seconds(estimate.seconds)})"))
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("report: loading torch, building the weights and the batch", total=None)
-
-        class Watch(Stopwatch):
-            def lap(self, stage: str) -> None:
-                super().lap(stage)
-                progress.update(task, description=f"report: {stage} done")
-
-        yield Watch()
 
 
 def _run_report(args: argparse.Namespace) -> int:
@@ -377,10 +319,10 @@ def _report(args: argparse.Namespace, options: Any, target: Path | None, estimat
     """Run the report (its input is checked) and print or write it."""
     from differential import faults
     from differential.formats import FORMATTERS, format_text, summary_line
-    from differential.output import FILE_SCREEN, detect_screen
+    from differential.output import FILE_SCREEN, detect_screen, report_progress
     from differential.report import run_report, run_three_way
 
-    with faults.activate(args.fault), _report_progress(estimate, enabled=not args.three_way) as watch:
+    with faults.activate(args.fault), report_progress(estimate, enabled=not args.three_way) as watch:
         report = run_three_way(options) if args.three_way else run_report(options, watch)
     if target is not None or not args.quiet:
         screen = FILE_SCREEN if target is not None else detect_screen()
@@ -666,7 +608,7 @@ def _main(argv: Sequence[str] | None) -> int:
         _say(str(err))
         return EXIT_USAGE
     except InputError as err:
-        _say(f"{command}: error: {_one_line(err)}")
+        _say(f"{command}: error: {one_line(err)}")
         return EXIT_USAGE
     except BrokenPipeError:  # e.g. `scratchdiff report | head`: the reader has what it wanted
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -676,12 +618,12 @@ def _main(argv: Sequence[str] | None) -> int:
         _say("scratchdiff: interrupted")
         return EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - anything else is scratchdiff's own bug, unless the user's code raised it
-        theirs = _users_frame(err)
+        theirs = users_frame(err)
         if theirs is not None:
-            _say(f"{command}: error: your code raised {type(err).__name__}: {_one_line(err)[:200]} (at {theirs})")
+            _say(f"{command}: error: your code raised {type(err).__name__}: {one_line(err)[:200]} (at {theirs})")
             return EXIT_USAGE
-        where = _save_traceback(argv)
-        _say(f"{command}: internal error ({type(err).__name__}: {_one_line(err)[:200]}): this is a bug in "
+        where = save_traceback(argv)
+        _say(f"{command}: internal error ({type(err).__name__}: {one_line(err)[:200]}): this is a bug in "
              f"scratchdiff, not in your input; " + (f"the traceback is in {where}" if where else
                                                     "the traceback could not be saved"))
         return EXIT_BUG
@@ -698,38 +640,8 @@ def _check_thread_setting(command: str) -> None:
         raise UsageError(f"{command}: error: {err}") from err
 
 
-def _users_frame(err: BaseException) -> str | None:
-    """Where ``err`` was raised in the user's own code (an adapter, a reference model: a file under the
-    current folder, outside this project's packages, Python and the virtual environment), as
-    "path:line"; None when it was not."""
-    here = Path.cwd().resolve()
-    installed = [Path(p).resolve() for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}]
-    for frame in reversed(traceback.extract_tb(err.__traceback__)):
-        path = Path(frame.filename).resolve()
-        if (_users(frame.filename) and path.is_relative_to(here)
-                and not any(path.is_relative_to(p) for p in installed)):
-            return f"{path.relative_to(here)}:{frame.lineno}"
-    return None
-
-
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def _save_traceback(argv: Sequence[str] | None) -> str | None:
-    """Write the current exception's traceback to a new file in the temporary folder; its path."""
-    import platform
-    import tempfile
-
-    try:
-        handle, path = tempfile.mkstemp(prefix="scratchdiff-bug-", suffix=".txt")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(f"scratchdiff {' '.join(sys.argv[1:] if argv is None else argv)}\n"
-                      f"python {platform.python_version()} on {platform.platform()}\n\n")
-            out.write(traceback.format_exc())
-        return path
-    except OSError:
-        return None
 
 
 if __name__ == "__main__":

@@ -13,9 +13,12 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -107,3 +110,32 @@ def _umask() -> int:
     current = os.umask(0o022)
     os.umask(current)
     return current
+
+
+PROGRESS_AFTER_S = 2.0  # a report estimated to take longer shows its progress on a terminal
+
+
+@contextlib.contextmanager
+def report_progress(estimate: Any, enabled: bool = True) -> Iterator[Any]:
+    """A `differential.report.Stopwatch` that shows the report's stages on stderr as they finish,
+    with the time so far and the estimate (a `differential.budget.Estimate`); only on a terminal
+    and for a report estimated to take more than `PROGRESS_AFTER_S`. None otherwise."""
+    if not enabled or estimate.seconds < PROGRESS_AFTER_S or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from differential.budget import human_seconds
+    from differential.report import Stopwatch
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+               TextColumn(f"(estimated {human_seconds(estimate.seconds)})"))
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("report: loading torch, building the weights and the batch", total=None)
+
+        class Watch(Stopwatch):
+            def lap(self, stage: str) -> None:
+                super().lap(stage)
+                progress.update(task, description=f"report: {stage} done")
+
+        yield Watch()

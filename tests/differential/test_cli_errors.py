@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from differential import cli, output
+from differential import budget, output
 from differential import report as report_module
 from differential.cli import main
 from differential.errors import InputError
@@ -121,7 +121,7 @@ def test_an_adapter_factory_that_raises_is_bad_input(tmp_path: Path, monkeypatch
 ])
 def test_sizes_and_seeds_name_the_flag(argv: list[str], words: str, monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(cli, "_free_memory", lambda: 16e9)  # the same verdict on any machine
+    monkeypatch.setattr(budget, "free_memory", lambda: 16e9)  # the same verdict on any machine
     monkeypatch.setattr(report_module, "run_report", _must_not_run)
     start = time.perf_counter()
     code, out, err = run(capsys, *argv)
@@ -138,7 +138,7 @@ def _must_not_run(*args: object, **kwargs: object) -> None:
 
 
 def test_a_size_the_machine_holds_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(cli, "_free_memory", lambda: 16e9)
+    monkeypatch.setattr(budget, "free_memory", lambda: 16e9)
     assert run(capsys, "report", "--batch-size", "64", "-q")[0] == 0
 
 
@@ -316,7 +316,7 @@ def test_bad_input_with_o_leaves_nothing_behind(bad: list[str], tmp_path: Path, 
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty.npz").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "_free_memory", lambda: 16e9)
+    monkeypatch.setattr(budget, "free_memory", lambda: 16e9)
     code, out, err = run(capsys, "report", *bad, "--format", "html", "-o", "report.html")
     assert code == 2 and out == "" and one_line(err)
     assert _listing(tmp_path) == ["empty.npz"]
