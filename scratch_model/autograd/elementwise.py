@@ -17,54 +17,64 @@ def _pair(name: str, a: Any, b: Any) -> tuple[Tensor, Tensor]:
     return a_t, b_t
 
 
-def _grad_for(t: Tensor, grad: np.ndarray) -> np.ndarray | None:
-    return unbroadcast(grad, t.shape) if t.requires_grad else None
-
+# Backward closures keep the arrays and flags they need, never the input Tensors: an intermediate
+# Tensor nobody else holds can then drop its array before the backward (see Tensor.backward).
 
 @op
 def _add(a: Tensor, b: Tensor):
+    a_shape, b_shape, a_req, b_req = a.shape, b.shape, a.requires_grad, b.requires_grad
+
     def backward(g):
-        return _grad_for(a, g), _grad_for(b, g)
+        return (unbroadcast(g, a_shape) if a_req else None), (unbroadcast(g, b_shape) if b_req else None)
 
     return a.data + b.data, backward
 
 
 @op
 def _sub(a: Tensor, b: Tensor):
+    a_shape, b_shape, a_req, b_req = a.shape, b.shape, a.requires_grad, b.requires_grad
+
     def backward(g):
-        return _grad_for(a, g), (unbroadcast(-g, b.shape) if b.requires_grad else None)
+        return (unbroadcast(g, a_shape) if a_req else None), (unbroadcast(-g, b_shape) if b_req else None)
 
     return a.data - b.data, backward
 
 
 @op
 def _mul(a: Tensor, b: Tensor):
-    def backward(g):  # each product only for an input that takes a gradient
-        return (unbroadcast(g * b.data, a.shape) if a.requires_grad else None,
-                unbroadcast(g * a.data, b.shape) if b.requires_grad else None)
+    a_shape, b_shape, a_req, b_req = a.shape, b.shape, a.requires_grad, b.requires_grad
+    a_data, b_data = a.data if b_req else None, b.data if a_req else None  # each only for the other's gradient
+
+    def backward(g):
+        return (unbroadcast(g * b_data, a_shape) if a_req else None,
+                unbroadcast(g * a_data, b_shape) if b_req else None)
 
     return a.data * b.data, backward
 
 
 @op
 def _div(a: Tensor, b: Tensor):
+    a_shape, b_shape, a_req, b_req = a.shape, b.shape, a.requires_grad, b.requires_grad
+    a_data, b_data = (a.data if b_req else None), b.data
+
     def backward(g):
-        return (unbroadcast(g / b.data, a.shape) if a.requires_grad else None,
-                unbroadcast(-g * a.data / (b.data * b.data), b.shape) if b.requires_grad else None)
+        return (unbroadcast(g / b_data, a_shape) if a_req else None,
+                unbroadcast(-g * a_data / (b_data * b_data), b_shape) if b_req else None)
 
     return a.data / b.data, backward
 
 
 @op
 def _pow(a: Tensor, b: Tensor):
-    out = a.data ** b.data
+    a_data, b_data, a_shape, b_shape, a_req, b_req = a.data, b.data, a.shape, b.shape, a.requires_grad, b.requires_grad
+    out = a_data ** b_data
 
     def backward(g):
-        grad_a = _grad_for(a, g * b.data * a.data ** (b.data - 1))
+        grad_a = unbroadcast(g * b_data * a_data ** (b_data - 1), a_shape) if a_req else None
         grad_b = None
-        if b.requires_grad:
+        if b_req:
             with np.errstate(divide="ignore", invalid="ignore"):
-                grad_b = _grad_for(b, g * out * np.log(a.data))
+                grad_b = unbroadcast(g * out * np.log(a_data), b_shape)
         return grad_a, grad_b
 
     return out, backward
@@ -103,7 +113,8 @@ def exp(a: Tensor):
 
 @op
 def log(a: Tensor):
-    return np.log(a.data), lambda g: (g / a.data,)
+    a_data = a.data
+    return np.log(a_data), lambda g: (g / a_data,)
 
 
 @op

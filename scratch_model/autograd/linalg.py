@@ -26,26 +26,31 @@ def _matmul(a: Tensor, b: Tensor):
     if b.ndim == 2 and a.ndim > 2 and a.shape[-1] > 0:
         return _matmul_flat(a, b)
 
+    a_data, b_data, a_req, b_req = a.data, b.data, a.requires_grad, b.requires_grad
+
     def backward(g):
         # swapaxes, not .T: .T would also reverse the batch axes of a 3-D operand
-        grad_a = unbroadcast(g @ np.swapaxes(b.data, -1, -2), a.shape) if a.requires_grad else None
-        grad_b = unbroadcast(np.swapaxes(a.data, -1, -2) @ g, b.shape) if b.requires_grad else None
+        grad_a = unbroadcast(g @ np.swapaxes(b_data, -1, -2), a_data.shape) if a_req else None
+        grad_b = unbroadcast(np.swapaxes(a_data, -1, -2) @ g, b_data.shape) if b_req else None
         return grad_a, grad_b
 
-    return a.data @ b.data, backward
+    return a_data @ b_data, backward
 
 
 def _matmul_flat(a: Tensor, b: Tensor):
     """``(..., K) @ (K, N)`` (a Linear layer) as one 2-D product over the flattened leading axes: one
     BLAS call instead of one per batch row, and the gradient of ``b`` as a single ``(K, B*T) @
     (B*T, N)`` product instead of a stack of per-batch products summed afterwards."""
-    a_flat = a.data.reshape(-1, a.shape[-1])  # (B*T, K)
-    out = (a_flat @ b.data).reshape(*a.shape[:-1], b.shape[-1])  # (..., N)
+    a_shape, b_data, a_req, b_req = a.shape, b.data, a.requires_grad, b.requires_grad
+    a_flat = a.data.reshape(-1, a_shape[-1])  # (B*T, K)
+    out = (a_flat @ b_data).reshape(*a_shape[:-1], b_data.shape[-1])  # (..., N)
+    if not b_req:
+        a_flat = None  # only b's gradient needs it
 
     def backward(g):
         g_flat = g.reshape(-1, g.shape[-1])  # (B*T, N)
-        grad_a = (g_flat @ b.data.T).reshape(a.shape) if a.requires_grad else None
-        grad_b = a_flat.T @ g_flat if b.requires_grad else None
+        grad_a = (g_flat @ b_data.T).reshape(a_shape) if a_req else None
+        grad_b = a_flat.T @ g_flat if b_req else None
         return grad_a, grad_b
 
     return out, backward
@@ -71,17 +76,22 @@ def linear(x: Any, weight_t: Tensor, bias: Tensor | None = None) -> Tensor:
 
 @op
 def _linear(x: Tensor, weight_t: Tensor, bias: Tensor | None = None):
-    x_flat = x.data.reshape(-1, x.shape[-1])  # (B*T, in)
-    out = x_flat @ weight_t.data  # (B*T, out)
+    x_shape, w_data, x_req, w_req = x.shape, weight_t.data, x.requires_grad, weight_t.requires_grad
+    b_req = bias is not None and bias.requires_grad
+    x_flat = x.data.reshape(-1, x_shape[-1])  # (B*T, in)
+    out = x_flat @ w_data  # (B*T, out)
     if bias is not None:
         out += bias.data
+    if not w_req:
+        x_flat = None  # only the weight's gradient needs it
+    with_bias = bias is not None
 
     def backward(g):
         g_flat = g.reshape(-1, g.shape[-1])  # (B*T, out)
-        grad_x = (g_flat @ weight_t.data.T).reshape(x.shape) if x.requires_grad else None
-        grad_w = x_flat.T @ g_flat if weight_t.requires_grad else None
-        if bias is None:
+        grad_x = (g_flat @ w_data.T).reshape(x_shape) if x_req else None
+        grad_w = x_flat.T @ g_flat if w_req else None
+        if not with_bias:
             return grad_x, grad_w
-        return grad_x, grad_w, (g_flat.sum(axis=0) if bias.requires_grad else None)
+        return grad_x, grad_w, (g_flat.sum(axis=0) if b_req else None)
 
-    return out.reshape(*x.shape[:-1], weight_t.shape[1]), backward
+    return out.reshape(*x_shape[:-1], w_data.shape[1]), backward

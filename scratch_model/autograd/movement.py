@@ -12,7 +12,8 @@ from scratch_model.autograd.tensor import Tensor, check_same_dtype, op
 
 @op
 def reshape(a: Tensor, shape: tuple[int, ...]):
-    return a.data.reshape(shape), lambda g: (g.reshape(a.shape),)
+    a_shape = a.shape
+    return a.data.reshape(shape), lambda g: (g.reshape(a_shape),)
 
 
 @op
@@ -20,8 +21,10 @@ def transpose(a: Tensor, axes: tuple[int, ...] | None = None):
     """Permute axes (reverse them when ``axes`` is None); the gradient is permuted back."""
     perm = tuple(range(a.ndim))[::-1] if axes is None else tuple(axes)
     out = np.transpose(a.data, perm)  # rejects a bad permutation before it is normalised
-    # argsort inverts the permutation only over non-negative axes: (0, -1, -2) must read (0, 2, 1)
-    inverse = tuple(np.argsort([axis % a.ndim for axis in perm]))
+    # invert over non-negative axes: (0, -1, -2) must read (0, 2, 1)
+    inverse = [0] * len(perm)
+    for position, axis in enumerate(perm):
+        inverse[axis % a.ndim] = position
     return out, lambda g: (np.transpose(g, inverse),)
 
 
@@ -42,8 +45,10 @@ def getitem(a: Tensor, index: Any):
     if isinstance(index, Tensor):
         raise TypeError("index a Tensor with a numpy array or slices, not a Tensor")
 
+    a_shape, a_dtype = a.shape, a.dtype
+
     def backward(g):
-        grad = np.zeros_like(a.data)
+        grad = np.zeros(a_shape, dtype=a_dtype)
         if _is_basic(index):
             grad[index] = g
         else:

@@ -92,10 +92,11 @@ def embedding(weight: Tensor, indices: np.ndarray):
     """Rows of ``weight`` picked by integer ``indices``; the backward scatter-adds, so a token
     that appears several times in a batch receives the sum of its gradients."""
     indices = np.asarray(indices)
+    shape, dtype = weight.shape, weight.dtype
 
     def backward(g):
-        grad = np.zeros_like(weight.data)
-        np.add.at(grad, indices.reshape(-1), g.reshape(-1, weight.shape[-1]))
+        grad = np.zeros(shape, dtype=dtype)
+        np.add.at(grad, indices.reshape(-1), g.reshape(-1, shape[-1]))
         return (grad,)
 
     return weight.data[indices], backward

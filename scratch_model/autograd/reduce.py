@@ -27,21 +27,21 @@ def _keep(grad: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray
 
 @op
 def sum(a: Tensor, axis: Any = None, keepdims: bool = False):  # noqa: A001
-    axes = _axes(axis, a.ndim)
+    axes, a_shape = _axes(axis, a.ndim), a.shape
 
     def backward(g):
-        return (np.broadcast_to(_keep(g, axes, keepdims), a.shape).copy(),)
+        return (np.broadcast_to(_keep(g, axes, keepdims), a_shape).copy(),)
 
     return np.sum(a.data, axis=axes, keepdims=keepdims), backward
 
 
 @op
 def mean(a: Tensor, axis: Any = None, keepdims: bool = False):
-    axes = _axes(axis, a.ndim)
+    axes, a_shape, a_dtype = _axes(axis, a.ndim), a.shape, a.dtype
     count = int(np.prod([a.shape[i] for i in axes])) if axes else 1
 
     def backward(g):
-        return (np.broadcast_to(_keep(g, axes, keepdims) / count, a.shape).astype(a.dtype),)
+        return (np.broadcast_to(_keep(g, axes, keepdims) / count, a_shape).astype(a_dtype),)
 
     return np.mean(a.data, axis=axes, keepdims=keepdims), backward
 
@@ -49,12 +49,12 @@ def mean(a: Tensor, axis: Any = None, keepdims: bool = False):
 @op
 def max(a: Tensor, axis: Any = None, keepdims: bool = False):  # noqa: A001
     """Maximum; where several elements tie, the gradient is shared equally among them."""
-    axes = _axes(axis, a.ndim)
-    out = np.max(a.data, axis=axes, keepdims=True)
+    axes, a_data = _axes(axis, a.ndim), a.data
+    out = np.max(a_data, axis=axes, keepdims=True)
 
     def backward(g):
-        winners = a.data == out
+        winners = a_data == out
         share = winners / winners.sum(axis=axes, keepdims=True)
-        return ((_keep(g, axes, keepdims) * share).astype(a.dtype),)
+        return ((_keep(g, axes, keepdims) * share).astype(a_data.dtype),)
 
     return (out if keepdims else np.squeeze(out, axis=axes)), backward

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,7 +68,8 @@ class OpRecord:
 class Tensor:
     """A numpy array with an optional gradient and a link to the op that produced it."""
 
-    __slots__ = ("data", "grad", "requires_grad", "name", "_parents", "_backward", "_record", "_retain")
+    __slots__ = ("_data", "grad", "requires_grad", "name", "_parents", "_backward", "_record", "_retain", "_links",
+                 "__weakref__")
     __array_priority__ = 1000  # so `ndarray * Tensor` defers to Tensor.__rmul__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None,
@@ -76,7 +79,7 @@ class Tensor:
             if dtype is not None or not np.issubdtype(array.dtype, np.number):
                 raise TypeError(f"Tensor needs float32 or float64 data, got dtype {array.dtype}")
             array = array.astype(np.float64)
-        self.data: np.ndarray = array
+        self._data: np.ndarray | None = array
         self.grad: np.ndarray | None = None
         self.requires_grad = bool(requires_grad)
         self.name = name
@@ -85,8 +88,20 @@ class Tensor:
         # (name, primitive, args, kwargs) of the op that made it; `op` turns it into an OpRecord
         self._record: tuple[str, Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
         self._retain = False
+        self._links = 0  # references to this tensor from its children's parent tuples and op records
         for observer in _creation_observers:
             observer(self)
+
+    @property
+    def data(self) -> np.ndarray:
+        """The array. An intermediate array that only the graph still reached may have been released
+        during the forward (see `_release_unheld`); reading it recomputes it from the op record."""
+        data = self._data
+        return data if data is not None else _recompute(self)
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        self._data = value
 
     # --- array-like surface -------------------------------------------------------------
     @property
@@ -175,6 +190,8 @@ class Tensor:
         pending: dict[int, np.ndarray] = {id(self): grad}
         pop = pending.pop
         order = topological_order(self)  # popped from the end: children first, each dropped once done
+        if not retain_graph:
+            _release_unheld()
         while order:
             node = order.pop()
             g = pop(id(node), None)
@@ -189,6 +206,7 @@ class Tensor:
                 continue
             parents = node._parents
             if not retain_graph:
+                _link(node, -1)
                 node._backward, node._parents, node._record = _freed_backward, (), None
             if g is None:
                 continue
@@ -280,6 +298,76 @@ class Tensor:
 
     def relu(self) -> Tensor:
         return _ops().relu(self)
+
+
+def _count_local_references() -> int:
+    """What sys.getrefcount reports for an object held by one local variable only (2 on CPython:
+    the variable and the call's argument), measured rather than assumed."""
+    probe = object()
+    return sys.getrefcount(probe)
+
+
+_LOCAL_REFERENCES = _count_local_references()
+_RELEASE_BYTES = 1 << 20  # smaller arrays are not worth the bookkeeping (one sweep per large result)
+_candidates: list[weakref.ref] = []  # graph nodes with large arrays, oldest first
+_sweeping = False
+
+
+def _release_unheld() -> None:
+    """Drop the array of every large intermediate tensor that nothing but its graph links (its
+    children's parent tuples and op records) still reaches.
+
+    A primitive's backward keeps the arrays it needs itself, never its input Tensors, so such an
+    array is needed by no backward, and no caller can see it: the sum of a residual add once the
+    LayerNorm that read it has made its own, the attention scores before their scaling. Without
+    this the graph would hold every array of the forward until the backward reaches its nodes;
+    torch keeps only what its backward formulas save. Anything else that holds the Tensor (the
+    caller, a hook's record, an op that keeps its input Tensor) adds a reference, and the array
+    stays. Runs as large results are made and when a backward starts; reading ``.data`` of a
+    released tensor (walking the graph by hand) recomputes it from its op record."""
+    global _sweeping
+    if _sweeping:
+        return
+    _sweeping = True
+    try:
+        kept = []
+        for ref in _candidates:
+            t = ref()
+            if t is None or t._record is None:
+                continue  # gone, or its node already freed by a backward
+            if sys.getrefcount(t) == _LOCAL_REFERENCES + t._links:
+                t._data = None
+                continue
+            kept.append(ref)
+        t = None
+        _candidates[:] = kept
+    finally:
+        _sweeping = False
+
+
+def _link(node: Tensor, step: int) -> None:
+    """Count (step 1) or uncount (step -1) the references ``node``'s parent tuple and op record hold
+    to its Tensor arguments."""
+    if node._record is None:
+        return  # freed by an earlier backward: nothing left to count
+    for parent in node._parents:
+        parent._links += 2 * step  # the parent tuple and the record's argument tuple
+    if node._record[3]:
+        for a in node._record[3].values():
+            if isinstance(a, Tensor):
+                a._links += step
+
+
+def _recompute(t: Tensor) -> np.ndarray:
+    """The array of a tensor released by `_release_unheld`: its op re-run on its arguments (whose
+    own arrays are recomputed the same way when released too), without building a graph."""
+    record = t._record
+    if record is None:
+        raise RuntimeError("the array of this tensor was released and its op record is gone")
+    with no_grad():
+        value = record[1](*record[2], **record[3])._data
+    t._data = value
+    return value
 
 
 def _freed_backward(grad: np.ndarray) -> Sequence[np.ndarray | None]:
@@ -393,7 +481,7 @@ def _result(out: Any, parents: tuple[Tensor, ...], backward: Any, record: Any) -
             raise TypeError(f"Tensor needs float32 or float64 data, got dtype {out.dtype}")
         out = out.astype(np.float64)
     t = _new_tensor(Tensor)
-    t.data = out
+    t._data = out
     t.grad = None
     t.requires_grad = backward is not None
     t.name = None
@@ -401,6 +489,12 @@ def _result(out: Any, parents: tuple[Tensor, ...], backward: Any, record: Any) -
     t._backward = backward
     t._record = record
     t._retain = False
+    t._links = 0
     for observer in _creation_observers:
         observer(t)
+    if backward is not None:
+        _link(t, 1)
+        if out.nbytes >= _RELEASE_BYTES:
+            _candidates.append(weakref.ref(t))
+            _release_unheld()
     return t
