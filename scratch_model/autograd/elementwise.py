@@ -129,4 +129,4 @@ def relu(a: Tensor):
     # NaN as in torch.relu. The backward reads its mask off the output (kept anyway as the next
     # layer's input) rather than saving one more array.
     out = np.maximum(a.data, a.data.dtype.type(0))
-    return out, lambda g: (g * (out > 0),)
+    return out, lambda g: (np.multiply(g, out > 0, dtype=g.dtype),)

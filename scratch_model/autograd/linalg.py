@@ -92,6 +92,7 @@ def _linear(x: Tensor, weight_t: Tensor, bias: Tensor | None = None):
         grad_w = x_flat.T @ g_flat if w_req else None
         if not with_bias:
             return grad_x, grad_w
-        return grad_x, grad_w, (g_flat.sum(axis=0) if b_req else None)
+        # the column sums as a BLAS product: several times faster than sum(axis=0) on (B*T, out)
+        return grad_x, grad_w, ((np.ones(len(g_flat), dtype=g_flat.dtype) @ g_flat) if b_req else None)
 
     return out.reshape(*x_shape[:-1], w_data.shape[1]), backward

@@ -87,6 +87,9 @@ def cross_entropy_mean(logits: Tensor, targets: np.ndarray):
     return -picked.mean(), backward
 
 
+_ONE_HOT_LIMIT = 1 << 22  # elements of the one-hot matrix the embedding backward may build
+
+
 @op
 def embedding(weight: Tensor, indices: np.ndarray):
     """Rows of ``weight`` picked by integer ``indices``; the backward scatter-adds, so a token
@@ -95,8 +98,14 @@ def embedding(weight: Tensor, indices: np.ndarray):
     shape, dtype = weight.shape, weight.dtype
 
     def backward(g):
+        flat, rows = indices.reshape(-1), g.reshape(-1, shape[-1])  # (N,), (N, D)
+        if shape[0] * flat.size <= _ONE_HOT_LIMIT:
+            # the scatter-add as one product with a one-hot matrix: many times faster than np.add.at
+            one_hot = np.zeros((shape[0], flat.size), dtype=dtype)  # (rows of weight, N)
+            one_hot[flat, np.arange(flat.size)] = 1
+            return (one_hot @ rows,)
         grad = np.zeros(shape, dtype=dtype)
-        np.add.at(grad, indices.reshape(-1), g.reshape(-1, shape[-1]))
+        np.add.at(grad, flat, rows)
         return (grad,)
 
     return weight.data[indices], backward

@@ -278,3 +278,19 @@ def test_op_record_reruns_the_primitive(case: OpCase) -> None:
     with ag.no_grad():
         again = record.fn(*record.args, **record.kwargs)
     np.testing.assert_array_equal(again.data, out.data)
+
+
+@pytest.mark.parametrize("limit", [0, 1 << 22], ids=["scatter-add", "one-hot product"])
+def test_embedding_backward_paths_match_torch(limit: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedding backward is a one-hot product for small tables and np.add.at past the limit:
+    both add the gradients of repeated tokens like torch."""
+    from scratch_model.autograd import nn as ag_nn
+
+    monkeypatch.setattr(ag_nn, "_ONE_HOT_LIMIT", limit)
+    rng = np.random.default_rng(7)
+    w_np, tokens = rng.standard_normal((6, 4)), rng.integers(0, 6, size=(3, 5))
+    upstream = rng.standard_normal((3, 5, 4))
+    w, w_t = Tensor(w_np.copy(), requires_grad=True), torch.tensor(w_np, requires_grad=True)
+    ag.embedding(w, tokens).backward(upstream)
+    torch.nn.functional.embedding(torch.from_numpy(tokens), w_t).backward(torch.from_numpy(upstream))
+    np.testing.assert_allclose(w.grad, w_t.grad.numpy(), rtol=1e-13, atol=1e-15)
