@@ -23,6 +23,7 @@ from differential.errors import InputError
 from differential.findings import NotAvailable
 from differential.localize import ModuleResult, Origin, backward_origin, judge
 from differential.sides import Side, source_location
+from differential.tied import holders
 from scratch_model.config import TransformerConfig
 
 
@@ -182,6 +183,7 @@ class AdapterSide(Side):
             self.names = resolve_names(adapter, config, reference)
             self._check_dtype({t: np.asarray(adapter.to_numpy(p)).dtype
                                for t, p in adapter.named_parameters().items()}, "parameters")
+        self.users = holders(config, reference)  # shared parameters: a module run alone returns its share
         self.has_optimizer = _overrides(adapter, "make_optimizer")
         self.optimizers = tuple(adapter.optimizers)
         unknown = [k for k in self.optimizers if k not in OPTIMIZER_KINDS]
@@ -519,7 +521,8 @@ class AdapterSide(Side):
             a.backward(out, np.array(grad_output, dtype=self.dtype))
         named = a.named_parameters()
         grads = {ref: self._layout(theirs, _array(a.grad_of(named[theirs])))
-                 for ref, theirs in self.names.params.items() if not base or ref.startswith(base + ".")}
+                 for ref, theirs in self.names.params.items()
+                 if not base or ref.startswith(base + ".") or base in self.users.get(ref, ())}
         result, grad_in = np.array(a.to_numpy(out)), [_array(a.grad_of(t)) for t in leaves]
         if ref_shapes is not None:
             result = _shaped(result, ref_shapes[1])

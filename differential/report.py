@@ -354,6 +354,8 @@ def _independent_findings(results: dict[str, Any], loss: dict[str, Any], loss_cu
     added to ``not_checked``."""
     breaks = [fnd.refine_cut(o, forced) for o in graph_breaks(results, expected, actual)]
     origins = breaks + fnd.module_origins(forced, results, expected, breaks, actual)
+    if expected.tied:  # shared parameters, left out of teacher forcing: each holder's share alone
+        origins += tied.shared_origins(actual_side, oracle_side, expected, actual, noise, phases.batches(options)[0][0])
     found = [describe.describe(o, results, actual_side, oracle_side, actual, expected, options, forced)
              for o in origins]
     scratch_loss, reference_loss = describe.loss_source(options.impl, options.adapter), \

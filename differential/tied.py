@@ -34,36 +34,33 @@ def users_of(named: Iterable[tuple[str, Any]]) -> dict[str, tuple[str, ...]]:
     return {names[0]: tuple(n.rpartition(".")[0] for n in names) for names in groups.values() if len(names) > 1}
 
 
-def retarget(origin: Origin | None, actual_side: Side, oracle_side: Side, expected: Capture,
-             tokens: Any) -> Origin | None:
-    """A parameter-gradient origin whose bad parameter is shared: run each user alone on both
-    sides; when exactly one user's share differs, that user is the origin. Anything else (no
-    shared parameter, several or no differing shares, a side that cannot run modules alone) keeps
-    ``origin``."""
-    if origin is None or origin.phase != "param_grad" or origin.check is None:
-        return origin
-    short = origin.check.tensor[len("param_grad["):-1]
-    name = f"{origin.path.split('#')[0]}.{short}" if origin.path else short
-    holders = expected.tied.get(name, ())
-    if len(holders) < 2:
-        return origin
+def _shares(name: str, holders: tuple[str, ...], actual_side: Side, oracle_side: Side, expected: Capture,
+            tokens: Any) -> list[tuple[str, Check]] | None:
+    """Each holder of the shared parameter ``name`` run alone on both sides (the reference's inputs
+    and output gradient): the holders whose share of the gradient differs, with the check. None
+    when a holder cannot be run alone."""
+    short = name.rpartition(".")[2]
     differing = []
     for path in holders:
         call = expected.calls.get(path)
         if call is None or call.grad_output is None:
-            return origin
+            return None
         try:
             _, _, mine = actual_side.run_module(path, call.inputs, tokens, call.grad_output)
             _, _, theirs = oracle_side.run_module(path, call.inputs, tokens, call.grad_output)
-        except Exception:  # noqa: BLE001 - a side that cannot run it alone: keep the joint run's origin
-            return origin
+        except Exception:  # noqa: BLE001 - a side that cannot run it alone: nothing to say here
+            return None
+        if name not in mine:
+            return None  # this side does not say which parameters a module alone touches
         got, want = mine.get(name), theirs.get(name)
         m = compare(got, want, None, float(np.max(np.abs(call.grad_output), initial=0.0)))
         if _differs(got, want, m.match, actual_side.dtype):
             differing.append((path, Check(f"param_grad[{short}]", m, got, want)))
-    if len(differing) != 1:
-        return origin
-    path, check = differing[0]
+    return differing
+
+
+def _origin(name: str, holders: tuple[str, ...], path: str, check: Check, base: Origin | None = None) -> Origin:
+    """The divergence of holder ``path``'s share of the shared ``name``."""
     kind, words = diagnose.classify(check.actual, check.expected, is_grad=True)
     others = [p for p in holders if p != path]
     reason = (f"{name} is shared with {', '.join(others)}; its gradient differs, and run alone on the reference's "
@@ -75,7 +72,43 @@ def retarget(origin: Origin | None, actual_side: Side, oracle_side: Side, expect
         kind = diagnose.GRAPH_BREAK
     elif kind == diagnose.VALUE:
         kind = diagnose.PARAM_GRAD
-    return replace(origin, path=path, check=check, kind=kind, reason=reason, forced=True)
+    if base is None:
+        return Origin(path, "param_grad", check, kind=kind, reason=reason, forced=True)
+    return replace(base, path=path, check=check, kind=kind, reason=reason, forced=True)
+
+
+def retarget(origin: Origin | None, actual_side: Side, oracle_side: Side, expected: Capture,
+             tokens: Any) -> Origin | None:
+    """A parameter-gradient origin whose bad parameter is shared: when exactly one holder's share
+    differs, that holder is the origin. Anything else (no shared parameter, several or no
+    differing shares, a side that cannot run modules alone) keeps ``origin``."""
+    if origin is None or origin.phase != "param_grad" or origin.check is None:
+        return origin
+    short = origin.check.tensor[len("param_grad["):-1]
+    name = f"{origin.path.split('#')[0]}.{short}" if origin.path else short
+    holders = expected.tied.get(name, ())
+    if len(holders) < 2:
+        return origin
+    differing = _shares(name, holders, actual_side, oracle_side, expected, tokens)
+    if not differing or len(differing) != 1:
+        return origin
+    return _origin(name, holders, *differing[0], base=origin)
+
+
+def shared_origins(actual_side: Side, oracle_side: Side, expected: Capture, actual: Capture,
+                   noise: Capture | None, tokens: Any) -> list[Origin]:
+    """For the findings: every holder whose share of a shared parameter's gradient differs, for
+    each shared parameter whose (summed) gradient disagrees in the joint run. (Teacher forcing
+    leaves shared parameters out: alone, a module gives only its share.)"""
+    out = []
+    for name, holders in expected.tied.items():
+        joint = compare(actual.param_grads.get(name), expected.param_grads.get(name),
+                        noise.param_grads.get(name) if noise else None)
+        if joint.match:
+            continue
+        out += [_origin(name, holders, path, check)
+                for path, check in _shares(name, holders, actual_side, oracle_side, expected, tokens) or []]
+    return out
 
 
 def _differs(got: Any, want: Any, match: bool, dtype: str) -> bool:
@@ -88,3 +121,11 @@ def _differs(got: Any, want: Any, match: bool, dtype: str) -> bool:
         return not match
     size = float(np.linalg.norm(want))
     return float(np.linalg.norm(np.asarray(got, dtype=np.float64) - want)) > 1e-4 * max(size, 1e-30)
+
+
+def holders(config: Any, reference: Any = None) -> dict[str, tuple[str, ...]]:
+    """The shared parameters of the reference: of ``reference`` (a user's torch module) or of the
+    bundled model built from ``config`` (whose only shared parameter is a tied head's table)."""
+    if reference is not None:
+        return users_of(reference.named_parameters(remove_duplicate=False))
+    return {"embedding.weight": ("embedding", "head")} if config.tie_head else {}

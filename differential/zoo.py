@@ -155,7 +155,7 @@ def combos(base: ReportOptions, sizes: tuple[int, ...] = (2, 3)) -> list[tuple[f
         for group in itertools.combinations(pool, size):
             phases = {phase(f) for f in group}
             targets = [(owner, attr) for f in group for owner, attr, _ in f.targets]
-            options = [f.report for f in group if f.report]
+            options = [(f.report, f.needs) for f in group if f.report or f.needs]  # at most one architecture
             apart = all(_apart(reach[a.name], reach[b.name]) for a, b in itertools.combinations(group, 2))
             if apart and len(phases) == size and len(set(targets)) == len(targets) \
                     and len({str(o) for o in options}) <= 1:
@@ -171,11 +171,14 @@ def run_combos(base: ReportOptions | None = None, sizes: tuple[int, ...] = (2, 3
     rows = []
     for group in combos(base, sizes):
         names = [f.name for f in group]
-        options = replace(base, **{k: v for f in group for k, v in f.report.items()})
+        model = base.model
+        for f in group:
+            model = f.model_for(model)
+        options = replace(base, model=model, **{k: v for f in group for k, v in f.report.items()})
         with faults.activate_all(names):
             report = run_report(options)
         listed = [(d.module, d.phase, d.kind) for d in report.findings]
-        expected = [e for f in group for e in f.expected()]
+        expected = [e for f in group for e in f.expected(options.model)]
         found = [e in listed for e in expected]
         rows.append(ComboRow(names, expected, found, all(found), listed))
         if on_combo is not None:

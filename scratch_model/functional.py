@@ -119,7 +119,7 @@ def linear(params: Params, path: str, x: Tensor, weight: str | None = None) -> T
 
 def head(params: Params, config: TransformerConfig, x: Tensor) -> Tensor:
     """The output projection; with ``tie_head`` its weight is the token embedding's."""
-    return linear(params, "head", x, "embedding.weight" if config.tie_head else None)
+    return linear(params, "head", x, "embedding.weight") if config.tie_head else linear(params, "head", x)
 
 
 def embed(params: Params, tokens: np.ndarray) -> Tensor:
@@ -202,11 +202,13 @@ def block(params: Params, config: TransformerConfig, path: str, x: Tensor,
     def norm(name: str, z: Tensor) -> Tensor:
         return sub(name, lambda y: layer_norm(params, config, f"{path}.{name}", y), z)
 
-    if config.norm == "pre":  # x + f(ln(x))
-        x = x + attn(norm("ln1", x))
-        return x + ffn(norm("ln2", x))
-    x = norm("ln1", x + attn(x))  # post: ln(x + f(x))
-    return norm("ln2", x + ffn(x))
+    if config.norm == "post":  # ln(x + f(x))
+        attended = attn(x)
+        x = norm("ln1", x + attended)
+        transformed = ffn(x)
+        return norm("ln2", x + transformed)
+    x = x + attn(norm("ln1", x))  # pre: x + f(ln(x))
+    return x + ffn(norm("ln2", x))
 
 
 def forward(params: Params, tokens: np.ndarray, config: TransformerConfig, *,
@@ -246,8 +248,8 @@ def submodule(params: Params, config: TransformerConfig, path: str) -> functools
         return functools.partial(embed, params)
     if path == "pos_embedding" and config.positional != "none":
         return functools.partial(add_positions, params, config)
-    if path == "head":
-        return functools.partial(head, params, config)
+    if path == "head":  # an untied head is a plain Linear layer
+        return functools.partial(head, params, config) if config.tie_head else functools.partial(linear, params, path)
     if path == "ln_f" and config.final_norm:
         return functools.partial(layer_norm, params, config, path)
     in_block = len(parts) >= 2 and parts[0] == "blocks" and parts[1].isdigit() \

@@ -146,11 +146,11 @@ class TransformerBlock(Module):
         self.ln2 = LayerNorm(d, config.ln_eps, dtype)
 
     def forward(self, x: Tensor, mask: np.ndarray | None = None) -> Tensor:
-        if self.pre_norm:
-            x = x + self.attn(self.ln1(x), mask)
-            return x + self.ffn(self.ln2(x))
-        x = self.ln1(x + self.attn(x, mask))
-        return self.ln2(x + self.ffn(x))
+        if not self.pre_norm:
+            x = self.ln1(x + self.attn(x, mask))
+            return self.ln2(x + self.ffn(x))
+        x = x + self.attn(self.ln1(x), mask)
+        return x + self.ffn(self.ln2(x))
 
 
 class ReversalTransformer(Module):

@@ -125,11 +125,11 @@ class TransformerBlock(nn.Module):
         self.ln2 = nn.LayerNorm(d, eps=config.ln_eps)
 
     def forward(self, x: torch.Tensor, mask: Mask | None = None) -> torch.Tensor:
-        if self.pre_norm:
-            x = x + self.attn(self.ln1(x), mask)
-            return x + self.ffn(self.ln2(x))
-        x = self.ln1(x + self.attn(x, mask))
-        return self.ln2(x + self.ffn(x))
+        if not self.pre_norm:
+            x = self.ln1(x + self.attn(x, mask))
+            return self.ln2(x + self.ffn(x))
+        x = x + self.attn(self.ln1(x), mask)
+        return x + self.ffn(self.ln2(x))
 
 
 class ReversalTransformer(nn.Module):

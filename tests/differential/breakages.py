@@ -297,11 +297,11 @@ def f_block_residual_from_data(params, config, path, x, mask=None, recorder=None
 
     attended = sub("attn", lambda z: functional.attention(params, config, f"{path}.attn", z, mask, recorder), x)
     x = sub("ln1", lambda z: functional.layer_norm(params, config, f"{path}.ln1", z), Tensor(x.data + attended.data))
-    transformed = sub("ffn", lambda z: functional.feed_forward(params, f"{path}.ffn", z, recorder), x)
+    transformed = sub("ffn", lambda z: functional.feed_forward(params, config, f"{path}.ffn", z, recorder), x)
     return sub("ln2", lambda z: functional.layer_norm(params, config, f"{path}.ln2", z), x + transformed)
 
 
-def f_feed_forward_sqrt(params, path, x, recorder=None):
+def f_feed_forward_sqrt(params, config, path, x, recorder=None):
     hidden = functional._scope(recorder, f"{path}.fc1", lambda z: functional.linear(params, f"{path}.fc1", z), x)
     return functional._scope(recorder, f"{path}.fc2", lambda z: functional.linear(params, f"{path}.fc2", z),
                              ag.sqrt(hidden))
