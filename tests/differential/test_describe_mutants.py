@@ -15,14 +15,18 @@ import pytest
 
 from differential import describe as D
 from differential import diagnose as K
+from differential import faults
 from differential.adapter_side import AdapterSide
 from differential.capture import Call, Capture
 from differential.compare import compare
 from differential.findings import Forced
 from differential.localize import Check, ModuleResult, Origin
-from differential.report import ReportOptions
+from differential.report import ReportOptions, run_report
 from differential.sides import source_location
+from scratch_model import autograd as ag
 from scratch_model import layers
+from scratch_model.autograd import Tensor
+from scratch_model.config import TransformerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 ONE = np.array([1.0, 2.0])
@@ -400,3 +404,52 @@ def test_backward_and_optimizer_sources() -> None:
             return "user/optim.py:7"
 
     assert D.optimizer_source(Adapted()) == "user/optim.py:7"
+
+
+# --- scratch-side detail: where the chain stops, the op inside ------------------------------------
+
+def ffn_cut_after_a_constant(self: Any, x: Any) -> Any:
+    one = Tensor(np.ones(()))  # a harmless constant made from raw data: the first raw tensor of the forward
+    h = self.fc2(ag.relu(self.fc1(x))) * one
+    return Tensor(h.data)  # MARK-CUT-A: the output rebuilt from raw data
+
+
+def ffn_cut_then_scaled(self: Any, x: Any) -> Any:
+    h = self.fc2(ag.relu(self.fc1(x)))
+    return Tensor(h.data) * 1.0  # MARK-CUT-B: rebuilt from raw data, then an ordinary op
+
+
+def _marked(mark: str) -> str:
+    lines = Path(__file__).read_text().splitlines()
+    return f"tests/differential/test_describe_mutants.py:{next(i for i, t in enumerate(lines) if mark in t) + 1}"
+
+
+SMALL = dict(batch_size=2, findings=False, model=TransformerConfig(num_layers=1))
+
+
+@pytest.mark.parametrize("forward, mark", [(ffn_cut_after_a_constant, "MARK-CUT-A: the"),
+                                           (ffn_cut_then_scaled, "MARK-CUT-B: rebuilt")])
+def test_the_chain_stops_where_the_cut_tensor_was_made(forward: Any, mark: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # A: the cut output's own creation site, not the first raw tensor of the forward (the constant);
+    # B: the output is an ordinary op's result, so the site is the raw tensor that op was given
+    monkeypatch.setattr(layers.FeedForward, "forward", forward)
+    d = run_report(ReportOptions(**SMALL)).first_divergence
+    assert (d.module, d.phase, d.kind) == ("blocks.0.ffn", "backward", K.GRAPH_BREAK)
+    assert d.hint.endswith(f"; the chain stops at a tensor made by {forward.__name__} at {_marked(mark)}"), d.hint
+
+
+def test_the_op_whose_backward_fails_finite_differences() -> None:
+    with faults.activate("relu_backward_no_mask"):
+        d = run_report(ReportOptions(**SMALL)).first_divergence
+        again = run_report(ReportOptions(**SMALL)).first_divergence
+        narrow = run_report(ReportOptions(**{**SMALL, "dtype": "float32"})).first_divergence
+    assert set(d.op) == {"op", "source", "input", "relative_error"}
+    assert d.op["op"] == "relu_backward_passes_all" and d.op["source"].startswith("differential/faults/ops.py:")
+    assert d.op["input"] == "0"  # relu has one input
+    assert float(d.op["relative_error"]) > 1e-2
+    assert again.op == d.op  # the random probe is seeded: the same report twice
+    # a float32 run is probed in float64 (finite differences need it): the same op, the same numbers
+    assert narrow.op == d.op
+    assert f"; inside it, the backward of `relu_backward_passes_all` ({d.op['source']}) disagrees with finite " \
+           "differences" in d.hint
