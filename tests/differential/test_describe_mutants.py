@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from breakages import CASES
 
 from differential import describe as D
 from differential import diagnose as K
@@ -453,3 +454,31 @@ def test_the_op_whose_backward_fails_finite_differences() -> None:
     assert narrow.op == d.op
     assert f"; inside it, the backward of `relu_backward_passes_all` ({d.op['source']}) disagrees with finite " \
            "differences" in d.hint
+
+
+def embedding_cut_then_scaled(self: Any, tokens: Any) -> Any:
+    return Tensor(ag.embedding(self.weight, tokens).data) * 1.0  # MARK-CUT-C: the lookup rebuilt from raw data
+
+
+def test_the_chain_stops_in_a_module_that_takes_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the module has no float input: it is run again on the batch's tokens to find the raw tensor
+    monkeypatch.setattr(layers.Embedding, "forward", embedding_cut_then_scaled)
+    d = run_report(ReportOptions(**SMALL)).first_divergence
+    assert (d.module, d.phase, d.kind) == ("embedding", "backward", K.GRAPH_BREAK)
+    assert d.hint.endswith(f"; the chain stops at a tensor made by embedding_cut_then_scaled at "
+                           f"{_marked('MARK-CUT-C: the')}"), d.hint
+
+
+def test_a_cut_with_no_raw_tensor_to_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    case = next(c for c in CASES if c.name == "ln_weight_without_requires_grad")
+    monkeypatch.setattr(case.target, case.attribute, case.replacement)
+    d = run_report(ReportOptions(**SMALL)).first_divergence
+    assert (d.phase, d.kind) == ("param_grad", K.GRAPH_BREAK)
+    assert d.hint == f"{d.module}.weight was created without requires_grad, so it never gets a gradient"
+
+
+def test_the_op_inside_an_attention_of_a_causal_model() -> None:
+    with faults.activate("softmax_no_backward"):
+        d = run_report(ReportOptions(**{**SMALL, "model": TransformerConfig(num_layers=1, mask="causal")})
+                       ).first_divergence
+    assert d.module == "blocks.0.attn" and d.op is not None and d.op["op"] == "softmax_without_backward"

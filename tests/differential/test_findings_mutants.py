@@ -643,3 +643,9 @@ def test_force_modules_gradient_scale_of_a_small_output_gradient() -> None:
         g = np.array([1e-3, off])
         f = F.force_modules(AloneSide({"m": (ONE, [g], {"m.w": g})}), expected, None, None, ["m"])["m"]
         assert [c.match for c in f.backward + f.param_grad] == [ok, ok]
+
+
+def test_unexplained_names_the_compared_tensor() -> None:
+    bad = check("param[m.w]", 2 * ONE, ONE)
+    d = F.unexplained(("m", "optimizer", "the update of m.w", bad), "a", "b")
+    assert d.tensor == "param[m.w]" and d.hint.startswith("param[m.w] is the reference times")
