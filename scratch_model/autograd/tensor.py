@@ -188,6 +188,7 @@ class Tensor:
         # other gradient and not the caller's array. A backward may hand one array to several inputs.
         held = {id(grad)}
         pending: dict[int, np.ndarray] = {id(self): grad}
+        summed: set[int] = set()  # pending sums the engine made itself: a third share is added in place
         pop = pending.pop
         order = topological_order(self)  # popped from the end: children first, each dropped once done
         if not retain_graph:
@@ -195,6 +196,8 @@ class Tensor:
         while order:
             node = order.pop()
             g = pop(id(node), None)
+            if g is not None:
+                summed.discard(id(g))  # handed on from here: no longer only the engine's
             backward = node._backward
             if backward is None:  # a leaf
                 if g is not None:
@@ -218,7 +221,13 @@ class Tensor:
                     continue
                 key = id(parent)
                 before = pending.get(key)
-                pending[key] = pg if before is None else before + pg
+                if before is None:
+                    pending[key] = pg
+                elif id(before) in summed:
+                    before += pg
+                else:
+                    pending[key] = total = before + pg
+                    summed.add(id(total))
 
     # --- operators (looked up at call time, so a primitive can be swapped by name) ---------
     def __add__(self, other: Any) -> Tensor:

@@ -22,6 +22,7 @@ CONST_ROW = _fixed.standard_normal(3)  # a numpy constant broadcast against a (2
 BOOL_MASK = _fixed.random((3, 4)) > 0.5
 TOKENS = np.array([[0, 2, 2, 4], [4, 2, 0, 0]])  # repeated tokens: their gradients must add
 TOKENS_BATCH1 = np.array([[3, 3, 3]])
+CAUSAL = np.where(np.tril(np.ones((4, 4), dtype=bool)), 0.0, -np.inf)  # (4, 4): -inf above the diagonal
 CE_TARGETS = np.array([4, 0, 0, 2, 4, 1])  # repeated classes, and rows sharing a target
 
 
@@ -176,6 +177,11 @@ NN = [
     # the last axis has its own path (halving max, einsum sums): odd, even and attention-like widths
     *[OpCase(f"softmax last axis of {n}", ((2, 3, 2, n),), lambda a: ag.softmax(a, axis=3),
              lambda a: torch.softmax(a, -1)) for n in (2, 5, 7, 32)],
+    # scores beyond +-60 and masked (-inf) scores take the path shifted by each row's maximum
+    OpCase("softmax of large scores", ((2, 3, 5),), lambda a: ag.softmax(a * 90.0, axis=-1),
+           lambda a: torch.softmax(a * 90.0, -1)),
+    OpCase("softmax with masked scores", ((2, 4, 4),), lambda a: ag.softmax(a + CAUSAL.astype(a.dtype), axis=-1),
+           lambda a: torch.softmax(a + torch.from_numpy(CAUSAL).to(a.dtype), -1)),
     OpCase("cross_entropy_mean", ((6, 5),), lambda a: ag.cross_entropy_mean(a, CE_TARGETS),
            lambda a: F.cross_entropy(a, torch.from_numpy(CE_TARGETS))),
     OpCase("cross_entropy_mean one row", ((1, 3),), lambda a: ag.cross_entropy_mean(a, CE_TARGETS[:1] % 3),
