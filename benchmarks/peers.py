@@ -392,10 +392,16 @@ def markdown(table: dict, impls: list[str], memory: dict | None, busy: tuple | N
             rel = f" ({m['rss_mb'] / torch_rss:.2f}x torch)" if torch_rss else ""
             traced = f"{m['traced_mb']:.1f} MB" if "traced_mb" in m else "-"
             lines.append(f"| {impl} | {m['rss_mb']:.1f} MB{rel} | {traced} |")
+        if "JAX" in impls:
+            lines.append("| JAX | not measured: XLA's buffers escape both measures | - |")
         lines.append("")
+    pinned_quiet = next(iter(busy.values()))[0] if busy else None
     for label, (quiet, loaded, slower) in (busy or {}).items():
-        lines.append(f"Larger-config step with two busy processes, {label}: {quiet:.1f} ms quiet, {loaded:.1f} ms "
-                     f"busy ({slower:.2f}x).")
+        line = (f"Larger-config step with two busy processes, {label}: {quiet:.1f} ms quiet, {loaded:.1f} ms busy "
+                f"({slower:.2f}x")
+        if "not pinned" in label and pinned_quiet:
+            line += f"; {loaded / pinned_quiet:.1f}x the pinned step's quiet time"
+        lines.append(line + ").")
     for impl, why in skipped.items():
         lines.append(f"Skipped {impl}: {why}.")
     lines.append(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
