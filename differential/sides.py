@@ -446,6 +446,9 @@ class TorchSide(Side):
 
             def post(m: Any, args: tuple, out: Any, path: str = path) -> None:
                 out = first_tensor(out)  # a module that returns (output, extras): its output
+                if not isinstance(out, self.torch.Tensor):
+                    log.open.pop(path, None)  # no tensor to compare (a user's module returning None)
+                    return
                 if out.requires_grad:
                     out.retain_grad()
                 log.after(path, out)

@@ -17,7 +17,7 @@ from differential.report import ReportOptions, run_report
 from differential.user_reference import first_tensor, load_reference, module_layout
 from examples.gpt_port import port
 from examples.gpt_port.adapter import PortAdapter, make_adapter
-from examples.gpt_port.torch_model import make_model
+from examples.gpt_port.torch_model import TinyGPT, make_model
 from scratch_model import autograd as ag
 from scratch_model.autograd import Tensor
 
@@ -125,3 +125,32 @@ def test_layout_and_outputs_of_any_module() -> None:
     t = torch.zeros(2)
     assert first_tensor((t, 1.0)) is t and first_tensor(t) is t
     assert isinstance(load_reference(REFERENCE), torch.nn.Module)
+
+
+class Probe(torch.nn.Module):
+    """A module that returns nothing (a user's logging layer): nothing of it to compare."""
+
+    def forward(self, x):
+        return None
+
+
+class ChattyGPT(TinyGPT):
+    """The example's torch model with what real ones carry: dropout, a module returning None, and
+    a forward that returns (logits, loss)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.3)
+        self.probe = Probe()
+
+    def forward(self, idx):
+        logits = self.drop(super().forward(idx))
+        self.probe(logits)
+        return logits, None
+
+
+def test_dropout_a_module_returning_none_and_a_tuple_output_are_taken_in_stride() -> None:
+    torch.manual_seed(0)
+    report = run_report(ReportOptions(adapter=make_adapter(), reference=ChattyGPT(), model=PortAdapter.config))
+    assert report.verdict == "match", [(d.module, d.phase, d.kind, d.hint) for d in report.findings]
+    assert {"drop", "h.0.mlp.gelu"} <= set(report.adapter["unmatched_reference_modules"])
