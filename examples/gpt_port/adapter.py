@@ -2,7 +2,7 @@
 compares the port against the user's torch model (`torch_model.TinyGPT`) in that model's names.
 
     scratchdiff report --adapter examples.gpt_port.adapter:make_adapter \\
-                       --reference examples.gpt_port.torch_model:make_model --config examples/gpt_port/model.toml
+                       --reference examples.gpt_port.torch_model:make_model
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from differential.adapter import Adapter, AdapterOptions
 from scratch_model import autograd as ag
 from scratch_model.autograd import Tensor
 from scratch_model.autograd.tensor import observe_creation
-from scratch_model.config import TransformerConfig, arch
+from scratch_model.config import arch
 from scratch_model.optim import SGD, Adam
 
 from .port import TinyGPT
@@ -109,6 +109,3 @@ def make_adapter(options: AdapterOptions | None = None) -> PortAdapter:
     """What ``--adapter examples.gpt_port.adapter:make_adapter`` loads: the port in the run's
     precision (``--dtype``)."""
     return PortAdapter(TinyGPT(dtype=options.dtype if options else "float64"))
-
-
-MODEL: TransformerConfig = PortAdapter.config
