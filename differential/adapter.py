@@ -309,7 +309,11 @@ def resolve_names(adapter: Adapter, config: TransformerConfig, reference: Any = 
     flips = _Table(dict.fromkeys(adapter.transposed, ""), problems)
     params: dict[str, str] = {}
     transposed: set[str] = set()
+    shared: set[int] = set()
     for theirs, tensor in adapter.named_parameters().items():
+        if id(tensor) in shared:
+            continue  # the same tensor under a second name (a tied head): the reference lists it once too
+        shared.add(id(tensor))
         shape = tuple(np.shape(adapter.to_numpy(tensor)))
         target = _param_target(theirs, table, dict(adapter.leaf_map))
         if target is _NO_ENTRY:

@@ -154,3 +154,18 @@ def test_dropout_a_module_returning_none_and_a_tuple_output_are_taken_in_stride(
     report = run_report(ReportOptions(adapter=make_adapter(), reference=ChattyGPT(), model=PortAdapter.config))
     assert report.verdict == "match", [(d.module, d.phase, d.kind, d.hint) for d in report.findings]
     assert {"drop", "h.0.mlp.gelu"} <= set(report.adapter["unmatched_reference_modules"])
+
+
+class BothNamesAdapter(PortAdapter):
+    """Lists the tied table under both of its names, as many frameworks' parameter walks do."""
+
+    def named_parameters(self):
+        return {f"{path}.{leaf}" if path else leaf: p for path, module in self.modules().items()
+                for leaf in ("weight", "bias") if isinstance(p := getattr(module, leaf, None), Tensor)}
+
+
+def test_a_tied_table_listed_under_both_names_counts_once() -> None:
+    adapter = BothNamesAdapter(port.TinyGPT())
+    assert "lm_head.weight" in adapter.named_parameters() and "wte.weight" in adapter.named_parameters()
+    report = run_report(ReportOptions(adapter=adapter, reference=make_model(), model=PortAdapter.config))
+    assert report.verdict == "match", [(d.module, d.phase, d.kind, d.hint) for d in report.findings]
