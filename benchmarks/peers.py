@@ -10,8 +10,10 @@ cross-entropy, backward, Adam) in float32 for
 
 at three configurations: default (1 layer, d 32, T 8, B 64), larger (4 layers, d 128, 8 heads,
 ff 512, T 32, B 64) and batch 1 (T 6, d 32). The implementations take turns, one timed block
-each per round, so a busy machine slows them alike; each figure is a median over rounds, each
-ratio the median of the per-round ratios to torch.
+each per round in a shuffled order, so a busy machine slows them alike; each figure is a median
+over rounds, each ratio the median of the per-round ratios to torch. The scratch models and torch
+share one process; each peer runs in a process of its own, taking turns with torch there (JAX's
+worker threads and HIPS autograd's memory churn slowed whatever ran beside them).
 
 Then the peak memory of one training step at the larger configuration (each implementation in a
 fresh process: the resident set's growth during the step, and for the numpy sides the peak that
@@ -30,6 +32,7 @@ import gc
 import json
 import os
 import platform
+import random
 import signal
 import statistics
 import subprocess
@@ -51,6 +54,7 @@ CONFIGS: dict[str, tuple[TransformerConfig, int]] = {
     "batch1": (TransformerConfig(seq_len=6), 1),
 }
 IMPLS = ("scratch class", "scratch functional", "torch", "HIPS autograd", "JAX")
+PEERS = ("HIPS autograd", "JAX")  # each timed in a process of its own, beside torch
 LR = 1e-3
 Step = Callable[[], None]
 
@@ -259,8 +263,10 @@ def _time_block(step: Step, count: int) -> float:
 
 def interleaved(steps: dict[str, Step], rounds: int, block_s: float = 0.05,
                 between: Callable[[int], None] | None = None) -> dict[str, list[float]]:
-    """Seconds per step of each implementation, one timed block each per round, the order rotating
-    each round. ``between(round)`` runs before each round (pausing or resuming busy processes)."""
+    """Seconds per step of each implementation, one timed block each per round, in a fresh seeded
+    shuffle each round (a fixed rotation would give each implementation the same predecessor every
+    round, and one peer's aftermath, JAX's worker threads or HIPS autograd's memory churn, would
+    always fall on the same neighbour). ``between(round)`` runs before each round."""
     counts = {}
     for name, step in steps.items():
         step()  # warm up: optimizer state, caches, jit compilation
@@ -270,7 +276,9 @@ def interleaved(steps: dict[str, Step], rounds: int, block_s: float = 0.05,
     for r in range(rounds):
         if between is not None:
             between(r)
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        order = names[:]
+        random.Random(r).shuffle(order)
+        for name in order:
             times[name].append(_time_block(steps[name], counts[name]))
     return times
 
@@ -280,15 +288,25 @@ def ratio(times: dict[str, list[float]], name: str, base: str) -> float:
 
 
 def speed_table(impls: list[str], configs: list[str], rounds: int) -> dict[str, dict[str, dict[str, float]]]:
-    """{config: {impl: {"ms": median ms per step, "ratio": median ratio to torch}}}."""
+    """{config: {impl: {"ms": median ms per step, "ratio": median ratio to torch}}}. The scratch
+    models and torch share this process; each peer runs in a process of its own beside torch, so
+    its runtime (XLA's worker threads, HIPS autograd's memory) cannot slow the others."""
     table: dict[str, dict[str, dict[str, float]]] = {}
+    own = [i for i in impls if i not in PEERS or impls == [i, "torch"] or impls == ["torch", i]]
     for name in configs:
         config, batch = CONFIGS[name]
-        times = interleaved({impl: make_step(impl, config, batch) for impl in impls}, rounds)
+        times = interleaved({impl: make_step(impl, config, batch) for impl in own}, rounds)
         table[name] = {impl: {"ms": 1e3 * statistics.median(times[impl]), "ratio": ratio(times, impl, "torch")}
-                       for impl in impls}
+                       for impl in own}
         gc.collect()
-    return table
+    for peer in (i for i in impls if i not in own):
+        done = subprocess.run([sys.executable, __file__, "--impls", f"{peer},torch", "--configs", ",".join(configs),
+                               "--rounds", str(rounds), "--no-memory", "--no-busy", "--json"],
+                              capture_output=True, text=True, check=True)
+        theirs = json.loads(done.stdout)["speed"]
+        for name in configs:
+            table[name][peer] = theirs[name][peer]
+    return {name: {impl: table[name][impl] for impl in impls} for name in configs}
 
 
 # --- memory (each implementation in a fresh process) --------------------------------------------
