@@ -7,6 +7,7 @@ found surviving in describe.py."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from differential.sides import source_location
 from scratch_model import autograd as ag
 from scratch_model import layers
 from scratch_model.autograd import Tensor
+from scratch_model.autograd.tensor import op
 from scratch_model.config import TransformerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -425,7 +427,9 @@ def _marked(mark: str) -> str:
     return f"tests/differential/test_describe_mutants.py:{next(i for i, t in enumerate(lines) if mark in t) + 1}"
 
 
-SMALL = dict(batch_size=2, findings=False, model=TransformerConfig(num_layers=1))
+# one layer, narrower than the default model (so a probe built with another configuration cannot load it)
+SMALL = dict(batch_size=2, findings=False, model=TransformerConfig(num_layers=1, embed_dim=16, num_heads=2,
+                                                                   ff_dim=24))
 
 
 @pytest.mark.parametrize("forward, mark", [(ffn_cut_after_a_constant, "MARK-CUT-A: the"),
@@ -479,6 +483,23 @@ def test_a_cut_with_no_raw_tensor_to_name(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_the_op_inside_an_attention_of_a_causal_model() -> None:
     with faults.activate("softmax_no_backward"):
-        d = run_report(ReportOptions(**{**SMALL, "model": TransformerConfig(num_layers=1, mask="causal")})
-                       ).first_divergence
+        d = run_report(ReportOptions(**{**SMALL, "model": replace(SMALL["model"], mask="causal")})).first_divergence
     assert d.module == "blocks.0.attn" and d.op is not None and d.op["op"] == "softmax_without_backward"
+
+
+@op
+def relu_that_passes_everything(a: Any) -> Any:
+    return np.maximum(a.data, 0), lambda g: (g,)  # MARK-OP: the backward forgets the mask
+
+
+def ffn_with_its_own_relu(self: Any, x: Any) -> Any:
+    return self.fc2(relu_that_passes_everything(self.fc1(x)))
+
+
+def test_the_op_is_looked_for_in_the_implementation_under_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    # only the class model's feed-forward uses the broken op: the probe must run the class model
+    monkeypatch.setattr(layers.FeedForward, "forward", ffn_with_its_own_relu)
+    d = run_report(ReportOptions(**SMALL)).first_divergence
+    assert (d.module, d.phase) == ("blocks.0.ffn", "backward")
+    assert d.op is not None and d.op["op"] == "relu_that_passes_everything"
+    assert _def_at(d.op["source"], "relu_that_passes_everything")

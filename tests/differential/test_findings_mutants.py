@@ -384,6 +384,10 @@ def test_loss_phase_with_noise() -> None:
     side = LossSide((2.0 + 1e-6, off, True))
     out = F.loss_phase(side, actual, expected, None, None)
     assert (out["on"], out["value_match"], out["grad_match"]) == ("reference logits", False, False)
+    # an error far beyond the reference's own float32 error is no match, noise or not
+    far = capture([], loss=3.0, logits=off, logits_grad=3 * ONE)
+    out = F.loss_phase(LossSide(None), far, expected, noise, None)
+    assert (out["on"], out["value_match"], out["grad_match"]) == ("joint", False, False)
 
 
 def _phase(value: float, grad: Any, on: str = "reference logits", value_match: bool | None = None,
@@ -451,7 +455,7 @@ def _step(name: str, update: Any, ref_update: Any) -> Check:
 
 def test_optimizer_findings_group_by_module_and_name_every_parameter() -> None:
     steps = [_step("blk.a.w", 2 * ONE, ONE), _step("blk.a.b", ONE, ONE), _step("blk.a.v", [5.0, 1.0], ONE),
-             _step("head.w", -ONE, ONE), _step("top", 3 * ONE, ONE)]
+             _step("head.w", -ONE, ONE), _step("top", 3 * ONE, ONE), _step("blk.a.u", [0.0, 1.0], ONE)]
     empty = capture([])
     out = F.optimizer_findings(steps, empty, empty, None, "opt.py:1", "ref.py:2")
     assert [(d.module, d.phase, d.kind, d.tensor) for d in out] == [
@@ -459,7 +463,7 @@ def test_optimizer_findings_group_by_module_and_name_every_parameter() -> None:
         ("(model)", "optimizer", K.SCALE, "param[top]")]
     _, words = K.classify(2 * ONE, ONE, is_grad=True)
     assert out[0].hint == (f"one optimizer step with the reference's gradients: the update of blk.a.w {words} "
-                           "(also wrong: blk.a.v)")
+                           "(also wrong: blk.a.v, blk.a.u)")
     assert out[1].hint.endswith("opposite sign")  # a single parameter: no "also wrong"
     assert (out[0].scratch_source, out[0].reference_source) == ("opt.py:1", "ref.py:2")
     assert out[0].metrics == steps[0].metrics.to_dict()
@@ -521,7 +525,7 @@ def test_disagreements_lists_every_item_that_disagrees() -> None:
     loss = {"match": False, "grad_match": False}
     flow = [_row("b.w"), _row("b.v", has_grad=False), _row("c.w", nonzero=False), _row("top", matches_reference=False)]
     update = [_row("b.w"), _row("b.u", changed_after_step=False), _row("b.t", updated_by_optimizer=False),
-              _row("d.w", update_matches_reference=False)]
+              _row("d.x.w", update_matches_reference=False)]
     opt = [check("param[b.w]", ONE, ONE), check("param[e.f.w]", -ONE, ONE)]
     out = F.disagreements(results, loss, flow, update, opt, {"status": "diverged", "first_divergent_step": 3})
     assert [item[:3] for item in out] == [
@@ -531,7 +535,7 @@ def test_disagreements_lists_every_item_that_disagrees() -> None:
         ("b", "param_grad", "gradient flow row b.v"), ("c", "param_grad", "gradient flow row c.w"),
         ("", "param_grad", "gradient flow row top"),
         ("b", "optimizer", "weight update row b.u"), ("b", "optimizer", "weight update row b.t"),
-        ("d", "optimizer", "weight update row d.w"),
+        ("d.x", "optimizer", "weight update row d.x.w"),
         ("e.f", "optimizer", "param[e.f.w]"),
         ("", "training", "training step 3")]
     assert out[0][3] is None and out[1][3] is bad_out and out[12][3] is opt[1] and out[4][3] is None
@@ -649,3 +653,17 @@ def test_unexplained_names_the_compared_tensor() -> None:
     bad = check("param[m.w]", 2 * ONE, ONE)
     d = F.unexplained(("m", "optimizer", "the update of m.w", bad), "a", "b")
     assert d.tensor == "param[m.w]" and d.hint.startswith("param[m.w] is the reference times")
+
+
+def test_module_origins_a_fault_hides_every_recorded_ancestor() -> None:
+    # blk is not run alone (its joint checks all matched, say): the root is still blk.a's ancestor
+    expected = _tree()
+    forced = {"blk.a": F.Forced("blk.a", forward=BAD_FWD), "": F.Forced("", forward=BAD_FWD, backward=BAD_BWD)}
+    assert _where(F.module_origins(forced, _results(expected), expected, [], expected)) == \
+        [("blk.a", "forward", None)]
+    forced = {"blk.a": F.Forced("blk.a", backward=BAD_BWD), "": F.Forced("", backward=BAD_BWD)}
+    assert _where(F.module_origins(forced, _results(expected), expected, [], expected)) == \
+        [("blk.a", "backward", None)]
+    breaks = [Origin("blk.a", "backward", None, kind=K.GRAPH_BREAK)]
+    forced = {"": F.Forced("", backward=BAD_BWD)}
+    assert F.module_origins(forced, _results(expected), expected, breaks, expected) == []

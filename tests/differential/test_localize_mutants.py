@@ -411,7 +411,7 @@ def test_a_cut_that_still_passes_a_tiny_share_of_the_gradient() -> None:
     origin = graph_breaks(results, expected, actual)[0]
     kind, words = K.classify(np.array(tiny), ONE, is_grad=True)
     assert kind == K.MOSTLY_DETACHED  # the premise (diagnose's own rule, tested in test_diagnose_mutants)
-    assert (origin.path, origin.kind, origin.culprit) == ("", K.MOSTLY_DETACHED, ("b", 0))
+    assert (origin.path, origin.phase, origin.kind, origin.culprit) == ("", "backward", K.MOSTLY_DETACHED, ("b", 0))
     assert origin.reason.startswith(f"grad_input[0] {words}; the input of b is detached from the graph")
     assert origin.check.tensor == "grad_input[0]" and origin.container_code is True
     assert backward_origin(results, expected, actual).kind == K.MOSTLY_DETACHED
