@@ -11,6 +11,7 @@ one that flows through this module, as torch's full backward hooks define it.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,9 @@ class Call:
     grad_output: np.ndarray | None = None
     grad_inputs: list[np.ndarray | None] = field(default_factory=list)
     produced_by: list[str | None] = field(default_factory=list)  # which module returned each input
+    # the Python stack when the module was entered, innermost first, as (file, line): the line of
+    # its container that called it is among them, also when the container's code branches
+    stack: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass
@@ -138,7 +142,7 @@ class CallLog:
         self.open[path] = (len(self.entries), aliased)
         self.entries.append(key)
         self.raw[key] = {"enter": len(self.entries) - 1, "inputs": floats, "produced_by": produced,
-                         "path": path}
+                         "path": path, "stack": call_stack()}
         return aliased
 
     def after(self, path: str, output: Any) -> None:
@@ -198,5 +202,19 @@ def finish_calls(log: CallLog, to_numpy: Callable[[Any], np.ndarray],
             grad_output=grad(out),
             grad_inputs=[grad(a) for a in aliases],
             produced_by=raw["produced_by"],
+            stack=raw.get("stack", ()),
         )
     return calls
+
+
+STACK_DEPTH = 24  # frames kept per call: the hook machinery and a framework's __call__ take a few
+
+
+def call_stack(depth: int = STACK_DEPTH) -> tuple[tuple[str, int], ...]:
+    """(file, line) of the calling frames, innermost first (a frame walk: no source is read)."""
+    frame = sys._getframe(1)
+    out = []
+    while frame is not None and len(out) < depth:
+        out.append((frame.f_code.co_filename, frame.f_lineno))
+        frame = frame.f_back
+    return tuple(out)

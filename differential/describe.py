@@ -72,8 +72,8 @@ def describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Side
         child = None if origin.forced else _first_child_with_bad_input(origin.path, origin.phase, results, expected)
         if child:
             leaf = child.split("#")[0].rpartition(".")[2]
-            scratch_src = child_line(scratch_src, leaf)
-            reference_src = child_line(reference_src, leaf)
+            scratch_src = child_line(scratch_src, leaf, _stack(actual, child))
+            reference_src = child_line(reference_src, leaf, _stack(expected, child))
             hint += f" (the input it builds for {child})" if origin.phase == "forward" else \
                 f" (around its call of {child})"
     if origin.forced and origin.phase == "backward" and kind not in (diagnose.GRAPH_BREAK, diagnose.MOSTLY_DETACHED) \
@@ -132,6 +132,12 @@ def _where_the_chain_stops(side: ScratchSide, origin: Origin, actual: Capture, o
         call = actual.calls.get(origin.path)
         site = side.first_raw_tensor(tokens, targets, origin.path, call.inputs if call else [])
     return f"; the chain stops at a tensor made by {site}" if site else ""
+
+
+def _stack(capture: Capture, path: str) -> tuple[tuple[str, int], ...]:
+    """The recorded call stack of one module call (empty when that side did not record it)."""
+    call = capture.calls.get(path)
+    return call.stack if call is not None else ()
 
 
 def _param_name(path: str, check: Check | None) -> str:

@@ -49,8 +49,12 @@ def source_location(obj: Any) -> str:
     return f"{shown}:{line}"
 
 
-def child_line(container_source: str, child: str) -> str:
-    """Point at the line in a container's source that uses ``child`` (e.g. ``self.ln1(``)."""
+def child_line(container_source: str, child: str, stack: tuple[tuple[str, int], ...] = ()) -> str:
+    """Point at the line in a container's source that calls ``child`` (e.g. ``self.ln1(``).
+
+    ``stack`` is the child's recorded call stack (`Call.stack`): the frame that lies inside the
+    container's function is the line that ran, which matters when the container's code branches
+    (a pre-LN and a post-LN path both call ``ln1``). Without one, the first line naming the child."""
     file, _, line = container_source.rpartition(":")
     if not file or not line.isdigit():
         return container_source
@@ -60,13 +64,29 @@ def child_line(container_source: str, child: str) -> str:
     except OSError:
         return container_source
     start = int(line) - 1
+    if start >= len(lines):
+        return container_source
     indent = len(lines[start]) - len(lines[start].lstrip())
-    pattern = re.compile(rf"\b{re.escape(child)}\b")
+    end = len(lines)
     for i in range(start + 1, len(lines)):
         text = lines[i]
         if text.strip() and len(text) - len(text.lstrip()) <= indent:
+            end = i
             break
-        if pattern.search(text):
+    # the container's own frame is the outermost of the first run of frames inside its function
+    # (frames of functions nested in it come first, innermost first)
+    resolved = path.resolve()
+    ran = None
+    for frame_file, frame_line in stack:
+        if start < frame_line <= end and Path(frame_file).resolve() == resolved:
+            ran = frame_line
+        elif ran is not None:
+            break
+    if ran is not None:
+        return f"{file}:{ran}"
+    pattern = re.compile(rf"\b{re.escape(child)}\b")
+    for i in range(start + 1, end):
+        if pattern.search(lines[i]):
             return f"{file}:{i + 1}"
     return container_source
 
@@ -463,6 +483,7 @@ class TorchSide(Side):
         loss = self._loss(logits, targets)
         loss.backward()
         calls = finish_calls(log, self._np, self._grad)
+        self._stacks = {path.split("#")[0]: c.stack for path, c in reversed(calls.items())}
         named = dict(self.model.named_parameters())
         return Capture("torch", self.dtype, calls, float(loss.item()), self._np(logits), self.params(),
                        {n: self._grad(p) for n, p in named.items()},
@@ -507,7 +528,7 @@ class TorchSide(Side):
         parent, _, leaf = base.rpartition(".")
         while parent and isinstance(self.model.get_submodule(parent), self.torch.nn.ModuleList):
             parent, _, _ = parent.rpartition(".")
-        return child_line(self.source(parent), leaf)
+        return child_line(self.source(parent), leaf, getattr(self, "_stacks", {}).get(base, ()))
 
     def _optimizer(self, optimizer: str, lr: float, params: list[Any] | None = None) -> Any:
         from torch_reference.optim import TorchOptimizer
