@@ -105,6 +105,9 @@ def test_force_modules_compares_what_the_module_returns_alone() -> None:
     assert side.asked[0][0] == "m" and side.asked[0][2] is tokens and side.asked[0][3] is g_out
     assert side.asked[0][1] is expected.calls["m"].inputs
     assert [(c.tensor, c.match) for c in f.forward] == [("output", True)]
+    assert f.forward[0].actual is side.answers["m"][0] and f.forward[0].expected is expected.calls["m"].output
+    assert f.backward[0].actual is near and f.backward[0].expected is expected.calls["m"].grad_inputs[1]
+    assert f.param_grad[0].actual is near and f.param_grad[0].expected is expected.param_grads["m.w"]
     # input 0: None on both sides, skipped; input 2: the module gave fewer gradients than inputs
     assert [(c.tensor, c.match) for c in f.backward] == [("grad_input[1]", True), ("grad_input[2]", False)]
     assert f.backward[1].actual is None
@@ -221,6 +224,7 @@ def test_module_origins_a_container_whose_children_run_alone_match() -> None:
     forced = {"": F.Forced("", backward=BAD_BWD)}
     origins = F.module_origins(forced, _results(expected), expected, [], expected)
     assert _where(origins) == [("", "backward", None)] and origins[0].container_code is True
+    assert origins[0].forced is True and origins[0].check is BAD_BWD[0]
     forced = {"blk.a": F.Forced("blk.a", backward=BAD_BWD)}
     origins = F.module_origins(forced, _results(expected), expected, [], expected)
     assert origins[0].container_code is False
@@ -275,6 +279,7 @@ def test_module_origins_the_input_gradient_before_the_parameter_gradient() -> No
     forced = {"blk.a": F.Forced("blk.a", backward=BAD_BWD, param_grad=BAD_PAR)}
     origins = F.module_origins(forced, _results(expected), expected, [], expected)
     assert _where(origins) == [("blk.a", "backward", None)] and origins[0].check is BAD_BWD[0]
+    assert origins[0].forced is True
 
 
 def test_module_origins_leave_cuts_to_graph_breaks() -> None:
@@ -667,3 +672,37 @@ def test_module_origins_a_fault_hides_every_recorded_ancestor() -> None:
     breaks = [Origin("blk.a", "backward", None, kind=K.GRAPH_BREAK)]
     forced = {"": F.Forced("", backward=BAD_BWD)}
     assert F.module_origins(forced, _results(expected), expected, breaks, expected) == []
+
+
+def test_force_modules_goes_on_after_a_forward_only_module() -> None:
+    expected = capture([call("m", 0, 0, grad_output=None), call("k", 1, 1)], {"k.w": ONE}, {"k.w": ONE})
+    side = AloneSide({"m": (ONE, [], {}), "k": (ONE, [ONE], {"k.w": ONE})})
+    out = F.force_modules(side, expected, None, None, ["m", "k"])
+    assert out["m"].backward == [] and [c.tensor for c in out["k"].backward + out["k"].param_grad] == \
+        ["grad_input[0]", "param_grad[w]"]
+
+
+def test_force_modules_an_empty_output() -> None:
+    # a module whose output (and so its output gradient) has no elements: nothing to scale by
+    empty = np.zeros((0,))
+    expected = capture([call("m", 0, 0, inputs=[], output=empty, grad_output=empty, grad_inputs=[])])
+    f = F.force_modules(AloneSide({"m": (empty, [], {})}), expected, None, None, ["m"])["m"]
+    assert [c.match for c in f.forward] == [True] and f.backward == []
+
+
+def test_force_modules_skips_only_shared_parameters() -> None:
+    # a tied parameter (held by m and k) is judged on the joint sum, not on m's share alone
+    expected = capture([call("m", 0, 0), call("k", 1, 1)], {"m.w": ONE, "m.b": ONE}, {"m.w": ONE, "m.b": ONE})
+    expected.tied = {"m.w": ("m", "k")}
+    f = F.force_modules(AloneSide({"m": (ONE, [ONE], {"m.w": -ONE, "m.b": ONE})}), expected, None, None, ["m"])["m"]
+    assert [(c.tensor, c.match) for c in f.param_grad] == [("param_grad[b]", True)]
+
+
+def test_loss_backward_finding_at_the_edge_of_one_factor() -> None:
+    # ratio 625/64 and a gradient factor exactly 1e-4 of it away (both exact in binary): still one fault
+    ratio = 9.765625
+    factor = 9.7666015625
+    assert abs(factor - ratio) == 1e-4 * ratio  # the premise, in floating point
+    expected = capture([], loss=1.0, logits_grad=[1.0])
+    assert F.loss_backward_finding(_phase(ratio, [factor]), expected, "a", "b") is None
+    assert F.loss_backward_finding(_phase(ratio, [factor + 1e-9]), expected, "a", "b") is not None

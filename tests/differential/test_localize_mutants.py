@@ -479,3 +479,14 @@ def test_judge_gradient_scale_of_a_small_or_missing_output_gradient() -> None:
             res = judge(actual, expected)["a"]
             assert checks(res, "backward")["grad_input[0]"] is ok, (g_out, off)
             assert checks(res, "param_grad")["param_grad[w]"] is ok, (g_out, off)
+
+
+def test_graph_breaks_walk_on_past_missing_modules_and_modules_without_gradients() -> None:
+    a_cut = {"out_rg": False, "grad_output": None, "grad_inputs": [None]}
+    results, expected, actual = _back(a=a_cut)
+    assert [o.path for o in graph_breaks(results, expected, actual)] == ["a"]
+    results["b"].backward = []  # b is walked first and has nothing to compare
+    assert [o.path for o in graph_breaks(results, expected, actual)] == ["a"]
+    del actual.calls["b"]  # b was never called
+    results = judge(actual, expected)
+    assert results["b"].missing and [o.path for o in graph_breaks(results, expected, actual)] == ["a"]
