@@ -17,14 +17,14 @@ from breakages import CASES
 
 from differential import describe as D
 from differential import diagnose as K
-from differential import faults
+from differential import faults, phases
 from differential.adapter_side import AdapterSide
 from differential.capture import Call, Capture
 from differential.compare import compare
 from differential.findings import Forced
 from differential.localize import Check, ModuleResult, Origin
-from differential.report import ReportOptions, run_report
-from differential.sides import source_location
+from differential.report import ReportOptions, initial_weights, run_report
+from differential.sides import make_side, source_location
 from scratch_model import autograd as ag
 from scratch_model import layers
 from scratch_model.autograd import Tensor
@@ -503,3 +503,17 @@ def test_the_op_is_looked_for_in_the_implementation_under_test(monkeypatch: pyte
     assert (d.module, d.phase) == ("blocks.0.ffn", "backward")
     assert d.op is not None and d.op["op"] == "relu_that_passes_everything"
     assert _def_at(d.op["source"], "relu_that_passes_everything")
+
+
+def test_the_op_of_a_repeated_call_is_looked_for_in_its_module() -> None:
+    # a module's second call ("#2") runs the same module: its ops are probed all the same
+    options = ReportOptions(**SMALL)
+    side = make_side("class", options.model, initial_weights(options.model, 0), "float64")
+    tokens, targets = phases.batches(options)[0]
+    with faults.activate("relu_backward_no_mask"):
+        actual = side.capture(tokens, targets)
+        actual.calls["blocks.0.ffn#2"] = actual.calls["blocks.0.ffn"]
+        d = D.describe(Origin("blocks.0.ffn#2", "backward", check("grad_input[0]", 2 * ONE, ONE)), {}, side, side,
+                       actual, actual, options)
+    assert d.op is not None and d.op["op"] == "relu_backward_passes_all"
+    assert d.scratch_source == source_location(layers.FeedForward.forward)
