@@ -24,7 +24,7 @@ from differential.compare import compare
 from differential.findings import Forced
 from differential.localize import Check, ModuleResult, Origin
 from differential.report import ReportOptions, initial_weights, run_report
-from differential.sides import make_side, source_location
+from differential.sides import ScratchSide, source_location
 from scratch_model import autograd as ag
 from scratch_model import layers
 from scratch_model.autograd import Tensor
@@ -508,7 +508,7 @@ def test_the_op_is_looked_for_in_the_implementation_under_test(monkeypatch: pyte
 def test_the_op_of_a_repeated_call_is_looked_for_in_its_module() -> None:
     # a module's second call ("#2") runs the same module: its ops are probed all the same
     options = ReportOptions(**SMALL)
-    side = make_side("class", options.model, initial_weights(options.model, 0), "float64")
+    side = ScratchSide("class", options.model, initial_weights(options.model, 0), "float64")
     tokens, targets = phases.batches(options)[0]
     with faults.activate("relu_backward_no_mask"):
         actual = side.capture(tokens, targets)
