@@ -517,3 +517,61 @@ def test_the_op_of_a_repeated_call_is_looked_for_in_its_module() -> None:
                        actual, actual, options)
     assert d.op is not None and d.op["op"] == "relu_backward_passes_all"
     assert d.scratch_source == source_location(layers.FeedForward.forward)
+
+
+def ffn_half_from_data(self: Any, x: Any) -> Any:
+    h = self.fc2(ag.relu(self.fc1(x)))
+    return Tensor(h.data * 0.5) + h * 0.5  # MARK-HALF: half of the output rebuilt from raw data
+
+
+def test_a_module_run_alone_that_passes_only_part_of_its_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
+    # its output still needs a gradient, so no cut shows in the joint run; run alone, the backward
+    # differs and the module makes a tensor from raw data: a partial cut, named with its site
+    monkeypatch.setattr(layers.FeedForward, "forward", ffn_half_from_data)
+    options = ReportOptions(**SMALL)
+    side = ScratchSide("class", options.model, initial_weights(options.model, 0), "float64")
+    capture = side.capture(*phases.batches(options)[0])
+    half = check("grad_input[0]", 0.5 * ONE, ONE)
+    _, w = words(0.5 * ONE, ONE, True)
+    d = D.describe(Origin("blocks.0.ffn", "backward", half, forced=True), {}, side, side, capture, capture, options)
+    assert d.kind == K.GRAPH_BREAK
+    assert d.hint == (f"run alone on the reference's inputs and output gradient, blocks.0.ffn's grad_input[0] {w}; "
+                      "the module builds a tensor from raw data, so part of the gradient stops there: the chain stops "
+                      f"at a tensor made by ffn_half_from_data at {_marked('MARK-HALF: half')}")
+    assert d.op is None  # the cut is named: no op is probed
+    # not run alone, or a forward, or already a cut: no such claim
+    d = D.describe(Origin("blocks.0.ffn", "backward", half), {}, side, side, capture, capture, options)
+    assert d.kind == K.SCALE and "raw data" not in d.hint
+    out = check("output", 0.5 * ONE, ONE)
+    d = D.describe(Origin("blocks.0.ffn", "forward", out, forced=True), {}, side, side, capture, capture, options)
+    assert d.kind == K.SCALE and "raw data" not in d.hint
+    d = D.describe(Origin("blocks.0.ffn", "backward", half, forced=True, kind=K.MOSTLY_DETACHED, reason="tiny"),
+                   {}, side, side, capture, capture, options)
+    assert d.kind == K.MOSTLY_DETACHED and "part of the gradient stops there" not in d.hint
+
+
+def test_a_parameter_gradient_origin_without_a_check() -> None:
+    d = describe(Origin("attn.q_proj", "param_grad", None, kind=K.PARAM_GRAD, reason="its update is off"))
+    assert d.hint == ("attn.q_proj's inputs and output gradient match but a parameter gradient does not: the "
+                      "weight-gradient formula is wrong (its update is off)")
+
+
+def test_the_child_line_of_a_nested_container_and_of_a_repeated_child() -> None:
+    # blk.attn's children are blk.attn.q_proj ...; k_proj is called twice and its second call is fed wrongly
+    calls = [call("", 0), call("blk", 1), call("blk.attn", 2), call("blk.attn.q_proj", 3), call("blk.attn.k_proj", 4),
+             call("blk.attn.k_proj#2", 5)]
+    expected = Capture(impl="x", dtype="float64", calls={c.path: c for c in calls}, loss=2.0, logits=ONE, params={},
+                       param_grads={}, param_requires_grad={})
+    res = {c.path: ModuleResult(c.path, forward=[check("input[0]", ONE, ONE), check("output", ONE, ONE)],
+                                backward=[check("grad_output", ONE, ONE)]) for c in calls}
+    res["blk.attn.k_proj#2"].forward[0] = check("input[0]", -ONE, ONE)
+
+    class Nested:
+        def source(self, path: str) -> str:
+            return MHA if path == "blk.attn" else f"x:{path}"
+
+    out = check("output", 2 * ONE, ONE)
+    d = D.describe(Origin("blk.attn", "forward", out, container_code=True), res, Nested(), Nested(), expected,
+                   expected, OPTIONS, {})
+    assert d.hint.endswith("(the input it builds for blk.attn.k_proj#2)")
+    assert d.scratch_source == d.reference_source == _line_number_of("self.k_proj(", MHA)

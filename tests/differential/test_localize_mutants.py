@@ -490,3 +490,9 @@ def test_graph_breaks_walk_on_past_missing_modules_and_modules_without_gradients
     del actual.calls["b"]  # b was never called
     results = judge(actual, expected)
     assert results["b"].missing and [o.path for o in graph_breaks(results, expected, actual)] == ["a"]
+
+
+def test_backward_origin_walks_past_a_module_without_gradient_checks() -> None:
+    results, expected, actual = _back(a={"grad_inputs": [-ONE]})
+    results["b"].backward = []  # a framework that keeps no gradients there
+    assert backward_origin(results, expected, actual).path == "a"
