@@ -30,8 +30,8 @@ import torch
 from bare_work import prepare  # this folder's bare_work.py
 
 from differential import faults
+from differential.implementations import make_side
 from differential.report import ReportOptions, Stopwatch, initial_weights, run_report
-from differential.sides import make_side
 from scratch_model.data import make_reversal_data
 
 

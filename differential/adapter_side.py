@@ -22,7 +22,7 @@ from differential.capture import ROOT, Call, CallLog, Capture, ModuleCrash, fini
 from differential.errors import InputError
 from differential.findings import NotAvailable
 from differential.localize import ModuleResult, Origin, backward_origin, judge
-from differential.sides import Side, source_location
+from differential.side import Side, source_location
 from differential.tied import holders
 from scratch_model.config import TransformerConfig
 
@@ -205,8 +205,12 @@ class AdapterSide(Side):
         self.called_through: dict[str, str] = {}  # reference path -> "__call__" | "forward"
         self.arguments: dict[str, tuple[tuple, dict]] = {}  # reference path -> the first call's (args, kwargs)
         self.can_force = _overrides(adapter, "tensor") and _overrides(adapter, "backward")
+        self.keeps_own_weights = arrays is None
         if arrays is not None:
             self.load(arrays)
+
+    def shared_weights(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.params() if self.keeps_own_weights else arrays
 
     def _check_dtype(self, dtypes: dict[str, np.dtype], what: str) -> None:
         wrong = {name: dt for name, dt in dtypes.items() if dt != np.dtype(self.dtype)}

@@ -17,7 +17,7 @@ from differential.localize import Check, ModuleResult, Origin, children
 from differential.sides import ScratchSide, Side, child_line, mask_kwargs, source_location
 
 if TYPE_CHECKING:
-    from differential.report import ReportOptions
+    from differential.options import ReportOptions
 
 
 def describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Side, oracle_side: Side,

@@ -32,7 +32,7 @@ from differential.diagnose import Divergence, display_path
 from differential.localize import Check, ModuleResult, Origin, relative_name
 
 if TYPE_CHECKING:
-    from differential.sides import Side
+    from differential.side import Side
 
 
 class NotAvailable(Exception):

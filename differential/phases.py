@@ -18,7 +18,7 @@ from differential.sides import Side
 from scratch_model import data as data_module
 
 if TYPE_CHECKING:
-    from differential.report import ReportOptions
+    from differential.options import ReportOptions
 
 
 def batches(options: ReportOptions) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -15,69 +15,17 @@ import numpy as np
 
 from differential import describe, diagnose, phases, tied
 from differential import findings as fnd
-from differential.adapter_side import AdapterSide
 from differential.capture import Capture, ModuleCrash
 from differential.diagnose import Divergence, display_path
-from differential.localize import backward_origin, forward_origin, graph_breaks, judge
-from differential.sides import Side, make_side, source_location
+from differential.implementations import make_side
+from differential.localize import forward_origin, graph_breaks
+from differential.options import ReportOptions
+from differential.side import Side, source_location
 from scratch_model.config import TransformerConfig
 
 SCHEMA_VERSION = 1
 
 
-
-
-@dataclass(frozen=True)
-class ReportOptions:
-    impl: str = "class"  # the implementation under test: class | functional | torch
-    against: str = "torch"  # the reference: torch | class | functional
-    dtype: str = "float64"
-    seed: int = 0
-    batch_size: int = 16
-    model: TransformerConfig = field(default_factory=TransformerConfig)
-    isolated: bool = False  # run every module alone, not only those whose joint checks disagree
-    findings: bool = True  # every root cause by teacher forcing (False: the first divergence only)
-    steps: int = 0  # training steps side by side (0: skip the training phase)
-    optimizer: str = "adam"
-    lr: float = 3e-3
-    # the model's attention mask, none | causal: always equal to model.mask ("causal" here makes the model causal)
-    mask: str = "none"
-    weights: dict[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
-    device: str = "cpu"
-    # [adapter] a user's model through a differential.adapter.Adapter: it becomes the implementation under test
-    adapter: object | None = field(default=None, compare=False, repr=False)
-    # a user's own torch.nn.Module as the reference (the model being ported), in its own names
-    reference: object | None = field(default=None, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        impls = ("class", "functional", "torch")
-        if self.mask not in ("none", "causal"):
-            raise ValueError(f"mask must be none or causal, got {self.mask!r}")
-        if self.mask == "causal" and self.model.mask != "causal":
-            object.__setattr__(self, "model", replace(self.model, mask="causal"))
-        object.__setattr__(self, "mask", self.model.mask)  # one source of truth: the architecture
-        if self.adapter is not None:  # [adapter]
-            object.__setattr__(self, "impl", "adapter")
-            if self.isolated:
-                raise ValueError("an adapter's model runs whole on tokens alone: isolated mode is not available")
-        if self.impl not in impls + ("adapter",):
-            raise ValueError(f"impl must be one of {', '.join(impls)}, got {self.impl!r}")
-        if self.against not in impls:
-            raise ValueError(f"against must be one of {', '.join(impls)}, got {self.against!r}")
-        if self.impl == self.against:
-            raise ValueError(f"impl and against are both {self.impl!r}: compare two different implementations")
-        if self.reference is not None and (self.against != "torch" or self.isolated):
-            raise ValueError("a reference model (torch.nn.Module) is the torch side: it needs against='torch' and no "
-                             "isolated mode")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        for name in ("batch_size",):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.steps < 0:
-            raise ValueError(f"steps must be 0 or more, got {self.steps}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
 
 
 @dataclass
@@ -95,7 +43,7 @@ class Report:
     findings: list[Divergence] = field(default_factory=list)  # every root cause, pipeline order; [0] is the first
     not_checked: dict[str, str] = field(default_factory=dict)  # checks that could not run, with the reason
     three_way: dict[str, Any] | None = None
-    adapter: dict[str, Any] | None = None  # [adapter] AdapterSide.summary(): transposed, unchecked phases, names
+    adapter: dict[str, Any] | None = None  # Side.summary() of a user's framework: names, notes, unchecked phases
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -207,12 +155,10 @@ def _run_report(options: ReportOptions, watch: Stopwatch) -> Report:
     mask = None  # a causal model masks itself (options.model.mask); no extra mask
     watch.lap("weights and batch")
 
-    # [adapter] a user's model keeps its own weights (unless options.weights); the reference copies them
-    own = None if options.adapter is not None and options.weights is None else arrays
-    actual_side = make_side(options.impl, options.model, own, options.dtype, options.device, mask, options.adapter,
-                            options.reference)
-    if isinstance(actual_side, AdapterSide):
-        arrays = actual_side.params()
+    # a user's model keeps its own weights unless options.weights are given; the reference copies them
+    actual_side = make_side(options.impl, options.model, arrays, options.dtype, options.device, mask, options.adapter,
+                            options.reference, own_weights=options.weights is None)
+    arrays = actual_side.shared_weights(arrays)
     oracle_side = make_side(options.against, options.model, arrays, "float64", options.device, mask,
                             reference=options.reference)
     noise_side = make_side(options.against, options.model, arrays, "float32", options.device, mask,
@@ -230,14 +176,10 @@ def _run_report(options: ReportOptions, watch: Stopwatch) -> Report:
     data["logits_shape"] = list(actual.logits.shape)
     watch.lap("capture implementation")
 
-    adapted = isinstance(actual_side, AdapterSide)  # [adapter] judge only what the user's framework shows
-    if adapted:
-        expected, results = actual_side.judge(actual, expected, noise)
-    else:
-        results = judge(actual, expected, noise)
+    expected, results = actual_side.judge(actual, expected, noise)  # only what the side can show is judged
     loss = phases.loss_check(actual, expected, noise)
     watch.lap("compare")
-    optimizer_checks, weight_update = ([], []) if adapted and not actual_side.can_optimize(options.optimizer) else \
+    optimizer_checks, weight_update = ([], []) if not actual_side.can_optimize(options.optimizer) else \
         phases.optimizer_phase(actual_side, oracle_side, noise_side, actual, expected, noise, options)
     watch.lap("optimizer step")
     training = phases.training_phase(actual_side, oracle_side, noise_side, batches, options)
@@ -288,7 +230,7 @@ def _run_report(options: ReportOptions, watch: Stopwatch) -> Report:
         training=training,
         isolated=isolated,
         not_checked=not_checked,
-        adapter=actual_side.summary() if adapted else None,  # [adapter]
+        adapter=actual_side.summary(),
     )
     watch.lap("tables")
     return report
@@ -301,7 +243,6 @@ def _first_divergence(results: dict[str, Any], loss: dict[str, Any], loss_cut: D
     """The joint run's first divergence, in pipeline order: forward modules, the loss, the loss's
     own backward, the module backward, the optimizer. ``forced`` (modules run alone) lets a
     container's hint say its children were checked."""
-    adapted = isinstance(actual_side, AdapterSide)
     origin = forward_origin(results, expected)
     if origin is not None:
         return describe.describe(origin, results, actual_side, oracle_side, actual, expected, options, forced)
@@ -314,7 +255,7 @@ def _first_divergence(results: dict[str, Any], loss: dict[str, Any], loss_cut: D
                                           describe.loss_source(options.against))
         if first is not None:
             return first
-    origin = (actual_side.backward_origin if adapted else backward_origin)(results, expected, actual)  # [adapter]
+    origin = actual_side.backward_origin(results, expected, actual)
     if origin is not None and expected.tied:  # a shared parameter: which user's share is wrong
         origin = tied.retarget(origin, actual_side, oracle_side, expected, phases.batches(options)[0][0])
     if origin is not None:
@@ -427,6 +368,6 @@ def _options_dict(options: ReportOptions) -> dict[str, Any]:
     out.pop("weights")
     reference = options.reference  # a user's torch model: named, not serialized
     out["reference"] = None if reference is None else f"{type(reference).__module__}.{type(reference).__qualname__}"
-    adapter = options.adapter  # [adapter] named, not serialized
+    adapter = options.adapter  # named, not serialized
     out["adapter"] = None if adapter is None else f"{type(adapter).__module__}.{type(adapter).__qualname__}"
     return out

@@ -7,9 +7,7 @@ objects directly.
 
 from __future__ import annotations
 
-import functools
 import inspect
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,130 +16,16 @@ from typing import Any
 import numpy as np
 
 from differential.capture import CallLog, Capture, ModuleCrash, finish_calls
+from differential.side import PROJECT_ROOT, Side, _relative, child_line, source_location
 from differential.tied import users_of
 from differential.user_reference import first_tensor, recorded_modules
 from scratch_model.config import TransformerConfig
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _relative(file: str) -> str:
-    path = Path(file).resolve()
-    try:
-        return str(path.relative_to(PROJECT_ROOT))
-    except ValueError:
-        return str(path)
-
-
-@functools.lru_cache(maxsize=1024)
-def source_location(obj: Any) -> str:
-    """"path:line" of a function or class, relative to the project when it lives inside it."""
-    target = inspect.unwrap(obj)
-    try:
-        file = Path(inspect.getsourcefile(target) or "?").resolve()
-        line = inspect.getsourcelines(target)[1]
-    except (OSError, TypeError):
-        return "?"
-    try:
-        shown = file.relative_to(PROJECT_ROOT)
-    except ValueError:
-        shown = file
-    return f"{shown}:{line}"
-
-
-def child_line(container_source: str, child: str, stack: tuple[tuple[str, int], ...] = ()) -> str:
-    """Point at the line in a container's source that calls ``child`` (e.g. ``self.ln1(``).
-
-    ``stack`` is the child's recorded call stack (`Call.stack`): the frame that lies inside the
-    container's function is the line that ran, which matters when the container's code branches
-    (a pre-LN and a post-LN path both call ``ln1``). Without one, the first line naming the child."""
-    file, _, line = container_source.rpartition(":")
-    if not file or not line.isdigit():
-        return container_source
-    path = PROJECT_ROOT / file
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return container_source
-    start = int(line) - 1
-    if start >= len(lines):
-        return container_source
-    indent = len(lines[start]) - len(lines[start].lstrip())
-    end = len(lines)
-    for i in range(start + 1, len(lines)):
-        text = lines[i]
-        if text.strip() and len(text) - len(text.lstrip()) <= indent:
-            end = i
-            break
-    # the container's own frame is the outermost of the first run of frames inside its function
-    # (frames of functions nested in it come first, innermost first)
-    resolved = path.resolve()
-    ran = None
-    for frame_file, frame_line in stack:
-        if start < frame_line <= end and Path(frame_file).resolve() == resolved:
-            ran = frame_line
-        elif ran is not None:
-            break
-    if ran is not None:
-        return f"{file}:{ran}"
-    pattern = re.compile(rf"\b{re.escape(child)}\b")
-    for i in range(start + 1, end):
-        if pattern.search(lines[i]):
-            return f"{file}:{i + 1}"
-    return container_source
 
 
 def _cast_floats(arrays: dict[str, np.ndarray], dtype: str) -> dict[str, Any]:
     """Float arrays in a side's dtype; anything else as given, for the strict check to report."""
     return {n: a.astype(dtype, copy=False) if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)
             else a for n, a in arrays.items()}
-
-
-class Side:
-    """One implementation (``impl`` in class | functional | torch) in one dtype."""
-
-    impl: str
-    dtype: str
-    config: TransformerConfig
-    most_backward_calls: int = 1  # the most times one node's backward ran in one pass of run_module
-    # parameters held by several modules (a head tied to the embedding): name -> the holders' paths
-    users: dict[str, tuple[str, ...]] = {}
-
-    def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
-        raise NotImplementedError
-
-    def run_module(self, path: str, inputs: list[np.ndarray], tokens: np.ndarray,
-                   grad_output: np.ndarray | None) -> tuple[np.ndarray, list[np.ndarray | None],
-                                                            dict[str, np.ndarray | None]]:
-        """Run the module at ``path`` alone on ``inputs`` (tokens where it takes tokens), then
-        backward ``grad_output`` (None: forward only): (output, input grads, the gradients of the
-        parameters inside the module, by reference name)."""
-        raise NotImplementedError
-
-    def loss_on(self, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray | None, bool]:
-        """This implementation's loss alone, on the given logits (the reference's: teacher forcing),
-        then its backward: (loss, d loss / d logits or None, whether the loss requires grad)."""
-        raise NotImplementedError
-
-    def params(self) -> dict[str, np.ndarray]:
-        raise NotImplementedError
-
-    def load(self, arrays: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError
-
-    def source(self, path: str) -> str:
-        raise NotImplementedError
-
-    def optimizer_step(self, grads: dict[str, np.ndarray | None], optimizer: str, lr: float
-                       ) -> dict[str, np.ndarray]:
-        """One step of a fresh optimizer from the current weights with the given gradients (None:
-        no gradient); returns the new weights and restores the old ones."""
-        raise NotImplementedError
-
-    def train_steps(self, batches: list[tuple[np.ndarray, np.ndarray]], optimizer: str, lr: float
-                    ) -> tuple[list[float], list[dict[str, np.ndarray]]]:
-        """One optimizer step per batch: (loss before each step, parameters after each step)."""
-        raise NotImplementedError
 
 
 # --- the scratch side (class and functional) -------------------------------------------------
@@ -589,17 +473,3 @@ def mask_kwargs(fn: Any, mask: Any) -> dict[str, Any]:
         return {"mask": mask} if "mask" in inspect.signature(fn).parameters else {}
     except (TypeError, ValueError):
         return {}
-
-
-def make_side(impl: str, config: TransformerConfig, arrays: dict[str, np.ndarray] | None, dtype: str,
-              device: str = "cpu", mask: np.ndarray | None = None, adapter: Any = None, reference: Any = None) -> Side:
-    """``reference``: a user's own torch model, the torch side (and the names an adapter maps to)."""
-    if impl == "adapter":  # [adapter] a user's model; arrays None keeps its own weights
-        from differential.adapter_side import AdapterSide
-
-        return AdapterSide(adapter, config, dtype, arrays, reference=reference)
-    if impl == "torch":
-        return TorchSide(config, arrays, dtype, device, mask, module=reference)
-    if impl in ("class", "functional"):
-        return ScratchSide(impl, config, arrays, dtype, mask)
-    raise ValueError(f"unknown implementation {impl!r}: expected class, functional or torch")

@@ -22,7 +22,7 @@ from differential.localize import Check, Origin
 
 if TYPE_CHECKING:
     from differential.capture import Capture
-    from differential.sides import Side
+    from differential.side import Side
 
 
 def users_of(named: Iterable[tuple[str, Any]]) -> dict[str, tuple[str, ...]]:

@@ -1,0 +1,28 @@
+"""Build the side of one implementation: the bundled class and functional scratch models, torch
+(`torch_reference`, or a user's own torch model), or a user's framework through an adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from differential.adapter_side import AdapterSide
+from differential.side import Side
+from differential.sides import ScratchSide, TorchSide
+from scratch_model.config import TransformerConfig
+
+
+def make_side(impl: str, config: TransformerConfig, arrays: dict[str, np.ndarray] | None, dtype: str,
+              device: str = "cpu", mask: np.ndarray | None = None, adapter: Any = None, reference: Any = None,
+              own_weights: bool = False) -> Side:
+    """The side of ``impl`` with ``arrays`` loaded. ``reference``: a user's own torch model (the torch
+    side, and the names an adapter maps to). ``own_weights``: a user's framework keeps the weights
+    it built (the reference copies them, see `Side.shared_weights`)."""
+    if impl == "adapter":
+        return AdapterSide(adapter, config, dtype, None if own_weights else arrays, reference=reference)
+    if impl == "torch":
+        return TorchSide(config, arrays, dtype, device, mask, module=reference)
+    if impl in ("class", "functional"):
+        return ScratchSide(impl, config, arrays, dtype, mask)
+    raise ValueError(f"unknown implementation {impl!r}: expected class, functional or torch")

@@ -1,0 +1,162 @@
+"""What every implementation offers the report (`Side`), and where its code is (`source_location`,
+`child_line`): the part of the sides that the reasoning modules need, with no implementation in it.
+
+The bundled implementations (`differential.sides`) and a user's framework
+(`differential.adapter_side`) subclass `Side`; `differential.implementations.make_side` builds one.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from differential.capture import Capture
+from differential.localize import ModuleResult, Origin, backward_origin, judge
+from scratch_model.config import TransformerConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _relative(file: str) -> str:
+    path = Path(file).resolve()
+    try:
+        return str(path.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+@functools.lru_cache(maxsize=1024)
+def source_location(obj: Any) -> str:
+    """"path:line" of a function or class, relative to the project when it lives inside it."""
+    target = inspect.unwrap(obj)
+    try:
+        file = Path(inspect.getsourcefile(target) or "?").resolve()
+        line = inspect.getsourcelines(target)[1]
+    except (OSError, TypeError):
+        return "?"
+    try:
+        shown = file.relative_to(PROJECT_ROOT)
+    except ValueError:
+        shown = file
+    return f"{shown}:{line}"
+
+
+def child_line(container_source: str, child: str, stack: tuple[tuple[str, int], ...] = ()) -> str:
+    """Point at the line in a container's source that calls ``child`` (e.g. ``self.ln1(``).
+
+    ``stack`` is the child's recorded call stack (`Call.stack`): the frame that lies inside the
+    container's function is the line that ran, which matters when the container's code branches
+    (a pre-LN and a post-LN path both call ``ln1``). Without one, the first line naming the child."""
+    file, _, line = container_source.rpartition(":")
+    if not file or not line.isdigit():
+        return container_source
+    path = PROJECT_ROOT / file
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return container_source
+    start = int(line) - 1
+    if start >= len(lines):
+        return container_source
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    end = len(lines)
+    for i in range(start + 1, len(lines)):
+        text = lines[i]
+        if text.strip() and len(text) - len(text.lstrip()) <= indent:
+            end = i
+            break
+    # the container's own frame is the outermost of the first run of frames inside its function
+    # (frames of functions nested in it come first, innermost first)
+    resolved = path.resolve()
+    ran = None
+    for frame_file, frame_line in stack:
+        if start < frame_line <= end and Path(frame_file).resolve() == resolved:
+            ran = frame_line
+        elif ran is not None:
+            break
+    if ran is not None:
+        return f"{file}:{ran}"
+    pattern = re.compile(rf"\b{re.escape(child)}\b")
+    for i in range(start + 1, end):
+        if pattern.search(lines[i]):
+            return f"{file}:{i + 1}"
+    return container_source
+
+
+class Side:
+    """One implementation (``impl`` in class | functional | torch) in one dtype."""
+
+    impl: str
+    dtype: str
+    config: TransformerConfig
+    most_backward_calls: int = 1  # the most times one node's backward ran in one pass of run_module
+    # parameters held by several modules (a head tied to the embedding): name -> the holders' paths
+    users: dict[str, tuple[str, ...]] = {}
+
+    def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
+        raise NotImplementedError
+
+    def run_module(self, path: str, inputs: list[np.ndarray], tokens: np.ndarray,
+                   grad_output: np.ndarray | None) -> tuple[np.ndarray, list[np.ndarray | None],
+                                                            dict[str, np.ndarray | None]]:
+        """Run the module at ``path`` alone on ``inputs`` (tokens where it takes tokens), then
+        backward ``grad_output`` (None: forward only): (output, input grads, the gradients of the
+        parameters inside the module, by reference name)."""
+        raise NotImplementedError
+
+    def loss_on(self, logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray | None, bool]:
+        """This implementation's loss alone, on the given logits (the reference's: teacher forcing),
+        then its backward: (loss, d loss / d logits or None, whether the loss requires grad)."""
+        raise NotImplementedError
+
+    def params(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def source(self, path: str) -> str:
+        raise NotImplementedError
+
+    def optimizer_step(self, grads: dict[str, np.ndarray | None], optimizer: str, lr: float
+                       ) -> dict[str, np.ndarray]:
+        """One step of a fresh optimizer from the current weights with the given gradients (None:
+        no gradient); returns the new weights and restores the old ones."""
+        raise NotImplementedError
+
+    def train_steps(self, batches: list[tuple[np.ndarray, np.ndarray]], optimizer: str, lr: float
+                    ) -> tuple[list[float], list[dict[str, np.ndarray]]]:
+        """One optimizer step per batch: (loss before each step, parameters after each step)."""
+        raise NotImplementedError
+
+    # What the report asks of every side; a side that shows less (a user's framework) overrides them.
+    def shared_weights(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The weights the reference must copy: the seeded ``arrays`` this side was built from, or
+        the side's own where it keeps them (a user's model that draws its own initial weights)."""
+        return arrays
+
+    def judge(self, actual: Capture, expected: Capture, noise: Capture | None
+              ) -> tuple[Capture, dict[str, ModuleResult]]:
+        """`localize.judge` of this side's capture against the reference's: (the reference capture
+        as compared, the results by module)."""
+        return expected, judge(actual, expected, noise)
+
+    def backward_origin(self, results: dict[str, ModuleResult], expected: Capture, actual: Capture
+                        ) -> Origin | None:
+        """Where the joint backward first diverges."""
+        return backward_origin(results, expected, actual)
+
+    def can_optimize(self, kind: str) -> bool:
+        """Whether this implementation has the optimizer ``kind`` (adam | sgd)."""
+        return True
+
+    def summary(self) -> dict[str, Any] | None:
+        """Anything the report should say about how this side was reached (None: nothing)."""
+        return None
+
+
