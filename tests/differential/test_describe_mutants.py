@@ -441,7 +441,9 @@ def test_the_chain_stops_where_the_cut_tensor_was_made(forward: Any, mark: str,
     monkeypatch.setattr(layers.FeedForward, "forward", forward)
     d = run_report(ReportOptions(**SMALL)).first_divergence
     assert (d.module, d.phase, d.kind) == ("blocks.0.ffn", "backward", K.GRAPH_BREAK)
-    assert d.hint.endswith(f"; the chain stops at a tensor made by {forward.__name__} at {_marked(mark)}"), d.hint
+    assert d.hint == ("blocks.0.ffn: its output does not require grad although its inputs or parameters do: the graph "
+                      "is cut inside this module's forward (a result rebuilt from raw data, or an op without a "
+                      f"backward); the chain stops at a tensor made by {forward.__name__} at {_marked(mark)}"), d.hint
 
 
 def test_the_op_whose_backward_fails_finite_differences() -> None:
@@ -456,8 +458,9 @@ def test_the_op_whose_backward_fails_finite_differences() -> None:
     assert again.op == d.op  # the random probe is seeded: the same report twice
     # a float32 run is probed in float64 (finite differences need it): the same op, the same numbers
     assert narrow.op == d.op
-    assert f"; inside it, the backward of `relu_backward_passes_all` ({d.op['source']}) disagrees with finite " \
-           "differences" in d.hint
+    assert d.hint.startswith("blocks.0.ffn's output gradient matches but grad_input[0] ")
+    assert d.hint.endswith(f"; inside it, the backward of `relu_backward_passes_all` ({d.op['source']}) disagrees "
+                           "with finite differences")
 
 
 def embedding_cut_then_scaled(self: Any, tokens: Any) -> Any:
@@ -575,3 +578,34 @@ def test_the_child_line_of_a_nested_container_and_of_a_repeated_child() -> None:
                    expected, OPTIONS, {})
     assert d.hint.endswith("(the input it builds for blk.attn.k_proj#2)")
     assert d.scratch_source == d.reference_source == _line_number_of("self.k_proj(", MHA)
+
+
+def ffn_half_from_data_with_its_own_relu(self: Any, x: Any) -> Any:
+    h = self.fc2(relu_that_passes_everything(self.fc1(x)))
+    return Tensor(h.data * 0.5) + h * 0.5
+
+
+def test_a_named_cut_is_not_probed_for_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layers.FeedForward, "forward", ffn_half_from_data_with_its_own_relu)
+    options = ReportOptions(**SMALL)
+    side = ScratchSide("class", options.model, initial_weights(options.model, 0), "float64")
+    capture = side.capture(*phases.batches(options)[0])
+    d = D.describe(Origin("blocks.0.ffn", "backward", check("grad_input[0]", 0.5 * ONE, ONE), forced=True), {},
+                   side, side, capture, capture, options)
+    assert "the chain stops at a tensor made by ffn_half_from_data_with_its_own_relu" in d.hint and d.op is None
+
+
+def test_the_op_is_probed_on_the_inputs_the_module_was_judged_on() -> None:
+    # run alone: the reference's inputs (the expected capture); in the joint run: its own
+    options = ReportOptions(**SMALL)
+    side = ScratchSide("class", options.model, initial_weights(options.model, 0), "float64")
+    bad = check("grad_input[0]", 2 * ONE, ONE)
+    with faults.activate("relu_backward_no_mask"):
+        capture = side.capture(*phases.batches(options)[0])
+        without = replace(capture, calls={})  # no record of the module: nothing to probe
+        alone = D.describe(Origin("blocks.0.ffn", "backward", bad, forced=True), {}, side, side, without, capture,
+                           options)
+        joint = D.describe(Origin("blocks.0.ffn", "backward", bad), {}, side, side, capture, without, options)
+        none = D.describe(Origin("blocks.0.ffn", "backward", bad), {}, side, side, without, capture, options)
+    assert alone.op is not None and alone.op["op"] == "relu_backward_passes_all"
+    assert joint.op == alone.op and none.op is None

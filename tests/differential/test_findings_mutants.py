@@ -588,6 +588,8 @@ ORDER = {"": (9, 0), "a": (2, 1), "b": (5, 4)}
     (_d("a", "forward"), (1, 2)),
     (_d("(model)", "forward"), (1, 9)),
     (_d("zz", "forward"), (1, 0)),                        # not in the order: 0
+    (_d("zz", "backward"), (4, 0)),
+    (_d("zz", "optimizer"), (6, 0)),
     (_d("(loss)", "training"), (2, 0)),
     (_d("(loss)", "forward"), (2, 0)),
     (_d("(loss)", "backward"), (3, 0)),
