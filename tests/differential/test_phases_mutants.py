@@ -157,6 +157,9 @@ def test_loss_check_uses_the_noise_floor() -> None:
     assert out["match"] is True and out["grad_match"] is True
     bare = phases.loss_check(actual, expected, None)
     assert bare["match"] is False and bare["grad_match"] is False
+    # an error far beyond the reference's own float32 error is no match, noise or not
+    far = phases.loss_check(_capture(loss=3.0, logits_grad=3 * grad), expected, noise)
+    assert far["match"] is False and far["grad_match"] is False
 
 
 # --- module summaries ------------------------------------------------------------------------------------
@@ -191,7 +194,9 @@ def test_module_entry_worst_is_the_worst_mismatch_not_the_largest_error() -> Non
     res.forward = [_check("input[0]", [1e9 + 1.0], [1e9]), _check("output", [0.25], [0.0]),
                    _check("input[1]", [0.5], [0.0])]
     res.backward = [_check("grad_output", [1.0, 3.0], [1.0, 1.0]), _check("grad_input[0]", [7.0], [1.0])]
+    res.param_grad = [_check("param_grad[w]", [1.0], [1.0])]
     entry = phases.module_entry(res, _Sources("a"), _Sources("b"), 0)
+    assert entry["param_grad"]["status"] == "match" and entry["param_grad"]["tensors"] == {"param_grad[w]": True}
     assert entry["module"] == "(model)"
     assert entry["forward"]["worst"]["tensor"] == "input[1]"  # max_abs 0.5 beats 0.25; the matching 1.0 loses
     assert entry["backward"]["worst"]["tensor"] == "grad_input[0]"  # 6 beats 2
