@@ -6,15 +6,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from differential import diagnose, phases
 from differential.adapter_side import AdapterSide
 from differential.capture import Capture
 from differential.diagnose import Divergence, display_path
 from differential.findings import Forced
 from differential.localize import Check, ModuleResult, Origin, children
-from differential.sides import ScratchSide, Side, child_line, mask_kwargs, source_location
+from differential.sides import Side, child_line, source_location
 
 if TYPE_CHECKING:
     from differential.options import ReportOptions
@@ -76,8 +74,7 @@ def describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Side
             reference_src = child_line(reference_src, leaf, _stack(expected, child))
             hint += f" (the input it builds for {child})" if origin.phase == "forward" else \
                 f" (around its call of {child})"
-    if origin.forced and origin.phase == "backward" and kind not in (diagnose.GRAPH_BREAK, diagnose.MOSTLY_DETACHED) \
-            and isinstance(actual_side, ScratchSide):
+    if origin.forced and origin.phase == "backward" and kind not in (diagnose.GRAPH_BREAK, diagnose.MOSTLY_DETACHED):
         # run alone, a backward that differs while the module makes a tensor from raw data: a partial cut
         tokens, targets = phases.batches(options)[0]
         call = expected.calls.get(origin.path)
@@ -86,10 +83,10 @@ def describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Side
             kind = diagnose.GRAPH_BREAK
             hint += f"; the module builds a tensor from raw data, so part of the gradient stops there: the chain " \
                     f"stops at a tensor made by {site}"
-    if kind == diagnose.GRAPH_BREAK and isinstance(actual_side, ScratchSide) and "chain stops" not in hint:
+    if kind == diagnose.GRAPH_BREAK and "chain stops" not in hint:
         hint += _where_the_chain_stops(actual_side, origin, actual, options)
     op = None
-    if is_grad and isinstance(actual_side, ScratchSide) and "chain stops" not in hint:
+    if is_grad and "chain stops" not in hint:
         op = _op_check(actual_side, origin.path, expected if origin.forced else actual, options)
         if op:
             hint += f"; inside it, the backward of `{op['op']}` ({op['source']}) disagrees with finite differences"
@@ -120,7 +117,7 @@ def _children_claim(path: str, phase: str, results: dict[str, ModuleResult], exp
     return ""
 
 
-def _where_the_chain_stops(side: ScratchSide, origin: Origin, actual: Capture, options: ReportOptions) -> str:
+def _where_the_chain_stops(side: Side, origin: Origin, actual: Capture, options: ReportOptions) -> str:
     """Words naming the code that made the tensor where the gradient chain stops, if it can be found."""
     tokens, targets = phases.batches(options)[0]
     site = None
@@ -161,28 +158,12 @@ def _first_child_with_bad_input(path: str, phase: str, results: dict[str, Module
 
 
 def _op_check(side: Side, path: str, actual: Capture, options: ReportOptions) -> dict[str, str] | None:
-    """Re-run the blamed scratch module in float64 and check each of its ops' backward."""
-    from scratch_model.autograd import Tensor
-    from scratch_model.autograd.gradcheck import check_node, nodes_between
-
+    """Re-run the blamed module in float64 and check each of its ops' backward (where the side can)."""
     call = actual.calls.get(path)
     if call is None:
         return None
-    mask = phases.mask(options, call.inputs[0].shape[1] if call.inputs else options.model.seq_len)
-    probe = ScratchSide(side.impl, options.model, side.params(), "float64", mask)
-    fn = probe._module_fn(path.split("#")[0])
-    args = [Tensor(np.array(x, dtype=np.float64), requires_grad=True) for x in call.inputs]
     tokens = phases.batches(options)[0][0]
-    out = fn(*(args or [tokens]), **mask_kwargs(fn, mask))
-    if not isinstance(out, Tensor) or not out.requires_grad:
-        return None
-    rng = np.random.default_rng(0)
-    for node in nodes_between(out, {id(a) for a in args}):
-        bad = check_node(node, rng)
-        if bad is not None:
-            return {"op": bad.op, "source": source_location(bad.function), "input": str(bad.input_index),
-                    "relative_error": f"{bad.relative_error:.3g}"}
-    return None
+    return side.op_check(path, call.inputs, tokens, phases.mask(options, tokens.shape[1]))
 
 
 def loss_divergence(loss: dict[str, Any], actual: Capture, expected: Capture, options: ReportOptions,
@@ -190,10 +171,8 @@ def loss_divergence(loss: dict[str, Any], actual: Capture, expected: Capture, op
     root = actual.calls.get("")
     logits_in_graph = root is None or root.output_requires_grad
     if expected.loss_requires_grad and not actual.loss_requires_grad and logits_in_graph:
-        site = None
-        if isinstance(side, ScratchSide):
-            tokens, targets = phases.batches(options)[0]
-            site = side.first_raw_tensor(tokens, targets, None, [])
+        tokens, targets = phases.batches(options)[0]
+        site = side.first_raw_tensor(tokens, targets, None, [])
         return Divergence(module="(loss)", phase="training", kind=diagnose.GRAPH_BREAK,
                           hint="the loss does not require grad: it is built from raw arrays (e.g. "
                                "np.sum(out.data)) or through an op without a backward, so no gradient reaches "

@@ -94,11 +94,11 @@ def run_three_way(options: ReportOptions) -> Report:
 
 
 def initial_weights(config: TransformerConfig, seed: int) -> dict[str, np.ndarray]:
-    """The seeded float64 initial weights every side starts from."""
-    from scratch_model.functional import build_simple_transformer
+    """The seeded float64 initial weights every side starts from, drawn from the config alone (no
+    implementation under test is built for them)."""
+    from scratch_model.init import seeded_weights
 
-    params, _ = build_simple_transformer(config, seed=seed, dtype=np.float64)
-    return {name: np.array(t.data) for name, t in params.items()}
+    return seeded_weights(config, seed, np.float64)
 
 
 def _checked_weights(options: ReportOptions) -> dict[str, np.ndarray]:

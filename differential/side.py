@@ -155,6 +155,24 @@ class Side:
         """Whether this implementation has the optimizer ``kind`` (adam | sgd)."""
         return True
 
+    # Detail an implementation may offer about its own code (None: it cannot tell).
+    def creation_site(self, tokens: np.ndarray, path: str, slot: int | str) -> str | None:
+        """Where the tensor in ``slot`` (an input index, or "output") of the module call ``path`` was
+        created: "function at file:line"."""
+        return None
+
+    def first_raw_tensor(self, tokens: np.ndarray, targets: np.ndarray, path: str | None,
+                         inputs: list[np.ndarray]) -> str | None:
+        """The first tensor made outside the framework's ops (from raw data) while running module
+        ``path`` alone on ``inputs``, or the loss when ``path`` is None: "function at file:line"."""
+        return None
+
+    def op_check(self, path: str, inputs: list[np.ndarray], tokens: np.ndarray,
+                 mask: np.ndarray | None) -> dict[str, str] | None:
+        """Run module ``path`` alone in float64 on ``inputs`` and check each op's backward against
+        finite differences: the first op that disagrees ({op, source, input, relative_error})."""
+        return None
+
     def summary(self) -> dict[str, Any] | None:
         """Anything the report should say about how this side was reached (None: nothing)."""
         return None

@@ -213,6 +213,24 @@ class ScratchSide(Side):
         _, notes = self._observed(run)
         return next((site for _, site, own in notes if not own), None)
 
+    def op_check(self, path, inputs, tokens, mask):
+        from scratch_model.autograd import Tensor
+        from scratch_model.autograd.gradcheck import check_node, nodes_between
+
+        probe = ScratchSide(self.impl, self.config, self.params(), "float64", mask)
+        fn = probe._module_fn(path.split("#")[0])
+        args = [Tensor(np.array(x, dtype=np.float64), requires_grad=True) for x in inputs]
+        out = fn(*(args or [tokens]), **mask_kwargs(fn, mask))
+        if not isinstance(out, Tensor) or not out.requires_grad:
+            return None
+        rng = np.random.default_rng(0)
+        for node in nodes_between(out, {id(a) for a in args}):
+            bad = check_node(node, rng)
+            if bad is not None:
+                return {"op": bad.op, "source": source_location(bad.function), "input": str(bad.input_index),
+                        "relative_error": f"{bad.relative_error:.3g}"}
+        return None
+
     def _module_fn(self, path: str) -> Callable[..., Any]:
         if self.impl == "class":
             return self.model.get(path)

@@ -56,55 +56,13 @@ def build_simple_transformer(config: TransformerConfig | None = None, seed: int 
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    d, f, v = config.embed_dim, config.ff_dim, config.vocab_size
-    arrays: dict[str, np.ndarray] = {"embedding.weight": init.normal(seed, "embedding.weight", (v, d), dtype)}
-    if config.positional == "learned":
-        arrays["pos_embedding.weight"] = init.normal(seed, "pos_embedding.weight", (config.seq_len, d), dtype)
-
-    def linear_params(path: str, fan_in: int, fan_out: int, weight: bool = True) -> None:
-        shape = (fan_out, fan_in)
-        if weight:
-            arrays[f"{path}.weight"] = init.uniform_fan_in(seed, f"{path}.weight", shape, fan_in, dtype)
-        if config.bias:
-            arrays[f"{path}.bias"] = init.uniform_fan_in(seed, f"{path}.bias", (fan_out,), fan_in, dtype)
-
-    def norm_params(path: str) -> None:
-        arrays[f"{path}.weight"] = np.ones(d, dtype=dtype)
-        arrays[f"{path}.bias"] = np.zeros(d, dtype=dtype)
-
-    for i in range(config.num_layers):
-        block = f"blocks.{i}"
-        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            linear_params(f"{block}.attn.{proj}", d, d)
-        norm_params(f"{block}.ln1")
-        norm_params(f"{block}.ln2")
-        linear_params(f"{block}.ffn.fc1", d, f)
-        linear_params(f"{block}.ffn.fc2", f, d)
-    if config.final_norm:
-        norm_params("ln_f")
-    linear_params("head", d, v, weight=not config.tie_head)  # a tied head reads embedding.weight
-    params = {name: Tensor(a, requires_grad=True) for name, a in _in_class_order(arrays, config).items()}
+    params = {name: Tensor(a, requires_grad=True) for name, a in init.seeded_weights(config, seed, dtype).items()}
 
     def bound_forward(params: Params, tokens: np.ndarray, mask: np.ndarray | None = None,
                       recorder: Recorder | None = None) -> Tensor:
         return forward(params, tokens, config, mask=mask, recorder=recorder)
 
     return params, bound_forward
-
-
-def _in_class_order(arrays: dict[str, np.ndarray], config: TransformerConfig) -> dict[str, np.ndarray]:
-    """Order names as the class model registers them (blocks: attn, ln1, ffn, ln2), so both list
-    parameters identically. The sort is stable: within a layer, creation order stays."""
-    top = {"embedding": 0, "pos_embedding": 1, "ln_f": 3, "head": 4}
-
-    def rank(name: str) -> tuple:
-        parts = name.split(".")
-        if parts[0] == "blocks":
-            sub = ["attn", "ln1", "ffn", "ln2"].index(parts[2])
-            return (2, int(parts[1]), sub)
-        return (top[parts[0]], 0, 0)
-
-    return {name: arrays[name] for name in sorted(arrays, key=rank)}
 
 
 # --- layers, as pure functions ---------------------------------------------------------------

@@ -24,6 +24,7 @@ from differential.compare import compare
 from differential.findings import Forced
 from differential.localize import Check, ModuleResult, Origin
 from differential.report import ReportOptions, initial_weights, run_report
+from differential.side import Side
 from differential.sides import ScratchSide, source_location
 from scratch_model import autograd as ag
 from scratch_model import layers
@@ -53,7 +54,7 @@ def _line_number_of(text: str, after: str) -> str:
     return f"{file}:{n + 1}"
 
 
-class Sources:
+class Sources(Side):
     """A side that only names sources: the attention's forward for "attn", "<name>:<path>" elsewhere."""
 
     def __init__(self, name: str) -> None:
