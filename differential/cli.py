@@ -289,9 +289,8 @@ def _run_report(args: argparse.Namespace) -> int:
         if args.reference is not None:  # the user's own torch model is the reference
             from differential.user_reference import load_reference
 
-            if args.three_way or args.isolated:
-                raise UsageError("scratchdiff report: error: --reference cannot be combined with --three-way or "
-                                 "--isolated")
+            if args.three_way:
+                raise UsageError("scratchdiff report: error: --reference cannot be combined with --three-way")
             reference = _users_code(f"--reference {args.reference}", load_reference, args.reference)
         if args.first_only and args.isolated:
             raise UsageError("scratchdiff report: error: --first-only cannot be combined with --isolated (isolated "

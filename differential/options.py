@@ -41,17 +41,14 @@ class ReportOptions:
         object.__setattr__(self, "mask", self.model.mask)  # one source of truth: the architecture
         if self.adapter is not None:
             object.__setattr__(self, "impl", "adapter")
-            if self.isolated:
-                raise ValueError("an adapter's model runs whole on tokens alone: isolated mode is not available")
         if self.impl not in impls + ("adapter",):
             raise ValueError(f"impl must be one of {', '.join(impls)}, got {self.impl!r}")
         if self.against not in impls:
             raise ValueError(f"against must be one of {', '.join(impls)}, got {self.against!r}")
         if self.impl == self.against:
             raise ValueError(f"impl and against are both {self.impl!r}: compare two different implementations")
-        if self.reference is not None and (self.against != "torch" or self.isolated):
-            raise ValueError("a reference model (torch.nn.Module) is the torch side: it needs against='torch' and no "
-                             "isolated mode")
+        if self.reference is not None and self.against != "torch":
+            raise ValueError("a reference model (torch.nn.Module) is the torch side: it needs against='torch'")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         for name in ("batch_size",):
