@@ -136,9 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start from these weights (.npz or .safetensors, names as in the model) "
                              "instead of the seeded initial ones")
     report.add_argument("--three-way", action="store_true",
-                        help="class vs torch, functional vs torch and class vs functional together: where the "
-                             "two scratch implementations disagree, show both source locations and which one "
+                        help="the implementation under test (--impl, or --adapter), a second one (--other) and torch, "
+                             "each pair compared: where the two disagree, show both source locations and which one "
                              "to port the fix from")
+    report.add_argument("--other", choices=("class", "functional"), default=None,
+                        help="the second implementation of --three-way (default: the bundled model not under test; "
+                             "class with --adapter)")
     report.add_argument("--fault", metavar="NAME", default=None,
                         help="switch on one fault of the catalogue (see `scratchdiff faults`) and report on it")
     report.add_argument("--adapter", metavar="MODULE:OBJECT", default=None,  # [adapter]
@@ -280,8 +283,9 @@ def _run_report(args: argparse.Namespace) -> int:
         if args.adapter is not None:  # [adapter] the user's model is the implementation under test
             from differential.adapter import AdapterOptions, load_adapter, run_config
 
-            if args.three_way or args.fault:
-                raise UsageError("scratchdiff report: error: --adapter cannot be combined with --three-way or --fault")
+            if args.fault:
+                raise UsageError("scratchdiff report: error: --adapter cannot be combined with --fault (it switches on "
+                                 "a fault of this project's models)")
             adapter = _users_code(f"--adapter {args.adapter}", load_adapter, args.adapter,
                                   AdapterOptions(model, args.dtype, args.seed))
             model = run_config(adapter, model, args.layers)
@@ -307,9 +311,15 @@ def _run_report(args: argparse.Namespace) -> int:
                 raise UsageError(f"scratchdiff report: error: fault {args.fault!r} lives in the {fault.impl} "
                                  f"implementation; add --impl {fault.impl}")
             options = replace(options, model=fault.model_for(options.model), **fault.report)
-        if args.three_way and options.impl not in ("class", "functional"):
-            raise UsageError(f"scratchdiff report: error: --three-way needs --impl class or functional, "
+        if args.three_way and options.impl not in ("class", "functional", "adapter"):
+            raise UsageError(f"scratchdiff report: error: --three-way needs --impl class or functional, or --adapter, "
                              f"got {options.impl!r}")
+        if args.other is not None and not args.three_way:
+            raise UsageError("scratchdiff report: error: --other names the second implementation of --three-way; "
+                             "add --three-way")
+        if args.three_way and args.other == options.impl:
+            raise UsageError(f"scratchdiff report: error: --other {args.other} is the implementation under test; "
+                             f"pick the other one")
         estimate = _report_estimate(args, options)
     return _report(args, options, target, estimate)
 
@@ -322,7 +332,7 @@ def _report(args: argparse.Namespace, options: Any, target: Path | None, estimat
     from differential.report import run_report, run_three_way
 
     with faults.activate(args.fault), report_progress(estimate, enabled=not args.three_way) as watch:
-        report = run_three_way(options) if args.three_way else run_report(options, watch)
+        report = run_three_way(options, args.other) if args.three_way else run_report(options, watch)
     if target is not None or not args.quiet:
         screen = FILE_SCREEN if target is not None else detect_screen()
         text = (format_text(report, screen.width, screen.color) if args.format == "text"

@@ -287,7 +287,8 @@ def _printed_text(report: Report) -> Text:
 
 
 def _three_way_table(report: Report) -> Table:
-    t = Table(title="three-way: class, functional, torch")
+    t = Table(title="three-way: " + ", ".join([*report.three_way.get("implementations", ["class", "functional"]),
+                                                "torch"]))
     for col in ("comparison", "verdict", "first divergence"):
         t.add_column(col)
     t.add_column("sources (this side, other side)", no_wrap=True)

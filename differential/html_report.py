@@ -52,7 +52,8 @@ def page(report: Report, text: str, json_text: str) -> str:
         f"<img class='plot' id='error-plot' alt='{escape(alt, quote=True)}' src='data:image/png;base64,{image}'>",
     ]
     if report.three_way is not None:
-        parts += ["<h2>Three-way: class, functional, torch</h2>", three_way_svg(report)]
+        names = ", ".join([*report.three_way.get("implementations", ["class", "functional"]), "torch"])
+        parts += [f"<h2>Three-way: {names}</h2>", three_way_svg(report)]
     if report.modules:
         parts += ["<h2>Module tree</h2>", tree_html(report)]
     printed = (report.adapter or {}).get("printed") or {}  # what an adapter's code printed (not in the JSON)
@@ -122,8 +123,8 @@ def three_way_svg(report: Report) -> str:
     """class, functional and torch as three corners; each side is one comparison, green where it
     matches and red where it diverges, labelled with its first divergence."""
     tw = report.three_way
-    impl = report.options["impl"]
-    other = "functional" if impl == "class" else "class"
+    impl, other = tw.get("implementations") or (report.options["impl"],
+                                                 "functional" if report.options["impl"] == "class" else "class")
     corners = {"torch": (330, 55), impl: (90, 265), other: (570, 265)}
     edges = [(impl, "torch", tw.get(f"{impl}_vs_torch")), (other, "torch", tw.get(f"{other}_vs_torch")),
              (impl, other, tw.get(f"{impl}_vs_{other}"))]

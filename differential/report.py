@@ -53,19 +53,25 @@ class Report:
         return out
 
 
-def run_three_way(options: ReportOptions) -> Report:
-    """class vs torch, functional vs torch and class vs functional on the same batch and weights.
+def run_three_way(options: ReportOptions, other: str | None = None) -> Report:
+    """Three implementations on the same batch and weights: the one under test (``options.impl``:
+    class, functional, or a user's model through ``options.adapter``), a second one (``other``:
+    class or functional; by default the bundled model that is not under test, class for an
+    adapter) and torch, each pair compared.
 
-    The main report is ``options.impl`` (class or functional) against torch. Where the two scratch
-    implementations disagree, the report names both source locations; the one that agrees with
-    torch is where to port the fix from.
+    The main report is the implementation under test against torch. Where the two disagree with each
+    other, the report names both source locations; the one that agrees with torch is where to port
+    the fix from.
     """
-    if options.impl not in ("class", "functional") or options.reference is not None:
-        raise ValueError(f"the three-way view needs --impl class or functional and the bundled reference, got "
-                         f"{options.impl!r}")
-    other = "functional" if options.impl == "class" else "class"
+    if options.impl not in ("class", "functional", "adapter") or options.reference is not None:
+        raise ValueError(f"the three-way view needs --impl class or functional, or an adapter, with the bundled "
+                         f"reference, got {options.impl!r}")
+    other = other or ("class" if options.impl != "class" else "functional")
+    if other not in ("class", "functional") or other == options.impl:
+        raise ValueError(f"the second implementation of a three-way view is class or functional, other than the one "
+                         f"under test ({options.impl}), got {other!r}")
     main = run_report(replace(options, against="torch"))
-    other_vs_torch = run_report(replace(options, impl=other, against="torch"))
+    other_vs_torch = run_report(replace(options, impl=other, adapter=None, against="torch"))
     between = run_report(replace(options, against=other))
 
     def summary(r: Report) -> dict[str, Any]:
@@ -86,6 +92,7 @@ def run_three_way(options: ReportOptions) -> Report:
         f"{options.impl}_vs_torch": summary(main),
         f"{other}_vs_torch": summary(other_vs_torch),
         f"{options.impl}_vs_{other}": summary(between),
+        "implementations": [options.impl, other],
         "port_from": port_from,
         "agrees_with_torch": [impl for impl, r in ((options.impl, main), (other, other_vs_torch))
                               if r.verdict == "match"],
