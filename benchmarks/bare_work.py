@@ -4,7 +4,9 @@ report's shared initial weights, then one forward and backward of each on the re
 
 `prepare(options)` builds both and returns the forward-and-backward to time (`report_cost.py`
 times it in process); run as a script, this is the whole job as a process of its own (imports
-included), which `report_cost.py --end-to-end` times against `scratchdiff report`.
+included), which `report_cost.py --end-to-end` times against `scratchdiff report`. Both run with
+numpy's BLAS and torch pinned to the report's threads (`scratch_model.threads.cpu_threads`); in
+process, `report_cost.py` pins them around the timing.
 
     .venv/bin/python benchmarks/bare_work.py
 """
@@ -45,4 +47,7 @@ def prepare(options: ReportOptions) -> Callable[[], None]:
 
 
 if __name__ == "__main__":
-    prepare(ReportOptions())()
+    from scratch_model.threads import cpu_threads
+
+    with cpu_threads():
+        prepare(ReportOptions())()

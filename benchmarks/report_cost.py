@@ -3,15 +3,24 @@
 Bare work: one scratch (class) forward + backward and one torch forward + backward on the same
 batch, float64, with both models built and loaded beforehand. Report: `run_report` with default
 options (building both sides, both captures, every comparison, localization, the optimizer-step
-check, the report tables). Both are timed side by side in one process, interleaved, after a
-warm-up; medians are printed with their ratio, then where the report's time goes (median per
-stage, as a share of the bare work), and the floor: the two hooked captures alone.
+check, the report tables), with all findings (teacher forcing) and with the first divergence only
+(`--first-only`). They are timed side by side in one process, interleaved, after a warm-up, with
+numpy's BLAS and torch pinned to the report's threads (`scratch_model.threads.cpu_threads`);
+medians are printed with their ratios, then where the report's time goes (median per stage, as a
+share of the bare work), and the floor: the two hooked captures alone. One run covers every
+number of layers in ``--layers`` and every fault in ``--fault`` ("none": the clean model), and
+ends with a table of the ratios.
+
+With --memory it also prints the peak memory (tracemalloc: numpy and Python allocations) of one
+report (all findings) against one plain scratch (class) training step (forward, backward, Adam
+step) at each size.
 
 With --end-to-end it times whole processes instead, alternating: `python benchmarks/bare_work.py`
 (imports, models, weights, one forward and backward of each) against `python -m differential.cli
 report` (the README's main job), and prints their medians and ratio.
 
-    .venv/bin/python benchmarks/report_cost.py [--repeats 40] [--batch-size 16] [--layers 1]
+    .venv/bin/python benchmarks/report_cost.py [--repeats 15] [--layers 1,4,12] [--fault none,attention_no_scale]
+    .venv/bin/python benchmarks/report_cost.py --memory
     .venv/bin/python benchmarks/report_cost.py --end-to-end [--repeats 7]
 """
 
@@ -22,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,31 +43,73 @@ from differential import faults
 from differential.implementations import make_side
 from differential.report import ReportOptions, Stopwatch, initial_weights, run_report
 from scratch_model.data import make_reversal_data
+from scratch_model.threads import cpu_threads
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
+def _fault_list(text: str) -> list[str | None]:
+    names = [v.strip() for v in text.split(",")]
+    unknown = [n for n in names if n != "none" and n not in faults.names()]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown fault {unknown[0]!r} (see differential/faults)")
+    return [None if n == "none" else n for n in names]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed runs of each (default 40; 7 with --end-to-end)")
+                        help="timed runs of each (default 15; 7 with --end-to-end)")
     parser.add_argument("--batch-size", type=int, default=ReportOptions.batch_size,
                         help=f"batch size of both (default: the report's, {ReportOptions.batch_size})")
-    parser.add_argument("--layers", type=int, default=1, help="transformer blocks (default 1)")
-    parser.add_argument("--fault", metavar="NAME", default=None,
-                        help="switch a catalogue fault on for every run (findings then do real work)")
+    parser.add_argument("--layers", type=_int_list, default=[1, 4, 12],
+                        help="transformer blocks, comma-separated sizes to time (default 1,4,12)")
+    parser.add_argument("--fault", type=_fault_list, default=[None, "attention_no_scale"], metavar="NAMES",
+                        help="catalogue faults switched on for every run, comma-separated; 'none' is the clean "
+                             "model (default none,attention_no_scale)")
+    parser.add_argument("--memory", action="store_true",
+                        help="also print the report's peak memory against a plain scratch training step's")
     parser.add_argument("--end-to-end", action="store_true",
                         help="time whole processes: bare_work.py against `scratchdiff report`")
     args = parser.parse_args()
     if args.end_to_end:
         end_to_end(args.repeats or 7)
         return
-    args.repeats = args.repeats or 40
-    with faults.activate(args.fault):
-        in_process(args)
+    args.repeats = args.repeats or 15
+    rows = []
+    with cpu_threads():  # numpy's BLAS and torch on the report's threads, for the bare work too
+        for layers in args.layers:
+            for fault in args.fault:
+                with faults.activate(fault):
+                    rows.append((layers, fault, *in_process(args, layers, fault)))
+        memory = [(layers, *peak_memory(args, layers)) for layers in args.layers] if args.memory else []
+    print(f"\nsummary ({args.repeats} interleaved runs each, medians; batch {args.batch_size}, float64):")
+    print(f"  {'layers':>6s}  {'fault':24s} {'bare ms':>8s} {'first-only':>11s} {'all findings':>13s}")
+    for layers, fault, bare, first, full in rows:
+        print(f"  {layers:6d}  {fault or 'none':24s} {bare * 1e3:8.2f} {first / bare:10.2f}x {full / bare:12.2f}x")
+    if memory:
+        print("\npeak memory (tracemalloc, numpy and Python allocations):")
+        for layers, report_mb, step_mb in memory:
+            print(f"  {layers:2d} layer(s): report {report_mb:7.2f} MB, scratch training step {step_mb:7.2f} MB, "
+                  f"ratio {report_mb / step_mb:.2f}")
 
 
-def in_process(args: argparse.Namespace) -> None:
+def _options(args: argparse.Namespace, layers: int) -> ReportOptions:
     base = ReportOptions()
-    options = replace(base, batch_size=args.batch_size, model=replace(base.model, num_layers=args.layers))
+    return replace(base, batch_size=args.batch_size, model=replace(base.model, num_layers=layers))
+
+
+def in_process(args: argparse.Namespace, layers: int, fault: str | None) -> tuple[float, float, float]:
+    """Time one size with one fault; print the details; return the medians (bare, first only, all)."""
+    options = _options(args, layers)
     config = options.model
     bare = prepare(options)
     weights = initial_weights(config, options.seed)
@@ -81,8 +133,7 @@ def in_process(args: argparse.Namespace) -> None:
     def report_first() -> None:  # the first divergence only: no teacher forcing
         run_report(first_only)
 
-    torch.set_num_threads(1)  # the report runs torch on one thread; the bare work gets the same
-    for _ in range(5):
+    for _ in range(3):
         bare()
         report()
         report_first()
@@ -97,19 +148,52 @@ def in_process(args: argparse.Namespace) -> None:
             times.append(time.perf_counter() - start)
     b, r = statistics.median(bare_times), statistics.median(report_times)
     f = statistics.median(first_times)
-    print(f"model: {args.layers} layer(s), batch {options.batch_size}, float64, fault {args.fault or 'none'}; "
+    print(f"\nmodel: {layers} layer(s), batch {options.batch_size}, float64, fault {fault or 'none'}; "
           f"{args.repeats} runs each, interleaved")
     print(f"bare work (scratch + torch forward and backward): median {b * 1e3:.2f} ms")
     print(f"report, all findings:                             median {r * 1e3:.2f} ms")
     print(f"report, first divergence only (--first-only):     median {f * 1e3:.2f} ms")
     print(f"ratio report / bare: {r / b:.2f} (all findings), {f / b:.2f} (first only)  "
-          f"(torch threads: {torch.get_num_threads()}, numpy {np.__version__})")
+          f"(threads: torch {torch.get_num_threads()}, numpy's BLAS pinned alike; numpy {np.__version__})")
     c = statistics.median(capture_times)
     print(f"floor: the two hooked captures alone, median {c * 1e3:.2f} ms = {c / b:.2f} x bare")
-    print("\nwhere the report's time goes (median per stage):")
+    print("where the report's time goes (all findings, median per stage):")
     for stage in stages[0]:
         ms = statistics.median(s[stage] for s in stages) * 1e3
         print(f"  {stage:24s} {ms:7.2f} ms  {ms / (b * 1e3):5.2f} x bare")
+    return b, f, r
+
+
+def peak_memory(args: argparse.Namespace, layers: int) -> tuple[float, float]:
+    """Peak traced memory in MB of one report (all findings) and of one plain scratch training
+    step (class model, forward, backward, Adam step) on the report's batch, the model built before."""
+    from scratch_model.layers import ReversalTransformer
+    from scratch_model.optim import Adam
+    from scratch_model.train import cross_entropy
+
+    options = _options(args, layers)
+    config = options.model
+    tokens, targets = next(make_reversal_data(config, options.batch_size, 1, seed=options.seed)
+                           .batches(0, options.batch_size))
+    model = ReversalTransformer(config, dtype="float64")
+    model.load_arrays(initial_weights(config, options.seed))
+    optimizer = Adam(model.parameters(), lr=options.lr)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        cross_entropy(model(tokens), targets).backward()
+        optimizer.step()
+
+    def traced_peak(fn) -> float:
+        fn()  # warm: caches and lazy imports are not the job's memory
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+        return peak / 2**20
+
+    return traced_peak(lambda: run_report(options)), traced_peak(step)
 
 
 def end_to_end(repeats: int) -> None:
