@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(.); exit 0 only when every applicable cell is localized")
     add_model_flags(zoo)
     _add_sweep_parser(commands)
+    from differential.repro_cli import add_repro_parser
+
+    add_repro_parser(commands, _positive_int, _seed, _positive_float)
     return parser
 
 
@@ -590,8 +593,14 @@ def _run_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK if sweep.share_learned(result.rows) > 0 else EXIT_DIVERGED
 
 
+def _run_repro(args: argparse.Namespace) -> int:
+    from differential.repro_cli import run
+
+    return run(args)
+
+
 COMMANDS = {"train": "_run_train", "report": "_run_report", "faults": "_run_faults", "zoo": "_run_zoo",
-            "sweep": "_run_sweep"}
+            "sweep": "_run_sweep", "repro": "_run_repro"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
