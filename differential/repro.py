@@ -5,14 +5,15 @@ widths where the model's weights are drawn from its config) to the smallest one 
 still has a finding at the same module, in the same phase, of the same kind. At that size the
 reference (torch) runs once more: the blamed module alone on its captured inputs and output
 gradient (teacher forcing, as `differential.findings` does), the loss alone on the reference's
-logits, or one optimizer step on the reference's gradients. Its results, the module's weights
+logits, or one optimizer step on the reference's gradients (a batch that fails data sanity: the
+data code draws it again and the task's rule judges it). Its results, the module's weights
 and its inputs go into a ``.npz`` file beside a test that rebuilds the implementation's module
 from those weights, runs that phase only and compares under the report's tolerance model
 (`differential.repro_case`): no torch, no rest of the model.
 
 Findings with nothing to isolate get no file, and `Written.reason` says why: a training
-divergence that needs several steps (rerun `scratchdiff report --steps N`), a batch that fails
-data sanity (the data code itself is at fault), a disagreement no rule attributed to one module.
+divergence that needs several steps (rerun `scratchdiff report --steps N`), a disagreement no
+rule attributed to one module.
 """
 
 from __future__ import annotations
@@ -84,9 +85,7 @@ class Written:
 def target_of(d: Divergence) -> tuple[str | None, str | None]:
     """What a repro of finding ``d`` runs: "module", "loss" or "optimizer"; or None and why not."""
     if d.module == "(data)":
-        return None, ("the batch fails data sanity before any model runs: the data code itself is wrong, and "
-                      "`scratchdiff report` already checks it in milliseconds; test the data function directly "
-                      "(targets are the reversed inputs, tokens lie in 1..vocab_size-1)")
+        return "data", None
     if d.module == "(loss)":
         return "loss", None
     if d.phase == "optimizer":
@@ -142,7 +141,9 @@ def shrink(options: ReportOptions, d: Divergence, adapter_spec: str | None = Non
 
     steps: list[tuple[str, tuple[int, ...]]] = [("batch", BATCHES)]
     if resize:
-        steps += [("seq_len", LENGTHS), ("heads", HEADS), ("width", WIDTHS), ("hidden", HIDDEN)]
+        steps.append(("seq_len", LENGTHS))
+    if resize and d.module != "(data)":  # the batch does not depend on the model's widths
+        steps += [("heads", HEADS), ("width", WIDTHS), ("hidden", HIDDEN)]
     for field, values in steps:
         current = getattr(best, field)
         for value in values:
@@ -165,6 +166,10 @@ def build_case(options: ReportOptions, d: Divergence, target: str, adapter_spec:
                ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The meta and arrays of the repro of finding ``d`` at ``options``: the implementation's weights
     it needs, the captured inputs (and output gradient), and the reference's results alone."""
+    if target == "data":  # the rule (reversed inputs, tokens in range) judges the batch the test draws
+        return {"impl": options.impl, "dtype": options.dtype, "config": asdict(options.model), "seed": options.seed,
+                "batch": options.batch_size, "target": target, "module": d.module, "path": "", "phase": d.phase,
+                "kind": d.kind, "adapter": None, "compared": ["targets", "tokens_outside_vocabulary"]}, {}
     arrays = initial_weights(options.model, options.seed) if options.weights is None else dict(options.weights)
     actual = make_side(options.impl, options.model, arrays, options.dtype, options.device, None, options.adapter,
                        options.reference, own_weights=options.weights is None)
@@ -256,12 +261,14 @@ def render_test(name: str, data_file: str, d: Divergence, meta: dict[str, Any], 
     what = {"module": f"runs {d.module} alone on the saved inputs" +
                       (" and output gradient" if d.phase != "forward" else ""),
             "loss": "runs the loss alone on the reference's saved logits",
-            "optimizer": "takes one optimizer step from the saved weights with the reference's saved gradients"}
+            "optimizer": "takes one optimizer step from the saved weights with the reference's saved gradients",
+            "data": "draws the report's first batch with the data code"}
     impl = f"your framework (through {meta['adapter']})" if meta["adapter"] else f"the {meta['impl']} model"
+    against = "task's rule applied to that batch" if meta["target"] == "data" else "reference's saved results"
     doc = [f'"""Repro: {d.module}, {d.phase}, {d.kind}.', "",
            "Written by:", f"    {command}", "",
            f"It {what[meta['target']]} of {impl} ({meta['dtype']}) and compares",
-           f"with the reference's saved results ({', '.join(meta['compared'])}) under the report's tolerance",
+           f"with the {against} ({', '.join(meta['compared'])}) under the report's tolerance",
            "model. It fails while the bug is there and passes once it is fixed; keep it as a regression test.",
            "", "Seen in the report:", _wrap(_metrics_line(d.tensor, d.metrics)),
            f"    scratch source: {d.scratch_source}", f"    reference source: {d.reference_source}",

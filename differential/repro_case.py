@@ -63,9 +63,11 @@ def load(path: str | Path) -> Case:
 def run(case: Case) -> dict[str, Any]:
     """Run the case's failing phase on the implementation under test: the tensors to compare, by
     the keys of ``expected/`` (a tensor the implementation does not produce is None)."""
+    target = case.meta["target"]
+    if target == "data":
+        return _run_scratch_data(case)  # the report draws every batch with the bundled data code
     if case.meta.get("adapter"):
         return _run_adapter(case)
-    target = case.meta["target"]
     if target == "module":
         return _run_scratch_module(case)
     if target == "loss":
@@ -136,6 +138,21 @@ def _run_scratch_loss(case: Case) -> dict[str, Any]:
     return {"loss": np.array(loss.item()), "grad_logits": _grad(logits), "loss_requires_grad": loss.requires_grad}
 
 
+def _run_scratch_data(case: Case) -> dict[str, Any]:
+    """The data code's first batch, as the report draws it, checked against the task's own rule:
+    the targets are the inputs reversed, every token lies in 1..vocab_size-1 (0 is reserved)."""
+    from scratch_model.data import make_reversal_data
+
+    config, meta = case.config, case.meta
+    tokens, targets = next(iter(make_reversal_data(config, num_train=meta["batch"], num_test=1,
+                                                   seed=meta["seed"]).batches(0, meta["batch"])))
+    tokens = np.asarray(tokens)
+    outside = (tokens < 1) | (tokens > config.vocab_size - 1)
+    return {"targets": np.asarray(targets, dtype=np.float64), "tokens_outside_vocabulary": outside.astype(np.float64),
+            "_rule": {"targets": tokens[:, ::-1].astype(np.float64),
+                      "tokens_outside_vocabulary": np.zeros(tokens.shape)}}
+
+
 def _run_scratch_optimizer(case: Case) -> dict[str, Any]:
     from scratch_model.optim import SGD, Adam
 
@@ -188,6 +205,7 @@ def check(case: Case, got: dict[str, Any]) -> list[tuple[str, Metrics]]:
     machine precision; float32 against the float64 reference with the reference's own float32 error
     as the noise floor. Gradients are allowed round-off at the scale of the output gradient."""
     expected, noise = case.group("expected"), case.group("noise")
+    expected.update(got.get("_rule", {}))  # the data's expected values follow from the batch drawn
     scale = float(np.max(np.abs(case.arrays["grad_output"]), initial=0.0)) if "grad_output" in case.arrays else 0.0
     out = []
     for key in case.meta["compared"]:
