@@ -496,3 +496,17 @@ def test_backward_origin_walks_past_a_module_without_gradient_checks() -> None:
     results, expected, actual = _back(a={"grad_inputs": [-ONE]})
     results["b"].backward = []  # a framework that keeps no gradients there
     assert backward_origin(results, expected, actual).path == "a"
+
+
+def test_the_output_of_the_last_child_never_reaches_the_loss() -> None:
+    results, expected, actual = _back(b={"grad_output": None, "grad_inputs": [None]}, root={"grad_inputs": [None]})
+    origin = graph_breaks(results, expected, actual)[0]
+    assert origin.path == "" and origin.reason.startswith("the output of b never reaches the loss")
+
+
+def test_judge_an_empty_output() -> None:
+    empty = np.zeros((0,))
+    expected = capture([call("a", 0, 0, inputs=[], output=empty, grad_output=empty, grad_inputs=[])], {"a.w": ONE},
+                       {"a.w": ONE})
+    res = judge(expected, expected)["a"]
+    assert checks(res, "backward") == {"grad_output": True} and checks(res, "param_grad") == {"param_grad[w]": True}

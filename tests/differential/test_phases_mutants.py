@@ -254,8 +254,8 @@ def test_gradient_flow_rows() -> None:
                      "lin.z": np.zeros(2),  # the reference's 1e-8 is round-off at scale 200: zero is right
                      "top": np.zeros(2), "gone": np.array([1.0, 0.0]), "neither": None})
     # the module comparison already judged lin.w, at two calls of lin (once wrong), and nothing else
-    res = ModuleResult("lin", param_grad=[_check("param_grad[w]", [3.0, 4.0], [3.0, 4.0])])
-    repeat = ModuleResult("lin#2", param_grad=[_check("param_grad[w]", [3.0, 5.0], [3.0, 4.0])])
+    res = ModuleResult("lin", param_grad=[_check("param_grad[w]", [3.0, 5.0], [3.0, 4.0])])
+    repeat = ModuleResult("lin#2", param_grad=[_check("param_grad[w]", [3.0, 4.0], [3.0, 4.0])])
     rows = {r["parameter"]: r for r in phases.gradient_flow({"lin": res, "lin#2": repeat}, actual, expected, None)}
     assert list(rows) == ["lin.w", "lin.b", "lin.c", "lin.z", "top", "gone", "neither"]
     assert rows["lin.w"] == {"parameter": "lin.w", "has_grad": True, "nonzero": True, "norm": 5.0,
@@ -289,8 +289,8 @@ def test_gradient_flow_root_parameters_and_verdicts_of_the_module_walk() -> None
 
 
 def test_gradient_flow_without_a_recorded_owner_or_output_gradient() -> None:
-    # no call records the parameter's module and none has an output gradient: the scale is 0, so
-    # a 5e-8 error on a 1e-3 gradient is a mismatch and a 1e-8 reference is not round-off
+    # no call records the parameter's module and none has an output gradient: the scale is 0 (not
+    # even 1), so a 5e-10 error on a 1e-3 gradient is a mismatch and a 1e-8 reference is not round-off
     # (and an unrecorded module's parameter, with no root call either, likewise)
     expected = _capture([_call("m", 0, None), _call("k", 1, np.array([0.01]))],
                         params={"m.b": np.ones(2), "m.z": np.ones(2), "q.b": np.ones(2), "k.a": np.ones(2),
@@ -299,8 +299,8 @@ def test_gradient_flow_without_a_recorded_owner_or_output_gradient() -> None:
                                      "q.b": np.array([1e-3, 0.0]), "k.a": np.array([1e-3, 0.0]),
                                      "k.b": np.array([1e-3, 0.0])})
     actual = _capture(params=dict(expected.params),
-                      param_grads={"m.b": np.array([1e-3, 5e-8]), "m.z": np.zeros(2),
-                                   "q.b": np.array([1e-3, 5e-8]),
+                      param_grads={"m.b": np.array([1e-3, 5e-10]), "m.z": np.zeros(2),
+                                   "q.b": np.array([1e-3, 5e-10]),
                                    # k's output gradient is 0.01: 5e-12 is within 1e-9 * 0.01, 5e-10 is not
                                    "k.a": np.array([1e-3, 5e-12]), "k.b": np.array([1e-3, 5e-10])})
     rows = {r["parameter"]: r for r in phases.gradient_flow({}, actual, expected, None)}
@@ -506,3 +506,50 @@ def test_training_phase_with_noise() -> None:
     later = _TrainSide([1.0, 2.0], [{"a": np.array([1.0])}, {"a": np.array([2.0 + 2e-6])}])
     bare = phases.training_phase(later, ref, None, BATCHES[:2], options)
     assert (bare["first_divergent_step"], bare["first_divergent_what"]) == (2, "parameter a")
+
+
+def test_batches_need_only_one_held_out_sequence() -> None:
+    # 3**3 = 27 distinct sequences: enough for the batch and one test sequence, not for a large test set
+    got = phases.batches(ReportOptions(batch_size=4, model=TransformerConfig(vocab_size=4, seq_len=3)))
+    assert len(got) == 1 and got[0][0].shape == (4, 3)
+
+
+def test_gradient_scale_of_the_nearest_recorded_module() -> None:
+    # blk.lin.b is charged to blk.lin (output gradient 0.01), not to blk (100): 5e-10 off is a mismatch;
+    # a module with an empty output gradient has scale 0
+    expected = _capture([_call("blk", 0, np.array([100.0])), _call("blk.lin", 1, np.array([0.01])),
+                         _call("e", 2, np.zeros(0))],
+                        params={"blk.lin.b": np.ones(2), "e.b": np.ones(2)},
+                        param_grads={"blk.lin.b": np.array([1e-3, 0.0]), "e.b": np.array([1e-3, 0.0])})
+    actual = _capture(params=dict(expected.params),
+                      param_grads={"blk.lin.b": np.array([1e-3, 5e-10]), "e.b": np.array([1e-3, 5e-10])})
+    rows = {r["parameter"]: r for r in phases.gradient_flow({}, actual, expected, None)}
+    assert rows["blk.lin.b"]["matches_reference"] is False and rows["e.b"]["matches_reference"] is False
+
+
+def test_optimizer_phase_tiny_updates_have_no_unit_floor() -> None:
+    # updates of 1e-3 and 5e-10: judged against their own size, not against an allowance of 1e-9
+    params = {"w": np.array([1.0, 1.0]), "z": np.array([1.0, 1.0])}
+    grads = {"w": np.array([1e-3, 0.0]), "z": np.array([5e-10, 0.0])}
+    expected = _capture(params=dict(params), param_grads=grads)
+    actual = _capture(params=dict(params), param_grads=grads)
+
+    class Off:  # w's second entry moves by 5e-10 where the reference's does not; z never moves
+        def optimizer_step(self, g: Any, optimizer: str, lr: float) -> dict[str, np.ndarray]:
+            return {"w": params["w"] - lr * g["w"] - np.array([0.0, 5e-10]), "z": params["z"].copy()}
+
+    checks, rows = phases.optimizer_phase(Off(), _StepSide(params), None, actual, expected, None,
+                                          ReportOptions(optimizer="sgd", lr=1.0))
+    assert [c.match for c in checks] == [False, False]
+    assert rows[1]["changed_after_step"] is False and rows[1]["updated_by_optimizer"] is False
+
+
+def test_optimizer_phase_noise_is_measured_from_the_weights_before_the_step() -> None:
+    params = {"w": np.array([1.0, 2.0])}
+    grads = {"w": np.array([1.0, -1.0])}
+    expected = _capture(params=dict(params), param_grads=grads)
+    actual = _capture(params=dict(params), param_grads=grads)
+    # the scratch side leaves w unchanged; the reference's float32 step moves it as the float64 one does
+    checks, rows = phases.optimizer_phase(_StepSide(params, frozen=("w",)), _StepSide(params), _StepSide(params),
+                                          actual, expected, None, ReportOptions(optimizer="sgd", lr=1.0))
+    assert checks[0].match is False and rows[0]["update_matches_reference"] is False
