@@ -1,8 +1,8 @@
 """Where the command line's output goes: the terminal, or a file named with ``-o``.
 
 On a terminal, the width and colour support come from rich's own detection (the terminal's size,
-``COLUMNS``, ``NO_COLOR``, ``TERM=dumb``); a file or a pipe gets the fixed `FILE_WIDTH` (or
-``COLUMNS`` when set) and no colour.
+``COLUMNS``, ``NO_COLOR``, ``TERM=dumb``); a file gets the fixed `FILE_WIDTH`, a pipe read on a
+terminal that terminal's width (or ``COLUMNS`` when set), and neither gets colour.
 A file is checked before any work starts (a regular file or a new name in a writable folder; a
 symlink is followed to its target) and written whole or not at all, through a uniquely named
 temporary file beside it that is removed on any failure. Used by the CLI only.
@@ -40,13 +40,33 @@ FILE_SCREEN = Screen(FILE_WIDTH, color=False)
 
 def detect_screen() -> Screen:
     """Standard output as rich sees it. On a terminal: its width, and colour unless the terminal has
-    none or ``NO_COLOR`` is set. Anywhere else (a pipe, a file): `FILE_WIDTH` columns, or
-    ``COLUMNS`` when set, and no colour."""
+    none or ``NO_COLOR`` is set. Anywhere else, no colour and ``COLUMNS`` when set; otherwise a pipe
+    (``| less``, ``| tail``) that still ends on a terminal gets that terminal's width, and a file
+    or a pipe without a terminal gets `FILE_WIDTH` columns."""
     console = Console()
     if console.is_terminal:
         return Screen(max(console.width, 20), color=console.color_system is not None)
     columns = os.environ.get("COLUMNS", "")
-    return Screen(max(int(columns), 20) if columns.isdigit() else FILE_WIDTH, color=False)
+    if columns.isdigit():
+        return Screen(max(int(columns), 20), color=False)
+    width = _terminal_behind_pipe()
+    return Screen(max(width, 20) if width else FILE_WIDTH, color=False)
+
+
+def _terminal_behind_pipe() -> int | None:
+    """The width of the terminal a piped standard output is read on (stderr's or stdin's, which a
+    pipe leaves on the terminal), or None when standard output is a file or no terminal is attached."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode):
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    for stream in (sys.stderr, sys.stdin):
+        try:
+            return os.get_terminal_size(stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
 
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),

@@ -136,12 +136,13 @@ def test_zoo_faults_and_combos_tables_fit_and_keep_names_whole(columns: int) -> 
 
 # --- the same in a terminal emulator: tmux lays the output out and joins what it had to wrap ------
 
-def in_tmux(argv: list[str], columns: int, tmp_path: Path) -> tuple[int, list[str]]:
+def in_tmux(argv: list[str], columns: int, tmp_path: Path, pipe: str = "") -> tuple[int, list[str]]:
     """Run ``scratchdiff argv`` in a detached tmux window ``columns`` wide; its exit code and the
-    window's lines, with lines tmux wrapped joined again (so a line too wide shows as one)."""
+    window's lines, with lines tmux wrapped joined again (so a line too wide shows as one).
+    ``pipe``: shell text after the command (`` 2>&1 | cat``); the exit code is then the pipe's."""
     server = f"scratchdiff-test-{os.getpid()}-{time.monotonic_ns()}"  # our own tmux server, killed at the end
     done = tmp_path / "exit-code"
-    command = f"{shlex.join([str(EXE), *argv])}; echo $? > {shlex.quote(str(done))}; sleep 600"
+    command = f"{shlex.join([str(EXE), *argv])}{pipe}; echo $? > {shlex.quote(str(done))}; sleep 600"
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR", "TMUX")}
     tmux = ["tmux", "-L", server, "-f", os.devnull]
     try:
@@ -180,3 +181,14 @@ def test_a_long_report_shows_its_progress_on_a_terminal() -> None:
     assert any(re.search(r"report: .* done .*estimated", line) for line in lines)
     code, output = in_terminal(["report", "-q"], 100, stderr=True)  # a short one: no progress line
     assert code == 0 and "estimated" not in output
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+@pytest.mark.parametrize("pipe", [" 2>&1 | cat", " | tail -n 40"])
+def test_output_piped_on_a_terminal_fits_the_terminal(pipe: str, tmp_path: Path) -> None:
+    """``| less``, ``| tail``: standard output is a pipe, but a person reads it on the terminal."""
+    code, lines = in_tmux(COMMANDS["report with findings"], 80, tmp_path, pipe)
+    assert code == 0, lines  # cat's or tail's
+    assert any(line.startswith("scratchdiff: diverged") for line in lines), lines
+    wide = [line for line in lines if cell_len(line) > 80]
+    assert not wide, f"{len(wide)} lines wider than 80 columns, e.g. {wide[0]!r}"
