@@ -119,25 +119,46 @@ def _with_adapter(options: ReportOptions, adapter_spec: str | None) -> ReportOpt
     return replace(options, adapter=adapter)
 
 
+def _builds_to_size(adapter_spec: str | None) -> bool:
+    """Whether the adapter's factory builds the model the run's options ask for (it takes them):
+    only then can a smaller model be asked of it. A fixed model would be compared with a reference
+    of other sizes, and differ for that reason alone."""
+    if adapter_spec is None:
+        return False
+    import importlib
+
+    from differential.adapter import Adapter, takes_options
+
+    module_name, _, attr = adapter_spec.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return not isinstance(obj, Adapter) and callable(obj) and takes_options(obj) and \
+        getattr(obj, "config", None) is None
+
+
 def shrink(options: ReportOptions, d: Divergence, adapter_spec: str | None = None) -> tuple[ReportOptions, int]:
     """The smallest options (greedy: batch, sequence, heads, width per head, hidden width, each
     tried smallest first) whose report still has a finding at ``d``'s module, phase and kind; and
     the number of reports run. Sizes that change the model's weights (everything but the batch)
     are tried only when the weights are drawn from the config, not given."""
-    best = Sizes.of(options)
+    best, chosen = Sizes.of(options), options
     tries = 0
-    resize = options.weights is None and (options.adapter is None or adapter_spec is not None)
+    resize = options.weights is None and (options.adapter is None or _builds_to_size(adapter_spec))
 
     def diverges(sizes: Sizes) -> bool:
-        nonlocal tries
+        nonlocal tries, chosen
         tries += 1
         trial: ReportOptions | None = sizes.apply(options)
         try:
             if trial.model != options.model:  # a user's model is rebuilt at the new sizes
                 trial = _with_adapter(trial, adapter_spec)
-            return trial is not None and _same_way(run_report(trial), d)
+            if trial is None or not _same_way(run_report(trial), d):
+                return False
         except Exception:  # noqa: BLE001 - a size the model cannot run at is simply not smaller
             return False
+        chosen = trial
+        return True
 
     steps: list[tuple[str, tuple[int, ...]]] = [("batch", BATCHES)]
     if resize:
@@ -157,7 +178,7 @@ def shrink(options: ReportOptions, d: Divergence, adapter_spec: str | None = Non
             if diverges(trial):
                 best = trial
                 break
-    return best.apply(options) if best != Sizes.of(options) else options, tries
+    return chosen, tries
 
 
 # --- the case: the reference's values at the shrunk size -------------------------------------------
@@ -180,7 +201,10 @@ def build_case(options: ReportOptions, d: Divergence, target: str, adapter_spec:
                       reference=options.reference) if options.dtype == "float32" else None
     tokens, targets = phases.batches(options)[0]
     expected = oracle.capture(tokens, targets)
+    noise_capture = noise.capture(tokens, targets) if noise is not None else None
     adapter = options.adapter is not None
+    if adapter:  # a user's module is judged as the report judges it: against the capture as compared
+        expected, _ = actual.judge(actual.capture(tokens, targets), expected, noise_capture)
     meta: dict[str, Any] = {
         "impl": options.impl, "dtype": options.dtype, "config": asdict(options.model), "seed": options.seed,
         "target": target, "module": d.module, "path": _path(d), "phase": d.phase, "kind": d.kind,
@@ -203,7 +227,10 @@ def build_case(options: ReportOptions, d: Divergence, target: str, adapter_spec:
         meta["inputs"] = len(call.inputs)
         if grad_output is not None:
             out["grad_output"] = np.asarray(grad_output)
-        for name, side in (("expected", oracle), ("noise", noise)):
+        if adapter:
+            meta["adapter_state"] = _adapter_state(actual, path)
+            results = _judged_results(d, expected, noise_capture, path)
+        for name, side in (("expected", oracle), ("noise", noise)) if not adapter else ():
             if side is None:
                 continue
             got, grad_in, grads = side.run_module(path, call.inputs, tokens, grad_output)
@@ -230,6 +257,31 @@ def build_case(options: ReportOptions, d: Divergence, target: str, adapter_spec:
     for name, values in results.items():
         out.update({f"{name}/{k}": np.asarray(v) for k, v in values.items() if v is not None})
     return meta, out
+
+
+def _adapter_state(side: Any, path: str) -> dict[str, Any]:
+    """How the report reads the user's module at ``path`` (reshaped from (batch*time, ...), a
+    positional table, integer inputs that are ids): the test's adapter side reads it the same way."""
+    return {"reshaped": side.reshaped.get(path), "ref_shapes": side.ref_shapes.get(path),
+            "table": side.tables.get(path), "ignored": side.ignored.get(path)}
+
+
+def _judged_results(d: Divergence, expected: Any, noise: Any, path: str) -> dict[str, dict[str, Any]]:
+    """The reference's values for a user's module, as teacher forcing compares them (the capture the
+    report judged; a shared parameter is judged by its holders' shares, not here)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, capture in (("expected", expected), ("noise", noise)):
+        if capture is None:
+            continue
+        call = capture.calls[path]
+        if d.phase == "forward":
+            out[name] = {"output": call.output}
+            continue
+        values = {f"grad_input/{i}": g for i, g in enumerate(call.grad_inputs)}
+        values.update({f"param_grad/{n}": capture.param_grads.get(n) for n in expected.direct_params(path)
+                       if n not in expected.tied})
+        out[name] = values
+    return out
 
 
 # --- the test file ---------------------------------------------------------------------------------
@@ -305,8 +357,6 @@ def write_repros(options: ReportOptions, out_dir: Path, command: str, adapter_sp
             continue
         small, w.reports = shrink(options, d, adapter_spec) if shrink_cases else (options, 0)
         w.after = Sizes.of(small)
-        if small.adapter is None and options.adapter is not None:
-            small = options
         try:
             meta, arrays = build_case(small, d, target, adapter_spec)
         except LookupError as err:

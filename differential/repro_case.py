@@ -182,6 +182,11 @@ def _run_adapter(case: Case) -> dict[str, Any]:
     side = AdapterSide(adapter, case.config, case.dtype, arrays=case.group("weight"))
     tokens, targets = case.arrays["tokens"], case.arrays["targets"]
     side.capture(tokens, targets)
+    state, path = meta.get("adapter_state") or {}, meta["path"]
+    for attr, key in (("reshaped", "reshaped"), ("ref_shapes", "ref_shapes"), ("tables", "table"),
+                      ("ignored", "ignored")):
+        if state.get(key) is not None:
+            getattr(side, attr)[path] = _tuples(state[key])
     if meta["target"] == "loss":
         value, grad, requires_grad = side.loss_on(case.arrays["logits"], targets)
         return {"loss": np.array(value), "grad_logits": grad, "loss_requires_grad": requires_grad}
@@ -196,6 +201,15 @@ def _run_adapter(case: Case) -> dict[str, Any]:
     got.update({f"grad_input/{i}": g for i, g in enumerate(grad_in)})
     got.update({f"param_grad/{name}": g for name, g in grads.items()})
     return got
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples of shapes an adapter side keeps (a list of ints stays a list)."""
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        return tuple(value)
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], list):
+        return [tuple(v) for v in value[0]], tuple(value[1])
+    return value
 
 
 # --- judging --------------------------------------------------------------------------------------
