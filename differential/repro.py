@@ -307,6 +307,14 @@ def _wrap(text: str, indent: str = "    ", width: int = 100) -> str:
     return textwrap.fill(text, width=width, initial_indent=indent, subsequent_indent=indent)
 
 
+def _compared(keys: list[str]) -> str:
+    """The compared tensors in a few words: a module's many parameter gradients are counted."""
+    params = [k for k in keys if k.startswith(("param_grad/", "update/"))]
+    named = [k for k in keys if k not in params] + params[:2]
+    rest = f" and {len(params) - 2} more parameters" if len(params) > 2 else ""
+    return ", ".join(named) + rest
+
+
 def render_test(name: str, data_file: str, d: Divergence, meta: dict[str, Any], command: str, reduced: str,
                 now: list[str]) -> str:
     """The generated test: its docstring says where it came from; its body runs the saved case."""
@@ -319,13 +327,13 @@ def render_test(name: str, data_file: str, d: Divergence, meta: dict[str, Any], 
     against = "task's rule applied to that batch" if meta["target"] == "data" else "reference's saved results"
     doc = [f'"""Repro: {d.module}, {d.phase}, {d.kind}.', "",
            "Written by:", f"    {command}", "",
-           f"It {what[meta['target']]} of {impl} ({meta['dtype']}) and compares",
-           f"with the {against} ({', '.join(meta['compared'])}) under the report's tolerance",
-           "model. It fails while the bug is there and passes once it is fixed; keep it as a regression test.",
+           _wrap(f"It {what[meta['target']]} of {impl} ({meta['dtype']}) and compares with the {against} "
+                 f"({_compared(meta['compared'])}) under the report's tolerance model. It fails while the bug is "
+                 "there and passes once it is fixed; keep it as a regression test.", indent=""),
            "", "Seen in the report:", _wrap(_metrics_line(d.tensor, d.metrics)),
            f"    scratch source: {d.scratch_source}", f"    reference source: {d.reference_source}",
            "Hint:", _wrap(d.hint), "", f"Shrunk: {reduced}.", "At this size:",
-           *[_wrap(line) for line in now], '"""']
+           *[_wrap(line) for line in now[:4]], *([f"    ... and {len(now) - 4} more"] if len(now) > 4 else []), '"""']
     return "\n".join(doc) + f'''
 
 from pathlib import Path
