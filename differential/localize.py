@@ -146,8 +146,18 @@ def children(path: str, calls: dict[str, Call]) -> list[Call]:
     behind an unrecorded list is still a child of the model)."""
     if "#" in path:
         return []
+    return _children_index(calls).get(path, [])
+
+
+def _children_index(calls: dict[str, Call]) -> dict[str, list[Call]]:
+    """`children` of every recorded call at once (one pass; a walk over all modules asks each)."""
     recorded = {p.split("#")[0] for p in calls}
-    return [c for p, c in calls.items() if p != path and parent_call(p, recorded) == path]
+    index: dict[str, list[Call]] = {}
+    for p, c in calls.items():
+        parent = parent_call(p, recorded)
+        if parent is not None and parent != p and "#" not in parent:
+            index.setdefault(parent, []).append(c)
+    return index
 
 
 def forward_origin(results: dict[str, ModuleResult], expected: Capture) -> Origin | None:
@@ -177,6 +187,7 @@ def graph_breaks(results: dict[str, ModuleResult], expected: Capture, actual: Ca
     children. These are read from ``requires_grad`` and gradient presence alone, so they stay
     visible when values diverge upstream."""
     out = []
+    kids_of = _children_index(expected.calls)
     for call in reversed(expected.ordered("enter")):
         res = results[call.path]
         if res.missing:
@@ -187,13 +198,14 @@ def graph_breaks(results: dict[str, ModuleResult], expected: Capture, actual: Ca
             continue
         if not res.backward:
             continue  # gradients were not compared (a framework that keeps none on module outputs)
-        cut, culprit = _cut_children(call.path, results, expected, actual)
+        cut, culprit = _cut_children(call.path, results, expected, actual, kids_of)
         if cut:
             out.append(_cut_origin(call.path, res, cut, culprit))
     return out
 
 
 def backward_origin(results: dict[str, ModuleResult], expected: Capture, actual: Capture) -> Origin | None:
+    kids_of = _children_index(expected.calls)
     for call in reversed(expected.ordered("enter")):
         res = results[call.path]
         if res.missing:
@@ -204,14 +216,14 @@ def backward_origin(results: dict[str, ModuleResult], expected: Capture, actual:
         grad_out = res.backward[0] if res.backward else None
         if grad_out is None or not grad_out.match:
             continue
-        cut, culprit = _cut_children(call.path, results, expected, actual)
+        cut, culprit = _cut_children(call.path, results, expected, actual, kids_of)
         if cut:
             return _cut_origin(call.path, res, cut, culprit)
         skip = {f"grad_input[{i}]" for i in res.detached_inputs}
         bad_input = _first_bad(res.backward[1:], skip)
         if bad_input is not None:
             return Origin(call.path, "backward", bad_input,
-                          container_code=bool(children(call.path, expected.calls)))
+                          container_code=bool(kids_of.get(call.path)) and "#" not in call.path)
         bad_param = _first_bad(res.param_grad)
         if bad_param is not None:
             return Origin(call.path, "param_grad", bad_param)
@@ -231,8 +243,8 @@ def _cut_origin(path: str, res: ModuleResult, cut: str, culprit: tuple[str, int 
     return Origin(path, "backward", bad, container_code=True, kind=diagnose.GRAPH_BREAK, reason=cut, culprit=culprit)
 
 
-def _cut_children(path: str, results: dict[str, ModuleResult], expected: Capture, actual: Capture
-                  ) -> tuple[str, tuple[str, int | str] | None]:
+def _cut_children(path: str, results: dict[str, ModuleResult], expected: Capture, actual: Capture,
+                  kids_of: dict[str, list[Call]] | None = None) -> tuple[str, tuple[str, int | str] | None]:
     """Words on where ``path``'s own code cuts the graph between its children ("" if it does not),
     and the cut tensor when it is a child's input.
 
@@ -241,7 +253,8 @@ def _cut_children(path: str, results: dict[str, ModuleResult], expected: Capture
     where the reference's is not) although the child itself kept its graph.
     """
     where = path or "the model"
-    kids = [(c, results[c.path], actual.calls.get(c.path)) for c in children(path, expected.calls)]
+    found = children(path, expected.calls) if kids_of is None else [] if "#" in path else kids_of.get(path, [])
+    kids = [(c, results[c.path], actual.calls.get(c.path)) for c in found]
     for child, res, got in kids:
         cut = [i for i in res.detached_inputs if got is not None and i < len(got.produced_by)
                and got.produced_by[i] is None]
