@@ -386,6 +386,7 @@ class TorchSide(Side):
         loss.backward()
         calls = finish_calls(log, self._np, self._grad)
         self._stacks = {path.split("#")[0]: c.stack for path, c in reversed(calls.items())}
+        self._sources: dict[str, str] = {}  # source() follows the stacks just recorded
         named = dict(self.model.named_parameters())
         return Capture("torch", self.dtype, calls, float(loss.item()), self._np(logits), self.params(),
                        {n: self._grad(p) for n, p in named.items()},
@@ -423,6 +424,14 @@ class TorchSide(Side):
         """The module's forward, or, for a module of torch's own (nn.Linear), the line of the
         project's code that calls it: a pointer into site-packages helps nobody port a fix."""
         base = path.split("#")[0]
+        known = getattr(self, "_sources", None)
+        if known is None:
+            known = self._sources = {}
+        if base not in known:  # every table row asks; the answer reads source files
+            known[base] = self._source(base)
+        return known[base]
+
+    def _source(self, base: str) -> str:
         module = self.model.get_submodule(base) if base else self.model
         here = source_location(type(module).forward)
         if not base or not type(module).__module__.startswith("torch."):
