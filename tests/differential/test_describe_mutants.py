@@ -610,3 +610,15 @@ def test_the_op_is_probed_on_the_inputs_the_module_was_judged_on() -> None:
         none = D.describe(Origin("blocks.0.ffn", "backward", bad), {}, side, side, without, capture, options)
     assert alone.op is not None and alone.op["op"] == "relu_backward_passes_all"
     assert joint.op == alone.op and none.op is None
+
+
+def test_the_loss_sources_follow_the_options() -> None:
+    torch_first = ReportOptions(impl="torch", against="class")
+    d = D.loss_divergence(LOSS_OK, capture(loss_requires_grad=False), EXPECTED, torch_first, MINE)
+    assert (d.scratch_source, d.reference_source) == (D.loss_source("torch"), D.loss_source("class"))
+    assert D.loss_source("torch") != D.loss_source("class")
+    adapter = _Adapter()
+    adapted = ReportOptions(adapter=adapter)
+    for d in (D.loss_divergence(LOSS_OK, capture(loss_requires_grad=False), EXPECTED, adapted, MINE),
+              D.loss_divergence(LOSS_BAD, capture(loss=6.0), EXPECTED, adapted, MINE)):
+        assert _def_at(d.scratch_source, "loss_and_backward") and d.reference_source == D.loss_source("torch")
