@@ -553,3 +553,12 @@ def test_optimizer_phase_noise_is_measured_from_the_weights_before_the_step() ->
     checks, rows = phases.optimizer_phase(_StepSide(params, frozen=("w",)), _StepSide(params), _StepSide(params),
                                           actual, expected, None, ReportOptions(optimizer="sgd", lr=1.0))
     assert checks[0].match is False and rows[0]["update_matches_reference"] is False
+
+
+def test_training_phase_far_loss_errors_with_noise() -> None:
+    # the reference's own float32 losses sit next to its float64 ones: a loss off by 0.5 diverges
+    ref = _TrainSide([1.0, 2.0], [{"a": np.array([1.0])}, {"a": np.array([2.0])}])
+    mine = _TrainSide([1.5, 2.0], [{"a": np.array([1.0])}, {"a": np.array([2.0])}])
+    noise = _TrainSide([1.0 + 1e-7, 2.0], [{"a": np.array([1.0])}, {"a": np.array([2.0])}])
+    out = phases.training_phase(mine, ref, noise, BATCHES[:2], ReportOptions(steps=2))
+    assert (out["first_divergent_step"], out["first_divergent_what"]) == (1, "loss")
