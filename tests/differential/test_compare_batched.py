@@ -1,5 +1,6 @@
-"""The batched comparisons (`compare_many`, `matches_zero`) give exactly what `compare` gives pair by
-pair: the report judges every module with them, so they must never disagree with the one-pair path."""
+"""The shortcuts around `compare` (`compare_many` with its reuse of repeated pairs, `matches_zero`)
+give exactly what `compare` gives pair by pair: the report judges every module with them, so they
+must never disagree with the one-pair path."""
 
 from __future__ import annotations
 
