@@ -234,3 +234,13 @@ def test_a_foreign_repro_rebuilds_the_users_model_through_the_adapter(tmp_path: 
     case = repro_case.load(next(tmp_path.glob("*.npz")))
     assert case.meta["adapter"] == "tests.foreign_course.adapter:make_adapter"
     assert case.meta["config"]["embed_dim"] < 32
+
+
+def test_a_float32_repro_keeps_the_reports_noise_floor(tmp_path: Path) -> None:
+    """float32: judged against the float64 reference with the reference's own float32 error as the floor."""
+    with faults.activate("sqrt_backward_no_half"):
+        written = repro.write_repros(ReportOptions(dtype="float32"), tmp_path, "scratchdiff repro --dtype float32")
+        assert [o.passed for o in repro.check_dir(tmp_path)] == [False]
+    assert [o.passed for o in repro.check_dir(tmp_path)] == [True]
+    case = repro_case.load(written[0].data)
+    assert case.dtype == "float32" and any(k.startswith("noise/") for k in case.arrays)
