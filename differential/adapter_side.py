@@ -68,8 +68,7 @@ def recording(modules: dict[str, Any], log: CallLog, called: dict[str, str],
                 out = original(self, *log.before(path, args), **kwargs)
             finally:
                 running.discard(id(self))
-            log.after(path, out)
-            return out
+            return log.after(path, out)
 
         return recorded
 
@@ -271,6 +270,7 @@ class AdapterSide(Side):
 
         log = CallLog(is_tensor=a.is_tensor, alias=alias, requires_grad=a.requires_grad)
         log.float_dtype = self._float_input  # type: ignore[method-assign]
+        log.alias_outputs = True  # output gradients read through an identity, as input gradients are
         found = a.modules()
         objects = {ref: found[theirs] for ref, theirs in self.names.modules.items()}
         try:
@@ -300,6 +300,7 @@ class AdapterSide(Side):
                        self.params(),
                        {ref: self._layout(t, _array(a.grad_of(named[t]))) for ref, t in self.names.params.items()},
                        {ref: a.requires_grad(named[t]) for ref, t in self.names.params.items()},
+                       loss_requires_grad=bool(a.requires_grad(loss)),
                        logits_grad=logits_grad, logits_grad_known=self.full_backward)
 
     # judging what this framework can show

@@ -145,13 +145,23 @@ class CallLog:
                          "path": path, "stack": call_stack()}
         return aliased
 
-    def after(self, path: str, output: Any) -> None:
+    def after(self, path: str, output: Any) -> Any:
+        """Record the module's output; returns what the caller should receive: the output, or with
+        ``alias_outputs`` its alias, through which its gradient is read (for frameworks that keep
+        gradients only where asked, on the tensors ``alias`` makes)."""
         key = self.entries[self.open.pop(path)[0]]
         self.raw[key]["output"] = output
         self.raw[key]["exit"] = self.exits
         self.exits += 1
         if self.is_tensor(output):
             self.producer.setdefault(id(output), key)
+            if self.alias_outputs and self._is_float(output) and self.requires_grad(output):
+                twin = self.alias(output)
+                if twin is not output:
+                    self.canonical[id(twin)] = output
+                    self.raw[key]["output_alias"] = twin
+                    return twin
+        return output
 
     def innermost_open(self) -> str | None:
         """The module that was running when an exception left the forward."""
@@ -161,6 +171,7 @@ class CallLog:
         return self.is_tensor(x) and self.float_dtype(x)
 
     float_dtype: Callable[[Any], bool] = staticmethod(lambda x: True)  # type: ignore[assignment]
+    alias_outputs = False  # hand each module's caller an alias of its output (see `after`)
 
 
 def finish_calls(log: CallLog, to_numpy: Callable[[Any], np.ndarray],
@@ -199,7 +210,7 @@ def finish_calls(log: CallLog, to_numpy: Callable[[Any], np.ndarray],
             output=value(out),
             input_requires_grad=[log.requires_grad(x) for x in originals],
             output_requires_grad=log.requires_grad(out),
-            grad_output=grad(out),
+            grad_output=grad(raw.get("output_alias", out)),
             grad_inputs=[grad(a) for a in aliases],
             produced_by=raw["produced_by"],
             stack=raw.get("stack", ()),
