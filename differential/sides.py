@@ -7,6 +7,7 @@ objects directly.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from collections.abc import Callable
@@ -439,7 +440,7 @@ class TorchSide(Side):
         parent, _, leaf = base.rpartition(".")
         while parent and isinstance(self.model.get_submodule(parent), self.torch.nn.ModuleList):
             parent, _, _ = parent.rpartition(".")
-        return child_line(self.source(parent), leaf, getattr(self, "_stacks", {}).get(base, ()))
+        return _call_site(self.source(parent), leaf, getattr(self, "_stacks", {}).get(base, ()))
 
     def _optimizer(self, optimizer: str, lr: float, params: list[Any] | None = None) -> Any:
         from torch_reference.optim import TorchOptimizer
@@ -468,6 +469,12 @@ class TorchSide(Side):
             losses.append(float(loss.item()))
             snapshots.append(self.params())
         return losses, snapshots
+
+
+# `child_line` reads the container's source file and resolves every frame of the stack; the same
+# question comes back for every table row and every report of a process (zoo, sweep, three-way),
+# like `source_location`, whose answers are kept the same way
+_call_site = functools.lru_cache(maxsize=4096)(child_line)
 
 
 def _within(name: str, base: str) -> bool:
