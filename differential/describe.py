@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from differential import diagnose, phases
-from differential.adapter_side import AdapterSide
 from differential.capture import Capture
 from differential.diagnose import Divergence, display_path
 from differential.findings import Forced
+from differential.implementations import backward_source, loss_source, optimizer_source  # noqa: F401 (re-exported)
 from differential.localize import Check, ModuleResult, Origin, children
-from differential.sides import Side, child_line, source_location
+from differential.sides import Side, child_line
 
 if TYPE_CHECKING:
     from differential.options import ReportOptions
@@ -188,35 +188,3 @@ def loss_divergence(loss: dict[str, Any], actual: Capture, expected: Capture, op
                            "(a sum where a mean is needed gives a ratio of batch x sequence length)",
                       scratch_source=loss_source(options.impl, options.adapter),
                       reference_source=loss_source(options.against), tensor="loss", metrics=loss["metrics"])
-
-
-def loss_source(impl: str, adapter: object | None = None) -> str:
-
-    if adapter is not None:  # [adapter]
-        return source_location(type(adapter).loss_and_backward)
-    if impl == "torch":
-        from differential.sides import TorchSide
-
-        return source_location(TorchSide._loss)
-    from scratch_model.train import cross_entropy
-
-    return source_location(cross_entropy)
-
-
-def backward_source() -> str:
-    from scratch_model.autograd import Tensor
-
-    return source_location(Tensor.backward)
-
-
-def optimizer_source(side: Side) -> str:
-
-    if isinstance(side, AdapterSide):  # [adapter]
-        return side.optimizer_source()
-    if side.impl == "torch":
-        from torch_reference.optim import TorchOptimizer
-
-        return source_location(TorchOptimizer.step)
-    from scratch_model.optim import Optimizer
-
-    return source_location(Optimizer.step)

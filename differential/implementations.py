@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from differential.adapter_side import AdapterSide
-from differential.side import Side
+from differential.side import Side, source_location
 from differential.sides import ScratchSide, TorchSide
 from scratch_model.config import TransformerConfig
 
@@ -26,3 +26,36 @@ def make_side(impl: str, config: TransformerConfig, arrays: dict[str, np.ndarray
     if impl in ("class", "functional"):
         return ScratchSide(impl, config, arrays, dtype, mask)
     raise ValueError(f"unknown implementation {impl!r}: expected class, functional or torch")
+
+
+# Where each implementation's loss, backward and optimizer step live (for findings' sources).
+
+def loss_source(impl: str, adapter: object | None = None) -> str:
+    """Where the loss of ``impl`` (or of a user's adapter) is computed."""
+    if adapter is not None:  # a user's framework: its loss_and_backward
+        return source_location(type(adapter).loss_and_backward)
+    if impl == "torch":
+        return source_location(TorchSide._loss)
+    from scratch_model.train import cross_entropy
+
+    return source_location(cross_entropy)
+
+
+def backward_source() -> str:
+    """The scratch autograd's backward pass."""
+    from scratch_model.autograd import Tensor
+
+    return source_location(Tensor.backward)
+
+
+def optimizer_source(side: Side) -> str:
+    """Where the optimizer step of ``side``'s implementation is."""
+    if isinstance(side, AdapterSide):  # a user's framework names its own
+        return side.optimizer_source()
+    if side.impl == "torch":
+        from torch_reference.optim import TorchOptimizer
+
+        return source_location(TorchOptimizer.step)
+    from scratch_model.optim import Optimizer
+
+    return source_location(Optimizer.step)

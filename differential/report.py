@@ -17,7 +17,7 @@ from differential import describe, diagnose, phases, tied
 from differential import findings as fnd
 from differential.capture import Capture, ModuleCrash
 from differential.diagnose import Divergence, display_path
-from differential.implementations import make_side
+from differential.implementations import backward_source, loss_source, make_side, optimizer_source
 from differential.localize import forward_origin, graph_breaks
 from differential.options import ReportOptions
 from differential.side import Side, source_location
@@ -258,8 +258,8 @@ def _first_divergence(results: dict[str, Any], loss: dict[str, Any], loss_cut: D
     if actual.loss_requires_grad:
         alone = {"on": "joint", "value": actual.loss, "value_match": loss["match"], "_grad": actual.logits_grad,
                  "grad_match": loss["grad_match"], "grad_metrics": loss["grad_metrics"]}
-        first = fnd.loss_backward_finding(alone, expected, describe.loss_source(options.impl, options.adapter),
-                                          describe.loss_source(options.against))
+        first = fnd.loss_backward_finding(alone, expected, loss_source(options.impl, options.adapter),
+                                          loss_source(options.against))
         if first is not None:
             return first
     origin = actual_side.backward_origin(results, expected, actual)
@@ -270,7 +270,7 @@ def _first_divergence(results: dict[str, Any], loss: dict[str, Any], loss_cut: D
     if actual.max_backward_calls > 1:
         return _repeated_backward(actual.max_backward_calls, gradients_match=True)
     optimizer = fnd.optimizer_findings(optimizer_checks, actual, expected, noise,
-                                       describe.optimizer_source(actual_side), describe.optimizer_source(oracle_side))
+                                       optimizer_source(actual_side), optimizer_source(oracle_side))
     return optimizer[0] if optimizer else None
 
 
@@ -280,7 +280,7 @@ def _repeated_backward(calls: int, gradients_match: bool = False) -> Divergence:
                       hint=f"{lead}one node's backward ran {calls} times in a single backward pass: the engine "
                            "re-walks shared subgraphs once per path, which is exponential in depth (deep models "
                            "seem to hang); walk a topological order once",
-                      scratch_source=describe.backward_source(), reference_source="")
+                      scratch_source=backward_source(), reference_source="")
 
 
 def _force(results: dict[str, Any], actual_side: Side, expected: Capture, noise: Capture | None,
@@ -306,8 +306,8 @@ def _independent_findings(results: dict[str, Any], loss: dict[str, Any], loss_cu
         origins += tied.shared_origins(actual_side, oracle_side, expected, actual, noise, phases.batches(options)[0][0])
     found = [describe.describe(o, results, actual_side, oracle_side, actual, expected, options, forced)
              for o in origins]
-    scratch_loss, reference_loss = describe.loss_source(options.impl, options.adapter), \
-        describe.loss_source(options.against)
+    scratch_loss, reference_loss = loss_source(options.impl, options.adapter), \
+        loss_source(options.against)
     if loss_cut is not None and loss_cut.kind == diagnose.GRAPH_BREAK:
         found.append(loss_cut)
     else:
@@ -328,8 +328,8 @@ def _independent_findings(results: dict[str, Any], loss: dict[str, Any], loss_cu
     calls = max(actual.max_backward_calls, actual_side.most_backward_calls)
     if calls > 1:
         found.append(_repeated_backward(calls))
-    found += fnd.optimizer_findings(optimizer_checks, actual, expected, noise, describe.optimizer_source(actual_side),
-                                    describe.optimizer_source(oracle_side))
+    found += fnd.optimizer_findings(optimizer_checks, actual, expected, noise, optimizer_source(actual_side),
+                                    optimizer_source(oracle_side))
     return found
 
 
