@@ -59,6 +59,15 @@ def _as_numpy(t: Any) -> np.ndarray:
     return np.array(t.data)
 
 
+def _recorded(array: Any, keep: set[int]) -> np.ndarray:
+    """A module call's array for the capture: the engine's own result as it is (nothing writes to
+    it once the backward is done), a copy of anything that may still change (a view, a
+    parameter's array: ``keep`` holds their ids)."""
+    if isinstance(array, np.ndarray) and array.base is None and id(array) not in keep:
+        return array
+    return np.array(array)
+
+
 class ScratchSide(Side):
     """Shared by both scratch implementations: everything but how the model is called."""
 
@@ -137,7 +146,9 @@ class ScratchSide(Side):
                     loss.backward()
         except Exception as err:
             raise ModuleCrash(None, err, phase="backward") from err
-        calls = finish_calls(log, _as_numpy, _scratch_grad)
+        keep = {id(a) for p in self.named.values() for a in (p.data, p.grad)}
+        calls = finish_calls(log, lambda t: _recorded(t.data, keep),
+                             lambda t: None if getattr(t, "grad", None) is None else _recorded(t.grad, keep))
         return Capture(self.impl, self.dtype, calls, loss.item(), np.array(logits.data), self.params(),
                        {n: _scratch_grad(p) for n, p in self.named.items()},
                        {n: p.requires_grad for n, p in self.named.items()},
@@ -385,7 +396,7 @@ class TorchSide(Side):
         logits.retain_grad()
         loss = self._loss(logits, targets)
         loss.backward()
-        calls = finish_calls(log, self._np, self._grad)
+        calls = finish_calls(log, self._recorded, self._recorded_grad)
         self._stacks = {path.split("#")[0]: c.stack for path, c in reversed(calls.items())}
         self._sources: dict[str, str] = {}  # source() follows the stacks just recorded
         named = dict(self.model.named_parameters())
@@ -402,7 +413,26 @@ class TorchSide(Side):
 
     @staticmethod
     def _np(t: Any) -> np.ndarray:
-        return t.detach().cpu().numpy().copy()
+        t = t.detach()
+        return t.numpy().copy() if t.device.type == "cpu" else t.cpu().numpy()  # .cpu() copies already
+
+    @staticmethod
+    def _recorded(t: Any) -> np.ndarray:
+        """A module call's tensor for the capture: a result torch computed, on the CPU, as it is
+        (nothing writes to it once the backward is done); a copy of anything that may still change:
+        a view (of a parameter, say), a leaf (a parameter, a buffer)."""
+        if t.device.type == "cpu" and t.grad_fn is not None and t._base is None:
+            return t.detach().numpy()
+        return TorchSide._np(t)
+
+    @staticmethod
+    def _recorded_grad(t: Any) -> np.ndarray | None:
+        """A module call's gradient for the capture: as it is on the CPU unless it is a view (the
+        next backward gives every tensor a fresh one), else a copy."""
+        g = t.grad
+        if g is None:
+            return None
+        return g.numpy() if g.device.type == "cpu" and g._base is None else TorchSide._np(g)
 
     def _grad(self, t: Any) -> np.ndarray | None:
         return None if t.grad is None else self._np(t.grad)
