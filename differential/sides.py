@@ -61,11 +61,23 @@ def _as_numpy(t: Any) -> np.ndarray:
 
 def _recorded(array: Any, keep: set[int]) -> np.ndarray:
     """A module call's array for the capture: the engine's own result as it is (nothing writes to
-    it once the backward is done), a copy of anything that may still change (a view, a
-    parameter's array: ``keep`` holds their ids)."""
-    if isinstance(array, np.ndarray) and array.base is None and id(array) not in keep:
+    it once the backward is done), also seen through a reshape or transpose of it; a copy of
+    anything that may still change (what a parameter's array or gradient underlies: ``keep``
+    holds those arrays' ids; memory from outside numpy) and of a part of a larger array (kept
+    alone, it would keep the whole alive)."""
+    if not isinstance(array, np.ndarray):
+        return np.array(array)
+    root = _root(array)
+    if root.base is None and id(root) not in keep and root.nbytes == array.nbytes:
         return array
     return np.array(array)
+
+
+def _root(array: np.ndarray) -> np.ndarray:
+    """The array whose memory ``array`` views (itself when it owns its memory)."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
 
 
 class ScratchSide(Side):
@@ -146,7 +158,7 @@ class ScratchSide(Side):
                     loss.backward()
         except Exception as err:
             raise ModuleCrash(None, err, phase="backward") from err
-        keep = {id(a) for p in self.named.values() for a in (p.data, p.grad)}
+        keep = {id(_root(a)) for p in self.named.values() for a in (p.data, p.grad) if isinstance(a, np.ndarray)}
         calls = finish_calls(log, lambda t: _recorded(t.data, keep),
                              lambda t: None if getattr(t, "grad", None) is None else _recorded(t.grad, keep))
         return Capture(self.impl, self.dtype, calls, loss.item(), np.array(logits.data), self.params(),
