@@ -74,8 +74,11 @@ def _phase_summary(checks: list[Check], missing: bool) -> dict[str, Any]:
 
 def depth(path: str, expected: Capture) -> int:
     """How many recorded modules contain ``path`` (the root contains everything)."""
-    base = path.split("#")[0]
-    return sum(1 for p in expected.calls if p != path and (p == "" or base.startswith(p + ".")))
+    calls = expected.calls
+    parts = path.split("#")[0].split(".")
+    # the proper dotted prefixes of the module's name that were recorded, and the root
+    inside = sum(1 for i in range(1, len(parts)) if ".".join(parts[:i]) in calls)
+    return inside + (path != "" and "" in calls)
 
 
 def module_entry(res: ModuleResult, actual_side: Side, oracle_side: Side, depth: int) -> dict[str, Any]:
