@@ -22,7 +22,7 @@ from differential.adapter_side import AdapterSide
 from differential.capture import Call, Capture
 from differential.compare import compare
 from differential.findings import Forced
-from differential.localize import Check, ModuleResult, Origin
+from differential.localize import Check, ModuleResult, Origin, judge
 from differential.report import ReportOptions, initial_weights, run_report
 from differential.side import Side
 from differential.sides import ScratchSide, source_location
@@ -622,3 +622,19 @@ def test_the_loss_sources_follow_the_options() -> None:
     for d in (D.loss_divergence(LOSS_OK, capture(loss_requires_grad=False), EXPECTED, adapted, MINE),
               D.loss_divergence(LOSS_BAD, capture(loss=6.0), EXPECTED, adapted, MINE)):
         assert _def_at(d.scratch_source, "loss_and_backward") and d.reference_source == D.loss_source("torch")
+
+
+def test_the_child_line_is_the_line_that_ran() -> None:
+    # a pre-LN block: its forward names ln1 first on the post-LN line, but the pre-LN line is the one
+    # that ran; the child's recorded call stack tells them apart
+    options = ReportOptions(**{**SMALL, "model": replace(SMALL["model"], norm="pre")})
+    side = ScratchSide("class", options.model, initial_weights(options.model, 0), "float64")
+    capture = side.capture(*phases.batches(options)[0])
+    results = judge(capture, capture)
+    results["blocks.0.ln1"].forward[0] = check("input[0]", -ONE, ONE)
+    d = D.describe(Origin("blocks.0", "forward", check("output", 2 * ONE, ONE), container_code=True), results,
+                   side, side, capture, capture, options, {})
+    block = side.source("blocks.0")
+    ran = _line_number_of("x = x + self.attn(self.ln1(x), mask)", block)
+    assert ran != _line_number_of("self.ln1(", block)  # the premise: not the first line naming ln1
+    assert d.scratch_source == ran and d.reference_source == ran

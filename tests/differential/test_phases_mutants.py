@@ -257,6 +257,11 @@ def test_gradient_flow_rows() -> None:
     res = ModuleResult("lin", param_grad=[_check("param_grad[w]", [3.0, 5.0], [3.0, 4.0])])
     repeat = ModuleResult("lin#2", param_grad=[_check("param_grad[w]", [3.0, 4.0], [3.0, 4.0])])
     rows = {r["parameter"]: r for r in phases.gradient_flow({"lin": res, "lin#2": repeat}, actual, expected, None)}
+    # and the other way round: right at the first call, wrong at the second
+    res_ok = ModuleResult("lin", param_grad=[_check("param_grad[w]", [3.0, 4.0], [3.0, 4.0])])
+    repeat_bad = ModuleResult("lin#2", param_grad=[_check("param_grad[w]", [3.0, 5.0], [3.0, 4.0])])
+    other = phases.gradient_flow({"lin": res_ok, "lin#2": repeat_bad}, actual, expected, None)
+    assert other[0]["parameter"] == "lin.w" and other[0]["matches_reference"] is False
     assert list(rows) == ["lin.w", "lin.b", "lin.c", "lin.z", "top", "gone", "neither"]
     assert rows["lin.w"] == {"parameter": "lin.w", "has_grad": True, "nonzero": True, "norm": 5.0,
                              "reference_norm": 5.0, "matches_reference": False}
