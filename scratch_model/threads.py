@@ -18,9 +18,11 @@ scratch side stays free of torch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 ENV_VAR = "SCRATCHDIFF_THREADS"
 
@@ -44,14 +46,12 @@ def default_threads(environ: Mapping[str, str] | None = None) -> int:
 def cpu_threads(count: int | None = None) -> Iterator[None]:
     """Run numpy's BLAS (through threadpoolctl) and torch's CPU ops, if torch is loaded, on
     ``count`` threads (None: :func:`default_threads`), then restore both."""
-    from threadpoolctl import threadpool_limits
-
     count = default_threads() if count is None else count
     if count < 1:
         raise ValueError(f"thread count must be a positive integer, got {count!r}")
     torch = sys.modules.get("torch")
     previous = torch.get_num_threads() if torch is not None else None
-    with threadpool_limits(limits=count, user_api="blas"):
+    with _blas_controller().limit(limits=count, user_api="blas"):
         if torch is not None:
             torch.set_num_threads(count)
         try:
@@ -59,3 +59,14 @@ def cpu_threads(count: int | None = None) -> Iterator[None]:
         finally:
             if torch is not None:
                 torch.set_num_threads(previous)
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    """threadpoolctl's view of the loaded thread pools, made once: scanning the process's
+    libraries costs about half a millisecond, more than a small report's stage. numpy's BLAS is
+    loaded with numpy, before any call here; torch's pools are set through torch itself."""
+    import numpy  # noqa: F401 - its BLAS must be loaded before the scan
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
