@@ -267,7 +267,6 @@ def _report_estimate(args: argparse.Namespace, options: Any) -> Any:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from dataclasses import replace
 
     from differential.model_options import model_from_args
     from differential.report import ReportOptions
@@ -309,11 +308,10 @@ def _run_report(args: argparse.Namespace) -> int:
         if args.fault is not None:
             from differential import faults
 
-            fault = faults.get_fault(args.fault)
-            if not fault.applies_to(args.impl):
-                raise UsageError(f"scratchdiff report: error: fault {args.fault!r} lives in the {fault.impl} "
-                                 f"implementation; add --impl {fault.impl}")
-            options = replace(options, model=fault.model_for(options.model), **fault.report)
+            try:
+                options = faults.get_fault(args.fault).options_for(options)
+            except InputError as err:
+                raise UsageError(f"scratchdiff report: error: {err}") from None
         if args.three_way and options.impl not in ("class", "functional", "adapter"):
             raise UsageError(f"scratchdiff report: error: --three-way needs --impl class or functional, or --adapter, "
                              f"got {options.impl!r}")

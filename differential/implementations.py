@@ -28,6 +28,22 @@ def make_side(impl: str, config: TransformerConfig, arrays: dict[str, np.ndarray
     raise ValueError(f"unknown implementation {impl!r}: expected class, functional or torch")
 
 
+def build_sides(options: Any, arrays: dict[str, np.ndarray], mask: np.ndarray | None = None
+                ) -> tuple[Side, Side, Side | None, dict[str, np.ndarray]]:
+    """The sides of one report (`differential.options.ReportOptions`): the implementation under test,
+    the float64 reference (the oracle), the reference in float32 when the run is float32 (its own
+    rounding is the noise floor; else None), and the weights they share. A user's model keeps the
+    weights it built unless ``options.weights`` were given; the reference copies them."""
+    actual = make_side(options.impl, options.model, arrays, options.dtype, options.device, mask, options.adapter,
+                       options.reference, own_weights=options.weights is None)
+    arrays = actual.shared_weights(arrays)
+    oracle = make_side(options.against, options.model, arrays, "float64", options.device, mask,
+                       reference=options.reference)
+    noise = make_side(options.against, options.model, arrays, "float32", options.device, mask,
+                      reference=options.reference) if options.dtype == "float32" else None
+    return actual, oracle, noise, arrays
+
+
 # Where each implementation's loss, backward and optimizer step live (for findings' sources).
 
 def loss_source(impl: str, adapter: object | None = None) -> str:

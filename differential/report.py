@@ -17,7 +17,7 @@ from differential import describe, diagnose, phases, tied
 from differential import findings as fnd
 from differential.capture import Capture, ModuleCrash
 from differential.diagnose import Divergence, display_path
-from differential.implementations import backward_source, loss_source, make_side, optimizer_source
+from differential.implementations import backward_source, build_sides, loss_source, optimizer_source
 from differential.localize import forward_origin, graph_breaks
 from differential.options import ReportOptions
 from differential.side import Side, source_location
@@ -162,15 +162,7 @@ def _run_report(options: ReportOptions, watch: Stopwatch) -> Report:
     mask = None  # a causal model masks itself (options.model.mask); no extra mask
     watch.lap("weights and batch")
 
-    # a user's model keeps its own weights unless options.weights are given; the reference copies them
-    actual_side = make_side(options.impl, options.model, arrays, options.dtype, options.device, mask, options.adapter,
-                            options.reference, own_weights=options.weights is None)
-    arrays = actual_side.shared_weights(arrays)
-    oracle_side = make_side(options.against, options.model, arrays, "float64", options.device, mask,
-                            reference=options.reference)
-    noise_side = make_side(options.against, options.model, arrays, "float32", options.device, mask,
-                           reference=options.reference) \
-        if options.dtype == "float32" else None
+    actual_side, oracle_side, noise_side, arrays = build_sides(options, arrays, mask)
     watch.lap("build sides")
 
     expected = oracle_side.capture(tokens, targets)

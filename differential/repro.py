@@ -31,7 +31,7 @@ import numpy as np
 from differential import phases
 from differential import repro_case as rc
 from differential.diagnose import Divergence
-from differential.implementations import make_side
+from differential.implementations import build_sides
 from differential.options import ReportOptions
 from differential.report import Report, initial_weights, run_report
 
@@ -192,13 +192,7 @@ def build_case(options: ReportOptions, d: Divergence, target: str, adapter_spec:
                 "batch": options.batch_size, "target": target, "module": d.module, "path": "", "phase": d.phase,
                 "kind": d.kind, "adapter": None, "compared": ["targets", "tokens_outside_vocabulary"]}, {}
     arrays = initial_weights(options.model, options.seed) if options.weights is None else dict(options.weights)
-    actual = make_side(options.impl, options.model, arrays, options.dtype, options.device, None, options.adapter,
-                       options.reference, own_weights=options.weights is None)
-    arrays = actual.shared_weights(arrays)
-    oracle = make_side(options.against, options.model, arrays, "float64", options.device, None,
-                       reference=options.reference)
-    noise = make_side(options.against, options.model, arrays, "float32", options.device, None,
-                      reference=options.reference) if options.dtype == "float32" else None
+    actual, oracle, noise, arrays = build_sides(options, arrays)
     tokens, targets = phases.batches(options)[0]
     expected = oracle.capture(tokens, targets)
     noise_capture = noise.capture(tokens, targets) if noise is not None else None

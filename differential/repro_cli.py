@@ -70,7 +70,6 @@ def _command(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.check is not None:
         return _check(Path(args.check))
-    from dataclasses import replace
 
     from differential import faults, repro
     from differential.model_options import model_from_args
@@ -93,11 +92,7 @@ def run(args: argparse.Namespace) -> int:
         options = ReportOptions(impl=args.impl, dtype=args.dtype, seed=args.seed, batch_size=args.batch_size,
                                 model=model, optimizer=args.optimizer, lr=args.lr, adapter=adapter)
         if args.fault is not None:
-            fault = faults.get_fault(args.fault)
-            if not fault.applies_to(args.impl):
-                raise InputError(f"fault {args.fault!r} lives in the {fault.impl} implementation; add --impl "
-                                 f"{fault.impl}")
-            options = replace(options, model=fault.model_for(options.model), **fault.report)
+            options = faults.get_fault(args.fault).options_for(options)
     except ValueError as err:
         raise InputError(str(err)) from None
     with faults.activate(args.fault):

@@ -49,6 +49,18 @@ class Fault:
         return replace(model, **{name: allowed[0] for name, allowed in self.needs.items()
                                  if getattr(model, name) not in allowed})
 
+    def options_for(self, options: Any) -> Any:
+        """Report options (`differential.options.ReportOptions`) under which this fault shows: its
+        architecture needs switched on, plus the options it needs (an optimizer, training steps).
+        Raises InputError when the fault lives in another implementation than ``options.impl``."""
+        from dataclasses import replace
+
+        from differential.errors import InputError
+
+        if not self.applies_to(options.impl):
+            raise InputError(f"fault {self.name!r} lives in the {self.impl} implementation; add --impl {self.impl}")
+        return replace(options, model=self.model_for(options.model), **self.report)
+
     def patches(self) -> list[tuple[Any, str, Callable]]:
         return [(_resolve(owner), attr, _resolve(replacement)) for owner, attr, replacement in self.targets]
 
