@@ -485,6 +485,7 @@ def test_a_cut_with_no_raw_tensor_to_name(monkeypatch: pytest.MonkeyPatch) -> No
     assert d.hint == f"{d.module}.weight was created without requires_grad, so it never gets a gradient"
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the fault's NaN, by design
 def test_the_op_inside_an_attention_of_a_causal_model() -> None:
     with faults.activate("softmax_no_backward"):
         d = run_report(ReportOptions(**{**SMALL, "model": replace(SMALL["model"], mask="causal")})).first_divergence
