@@ -406,6 +406,6 @@ def merge(first: Divergence | None, found: list[Divergence], expected: Capture) 
     causes: dict[tuple[str, ...], Divergence] = {}
     for d in ranked:
         seen = causes.setdefault(root_cause(d), d)
-        if seen is not d and d.module not in seen.also_in:
-            seen.also_in.append(d.module)
+        if seen is not d and d.module != seen.module and d.module not in seen.also_in:
+            seen.also_in.append(d.module)  # the same module in another phase is the same place
     return list(causes.values())

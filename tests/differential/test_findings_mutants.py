@@ -708,3 +708,15 @@ def test_loss_backward_finding_at_the_edge_of_one_factor() -> None:
     expected = capture([], loss=1.0, logits_grad=[1.0])
     assert F.loss_backward_finding(_phase(ratio, [factor]), expected, "a", "b") is None
     assert F.loss_backward_finding(_phase(ratio, [factor + 1e-9]), expected, "a", "b") is not None
+
+
+def test_merge_never_lists_a_findings_own_module_in_also_in() -> None:
+    expected = capture([call("", 0, 2), call("a", 1, 0), call("b", 2, 1)])
+    op = {"source": "ops.py:3", "op": "mul"}
+    bwd_a, grad_a, bwd_b = _d("a", "backward", op=op), _d("a", "param_grad", op=op), _d("b", "backward", op=op)
+    merged = F.merge(None, [grad_a, bwd_a], expected)  # one module, two phases, one op: one place
+    assert len(merged) == 1 and merged[0].also_in == []
+    merged = F.merge(None, [bwd_b, _d("a", "param_grad", op=op), _d("a", "backward", op=op)], expected)
+    assert len(merged) == 1
+    assert merged[0].module not in merged[0].also_in
+    assert sorted(merged[0].also_in) == sorted({"a", "b"} - {merged[0].module})
