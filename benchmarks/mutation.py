@@ -36,10 +36,10 @@ whole suite kills every mutant the subset kills), and pytest reads extra options
     PYTEST_ADDOPTS="-k 'mutants or report_details'" .venv/bin/python benchmarks/mutation.py \\
         --files differential/phases.py differential/localize.py differential/describe.py differential/findings.py
 
-runs those four against the mutant-killing unit tests and test_report_details.py in about 25 minutes.
-Tests that read files mutmut does not copy into mutants/ (README.md, docs/, examples/) fail there,
-and so does any test that fails in the working tree: mutmut then stops with "failed to collect
-stats"; leave them out with ``--ignore=FILE`` or ``--deselect=TEST`` in PYTEST_ADDOPTS.
+runs those four against the mutant-killing unit tests and test_report_details.py in about 11 minutes
+on a quiet machine (2,568 mutants, 641 s on 2 cores at commit time; 99.1 % killed). mutmut copies
+README.md, docs/ and examples/ into mutants/ too (pyproject's also_copy), so every test can run
+there; a test that fails in the working tree makes mutmut stop with "failed to collect stats".
 """
 
 from __future__ import annotations
