@@ -155,15 +155,15 @@ def optimizer_phase(actual_side: Side, oracle_side: Side, noise_side: Side | Non
     pairs = [(updates[n], ref_updates[n], noise_updates[n], 0.0) for n in names]
     checks, rows = [], []
     for name, m in zip(names, compare_many(pairs), strict=True):
-        update = updates[name]
-        moves = not matches_zero(ref_updates[name], noise_updates[name])  # the reference step moves it (past round-off)
-        checks.append(Check(f"param[{name}]", m, update, ref_updates[name]))
-        rows.append({"parameter": name,
-                     "changed_after_step": bool(name in own_stepped and np.any(own_stepped[name] != before[name]))
-                     or not moves,
-                     "update_matches_reference": m.match,
-                     "updated_by_optimizer": bool(update is not None and np.any(update)) or not moves,
-                     "reference_updated": bool(np.any(ref_updates[name]))})
+        update, ref_update = updates[name], ref_updates[name]
+        checks.append(Check(f"param[{name}]", m, update, ref_update))
+        changed = name in own_stepped and bool(np.not_equal(own_stepped[name], before[name]).any())
+        updated = update is not None and bool(update.any())
+        if not (changed and updated):  # a "no" stands only where the reference step moves it (past round-off)
+            stays = matches_zero(ref_update, noise_updates[name])
+            changed, updated = changed or stays, updated or stays
+        rows.append({"parameter": name, "changed_after_step": changed, "update_matches_reference": m.match,
+                     "updated_by_optimizer": updated, "reference_updated": bool(ref_update.any())})
     return checks, rows
 
 
