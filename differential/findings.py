@@ -63,11 +63,24 @@ def needs_forcing(res: ModuleResult) -> bool:
 
 
 def force_modules(side: Side, expected: Capture, noise: Capture | None, tokens: np.ndarray,
-                  paths: list[str]) -> dict[str, Forced]:
-    """Run each module call in ``paths`` alone on the reference's inputs; backward the reference's
-    output gradient. Raises NotAvailable when ``side`` cannot run modules alone."""
+                  paths: list[str], every: bool = True, missing: frozenset[str] | set[str] = frozenset(),
+                  keep: frozenset[str] | set[str] = frozenset()) -> dict[str, Forced]:
+    """Run each module call in ``paths`` (children before parents) alone on the reference's inputs;
+    backward the reference's output gradient. Raises NotAvailable when ``side`` cannot run modules
+    alone.
+
+    ``every=False`` skips a container once one of its recorded descendants is already blamed for
+    its forward (it diverged or raised alone, or is in ``missing``: never called): `module_origins`
+    blames no phase of such a container, so running it alone (often the whole model again) could
+    not add a finding. Paths in ``keep`` (graph cuts, which `refine_cut` reads) always run."""
+    recorded = {p.split("#")[0] for p in expected.calls}
+    covered: set[str] = set()  # containers with a descendant blamed for its forward
+    for path in missing:
+        _mark(path, covered, recorded)
     out: dict[str, Forced] = {}
     for path in paths:
+        if not every and path in covered and path not in keep:
+            continue
         call = expected.calls[path]
         nz = noise.calls.get(path) if noise else None
         forced = Forced(path)
@@ -78,9 +91,12 @@ def force_modules(side: Side, expected: Capture, noise: Capture | None, tokens: 
             raise
         except Exception as err:  # noqa: BLE001 - the code under test raised: that is the finding
             forced.error = err
+            _mark(path, covered, recorded)
             continue
         forced.grads = grads
         forced.forward.append(Check("output", compare(got, call.output, nz.output if nz else None), got, call.output))
+        if forced.bad("forward") is not None:
+            _mark(path, covered, recorded)
         if call.grad_output is None:
             continue  # the reference's module does not reach the loss: nothing to backward
         scale = float(np.max(np.abs(call.grad_output), initial=0.0))

@@ -185,7 +185,8 @@ def _run_report(options: ReportOptions, watch: Stopwatch) -> Report:
     watch.lap("training")
 
     searching = options.findings or options.isolated
-    forced, not_checked = _force(results, actual_side, expected, noise, options, tokens) if searching else ({}, {})
+    forced, not_checked = ({}, {}) if not searching else \
+        _force(results, actual_side, actual, expected, noise, options, tokens)
     loss_cut = describe.loss_divergence(loss, actual, expected, options, actual_side)
     first = _first_divergence(results, loss, loss_cut, optimizer_checks, actual_side, oracle_side, actual, expected,
                               noise, options, forced)
@@ -275,13 +276,16 @@ def _repeated_backward(calls: int, gradients_match: bool = False) -> Divergence:
                       scratch_source=backward_source(), reference_source="")
 
 
-def _force(results: dict[str, Any], actual_side: Side, expected: Capture, noise: Capture | None,
+def _force(results: dict[str, Any], actual_side: Side, actual: Capture, expected: Capture, noise: Capture | None,
            options: ReportOptions, tokens: np.ndarray) -> tuple[dict[str, fnd.Forced], dict[str, str]]:
     """Run alone every module whose joint checks disagree (every module with ``isolated``); and the
     checks that could not run, with the reason."""
     paths = [c.path for c in expected.ordered("exit") if options.isolated or fnd.needs_forcing(results[c.path])]
+    missing = {p for p, res in results.items() if res.missing}
+    cuts = {o.path for o in graph_breaks(results, expected, actual)}
     try:
-        return fnd.force_modules(actual_side, expected, noise, tokens, paths), {}
+        return fnd.force_modules(actual_side, expected, noise, tokens, paths, every=options.isolated,
+                                 missing=missing, keep=cuts), {}
     except fnd.NotAvailable as err:
         return {}, {"modules alone": str(err)}
 
