@@ -35,12 +35,14 @@ import sys
 import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from differential.capture import ROOT
 from differential.errors import InputError
+from differential.side import PROJECT_ROOT
 from scratch_model.config import TransformerConfig
 
 
@@ -149,10 +151,74 @@ class Adapter:
         """Store ``array`` as parameter ``name``'s gradient (None: no gradient); needed with make_optimizer."""
         raise NotImplementedError(f"{type(self).__name__} defines make_optimizer, so it must define set_grad")
 
+    # --- optional: a framework without module objects ------------------------------------------
+    def record_forward(self, tokens: np.ndarray, recorder: Recorder) -> Any:
+        """Run your model like `forward`, telling ``recorder`` about every module call yourself (for a
+        framework whose modules are functions, with no objects whose classes the report could wrap).
+        Around each module call: ``inputs = recorder.before(path, inputs)`` (run the module on the
+        tuple it returns), then ``output = recorder.after(path, output)`` (hand on what it returns).
+        ``path`` is your module path, a key of `modules`, which you then override to list your paths
+        (each value: the function that implements the module, where the report points for its
+        source). Defining it replaces the class patching."""
+        raise NotImplementedError
+
+    def call_module(self, path: str, *args: Any) -> Any:
+        """Run your module at ``path`` alone on ``args`` and return its output: the arguments its first
+        call passed to ``recorder.before``, each float tensor replaced by a new leaf (`tensor`). With
+        `record_forward`, needed for teacher forcing and isolated mode (a module object is called
+        instead when your framework has them)."""
+        raise NotImplementedError(f"{type(self).__name__} must define call_module(path, *args) to run a module alone")
+
+    # --- optional: what the report can say about your engine's own code ---------------------------
+    def backward_calls(self) -> int | None:
+        """How many times the busiest node's backward ran in your most recent backward
+        (`loss_and_backward` or `backward`): 1 in a correct engine, more in one that re-walks shared
+        subgraphs once per path (a recursive backward without a visited set). None (the default): not
+        counted, and that fault goes unseen while the gradients are right."""
+        return None
+
+    def check_ops(self, output: Any, inputs: list[Any]) -> dict[str, Any] | None:
+        """Check the backward of each of your ops on the paths from ``inputs`` (leaves made by `tensor`)
+        to ``output`` (a module run alone on them, no backward yet) against finite differences of its
+        forward; return the first that disagrees as ``{"op": name, "function": the op's code (for its
+        source), "input": which argument, "relative_error": float}``, or None when all agree. Then a
+        backward finding names the op inside the module. The report calls it only in float64 runs."""
+        return None
+
+    def watch_tensors(self) -> contextlib.AbstractContextManager[list[tuple[Any, str, bool]]]:
+        """A context manager yielding a list to which, while it is active, each tensor your framework
+        makes is appended as ``(tensor, site, by_op)``: ``site`` is the code that made it
+        (`code_site` of its frame: "function at file:line"); ``by_op`` is True where your framework's
+        op machinery made it (an op's result, a constant an op wraps) and False where it was built
+        from raw data (``Tensor(array)`` in model code, an op that hands back a new leaf). With it a
+        graph break's hint names the line where the gradient chain stops. Not defined by default."""
+        raise NotImplementedError
+
     # --- provided ----------------------------------------------------------------------------
     def modules(self) -> dict[str, Any]:
         """Your modules by path, parents first; the model itself is ``""``."""
         return walk_modules(self.model, self.is_module, self.is_tensor)
+
+
+class Recorder(Protocol):
+    """What `Adapter.record_forward` reports each module call to."""
+
+    def before(self, path: str, inputs: tuple) -> tuple:
+        """Your module ``path`` is about to run on ``inputs``: run it on the tuple returned instead."""
+        ...
+
+    def after(self, path: str, output: Any) -> Any:
+        """Your module ``path`` returned ``output``: hand its caller the value returned instead."""
+        ...
+
+
+def code_site(frame: types.FrameType) -> str:
+    """"function at file:line" of a frame, the file named as source pointers name it (relative to
+    this project's root when it lies inside it): how `Adapter.watch_tensors` names where a tensor
+    was made."""
+    file = Path(frame.f_code.co_filename).resolve()
+    shown = file.relative_to(PROJECT_ROOT) if file.is_relative_to(PROJECT_ROOT) else file
+    return f"{frame.f_code.co_name} at {shown}:{frame.f_lineno}"
 
 
 OPTIMIZER_KINDS = ("adam", "sgd")

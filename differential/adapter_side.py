@@ -84,6 +84,25 @@ def recording(modules: dict[str, Any], log: CallLog, called: dict[str, str],
             setattr(owner, attr, original)
 
 
+class _Reported:
+    """The recorder a framework without module objects reports its calls to (`Adapter.record_forward`):
+    its module paths are turned into the reference's, and unmapped ones pass through unrecorded."""
+
+    def __init__(self, paths: dict[str, str], log: CallLog, arguments: dict[str, tuple[tuple, dict]]) -> None:
+        self.paths, self.log, self.arguments = paths, log, arguments  # paths: yours -> the reference's
+
+    def before(self, path: str, inputs: tuple) -> tuple:
+        ref = self.paths.get(path)
+        if ref is None:
+            return tuple(inputs)
+        self.arguments.setdefault(ref, (tuple(inputs), {}))
+        return self.log.before(ref, tuple(inputs))
+
+    def after(self, path: str, output: Any) -> Any:
+        ref = self.paths.get(path)
+        return output if ref is None else self.log.after(ref, output)
+
+
 # --- the side ----------------------------------------------------------------------------------
 
 def _overrides(adapter: Adapter, method: str) -> bool:
@@ -203,7 +222,9 @@ class AdapterSide(Side):
         self.full_backward = True  # module input/output gradients available; known after capture()
         self.called_through: dict[str, str] = {}  # reference path -> "__call__" | "forward"
         self.arguments: dict[str, tuple[tuple, dict]] = {}  # reference path -> the first call's (args, kwargs)
-        self.can_force = _overrides(adapter, "tensor") and _overrides(adapter, "backward")
+        self.reports_calls = _overrides(adapter, "record_forward")  # no module objects: it reports its calls
+        self.can_force = _overrides(adapter, "tensor") and _overrides(adapter, "backward") and \
+            (not self.reports_calls or _overrides(adapter, "call_module"))
         self.keeps_own_weights = arrays is None
         if arrays is not None:
             self.load(arrays)
@@ -268,14 +289,9 @@ class AdapterSide(Side):
             aliased = aliased and twin is not None
             return x if twin is None else twin
 
-        log = CallLog(is_tensor=a.is_tensor, alias=alias, requires_grad=a.requires_grad)
-        log.float_dtype = self._float_input  # type: ignore[method-assign]
-        log.alias_outputs = True  # output gradients read through an identity, as input gradients are
-        found = a.modules()
-        objects = {ref: found[theirs] for ref, theirs in self.names.modules.items()}
+        log = self._log(alias)
         try:
-            with recording(objects, log, self.called_through, self.arguments):
-                logits = a.forward(tokens)
+            logits = self._recorded_forward(tokens, log)
         except Exception as err:  # the code under test crashed: say where
             raise ModuleCrash(log.innermost_open(), err) from err
         out = np.asarray(a.to_numpy(logits))
@@ -289,8 +305,12 @@ class AdapterSide(Side):
             loss = a.loss_and_backward(logits, targets)
         except Exception as err:
             raise ModuleCrash(None, err, phase="backward") from err
+        backward_calls = a.backward_calls() or 1
         calls = finish_calls(log, lambda t: np.array(a.to_numpy(t)), lambda t: _array(a.grad_of(t)))
-        self.full_backward = aliased and any(c.grad_output is not None for c in calls.values())
+        # gradients on module inputs and outputs: the identity, and a framework that keeps them (seen where
+        # any arrived; a loss cut from the graph runs no backward, and its cut is judged from requires_grad)
+        self.full_backward = aliased and (not a.requires_grad(loss) or any(c.grad_output is not None
+                                                                           for c in calls.values()))
         if not self.full_backward:  # what is there would mislead: a shared input's total gradient, say
             for c in calls.values():
                 c.grad_output, c.grad_inputs = None, [None] * len(c.grad_inputs)
@@ -300,8 +320,27 @@ class AdapterSide(Side):
                        self.params(),
                        {ref: self._layout(t, _array(a.grad_of(named[t]))) for ref, t in self.names.params.items()},
                        {ref: a.requires_grad(named[t]) for ref, t in self.names.params.items()},
-                       loss_requires_grad=bool(a.requires_grad(loss)),
+                       loss_requires_grad=bool(a.requires_grad(loss)), max_backward_calls=backward_calls,
                        logits_grad=logits_grad, logits_grad_known=self.full_backward)
+
+    def _log(self, alias: Callable[[Any], Any]) -> CallLog:
+        a = self.adapter
+        log = CallLog(is_tensor=a.is_tensor, alias=alias, requires_grad=a.requires_grad)
+        log.float_dtype = self._float_input  # type: ignore[method-assign]
+        log.alias_outputs = True  # output gradients read through an identity, as input gradients are
+        return log
+
+    def _recorded_forward(self, tokens: np.ndarray, log: CallLog) -> Any:
+        """The user's forward with every mapped module call recorded into ``log``: reported by the
+        framework itself (`Adapter.record_forward`), or seen by wrapping its module classes."""
+        a = self.adapter
+        if self.reports_calls:
+            mine = {theirs: ref for ref, theirs in self.names.modules.items()}
+            return a.record_forward(tokens, _Reported(mine, log, self.arguments))
+        found = a.modules()
+        objects = {ref: found[theirs] for ref, theirs in self.names.modules.items()}
+        with recording(objects, log, self.called_through, self.arguments):
+            return a.forward(tokens)
 
     # judging what this framework can show
     def judge(self, actual: Capture, expected: Capture, noise: Capture | None
@@ -391,8 +430,8 @@ class AdapterSide(Side):
                 f"{self.optimizers!r}): run with --optimizer {self.optimizers[0]} to check it" if self.optimizers
                 else "your framework has no optimizer (the adapter declares optimizers = ())")
         if not self.can_force:
-            out["findings"] = ("the adapter defines no tensor() and backward(): modules cannot run alone on the "
-                               "reference's values, so only the first divergence is localized")
+            out["findings"] = (f"the adapter defines no {self._missing_forcing_hooks()}: modules cannot run alone on "
+                               "the reference's values, so only the first divergence is localized")
         elif not self.full_backward:
             out["findings"] = ("no gradients of module inputs (see backward): modules run alone could not be judged, "
                                "so only the first divergence is localized")
@@ -418,6 +457,10 @@ class AdapterSide(Side):
     def source(self, path: str) -> str:
         theirs = self.names.modules.get(path.split("#")[0])
         obj = self.adapter.modules().get(theirs) if theirs is not None else None
+        if isinstance(obj, functools.partial):  # a framework without module objects lists its functions
+            obj = obj.func
+        if inspect.isfunction(obj) or inspect.ismethod(obj):
+            return source_location(obj)
         if obj is None:
             return "?"
         cls = type(obj)
@@ -473,11 +516,17 @@ class AdapterSide(Side):
     # teacher forcing
     def _forcing(self) -> None:
         if not self.can_force:
-            raise NotAvailable(f"{type(self.adapter).__name__} defines no tensor() and backward(): modules and the "
-                               "loss cannot run alone on the reference's values (teacher forcing)")
+            raise NotAvailable(f"{type(self.adapter).__name__} defines no {self._missing_forcing_hooks()}: modules "
+                               "and the loss cannot run alone on the reference's values (teacher forcing)")
         if not self.full_backward:
             raise NotAvailable(f"{type(self.adapter).__name__} keeps no gradients on module inputs: modules and the "
                                "loss cannot be run alone and judged (teacher forcing)")
+
+    def _missing_forcing_hooks(self) -> str:
+        a = self.adapter
+        if _overrides(a, "tensor") and _overrides(a, "backward"):
+            return "call_module() (it reports its own module calls, so there is no module object to call)"
+        return "tensor() and backward()"
 
     def _tensor(self, array: np.ndarray) -> Any:
         return self.adapter.tensor(np.array(array, dtype=self.dtype))
@@ -501,15 +550,40 @@ class AdapterSide(Side):
         self._forcing()
         a = self.adapter
         base = path.split("#")[0]
-        obj = a.modules()[self.names.modules[base]]
-        args, kwargs = self.arguments.get(base, ((), {}))
-        mine, ref_shapes = self.reshaped.get(path), self.ref_shapes.get(path)
+        mine = self.reshaped.get(path)
         if mine is not None:  # the user's module works on (batch*time, ...) where the reference has (batch, time, ...)
-            inputs = [_shaped(x, shape) for x, shape in zip(inputs, mine[0], strict=True)]
             grad_output = _shaped(grad_output, mine[1])
         table = self.tables.get(path)
         if table is not None and grad_output is not None:  # the reference's table gradient, in the user's shape
             grad_output = grad_output.reshape(table)
+        a.zero_grad()
+        given = self._leaves(path, inputs)
+        out = self._call_alone(path, given)
+        if grad_output is not None and a.requires_grad(out):
+            a.backward(out, np.array(grad_output, dtype=self.dtype))
+            self.most_backward_calls = max(self.most_backward_calls, a.backward_calls() or 1)
+        named = a.named_parameters()
+        grads = {ref: self._layout(theirs, _array(a.grad_of(named[theirs])))
+                 for ref, theirs in self.names.params.items()
+                 if not base or ref.startswith(base + ".") or base in self.users.get(ref, ())}
+        leaves = [g for g, x in zip(given, self.arguments.get(base, ((), {}))[0], strict=True) if g is not x]
+        result, grad_in = np.array(a.to_numpy(out)), [_array(a.grad_of(t)) for t in leaves]
+        ref_shapes = self.ref_shapes.get(path)
+        if ref_shapes is not None:
+            result = _shaped(result, ref_shapes[1])
+            grad_in = [_shaped(g, shape) for g, shape in zip(grad_in, ref_shapes[0], strict=False)]
+        if table is not None and result.size == int(np.prod(table)):
+            result = result.reshape(table[-2:])
+        return result, grad_in, grads
+
+    def _leaves(self, path: str, inputs: list[np.ndarray]) -> list[Any]:
+        """The arguments of the first call of module ``path`` with its float inputs replaced by new leaves
+        holding ``inputs`` (the reference's values, in the reference's shapes)."""
+        a = self.adapter
+        args = self.arguments.get(path.split("#")[0], ((), {}))[0]
+        mine = self.reshaped.get(path)
+        if mine is not None:
+            inputs = [_shaped(x, shape) for x, shape in zip(inputs, mine[0], strict=True)]
         given, fresh, seen, ignored = [], list(inputs), 0, self.ignored.get(path, [])
         for x in args:
             floating = a.is_tensor(x) and self._float_input(x)
@@ -518,23 +592,87 @@ class AdapterSide(Side):
             else:
                 given.append(x)
             seen += floating
-        leaves = [g for g, x in zip(given, args, strict=True) if g is not x]
+        return given
+
+    def _call_alone(self, path: str, given: list[Any]) -> Any:
+        """Module ``path`` called on ``given`` (its first call's other arguments) and no backward."""
+        a = self.adapter
+        base = path.split("#")[0]
+        kwargs = self.arguments.get(base, ((), {}))[1]
+        if self.reports_calls:
+            return a.call_module(self.names.modules[base], *given, **kwargs)
+        obj = a.modules()[self.names.modules[base]]
         run = obj if self.called_through.get(base, "__call__") == "__call__" else obj.forward
-        a.zero_grad()
-        out = run(*given, **kwargs)
-        if grad_output is not None and a.requires_grad(out):
-            a.backward(out, np.array(grad_output, dtype=self.dtype))
-        named = a.named_parameters()
-        grads = {ref: self._layout(theirs, _array(a.grad_of(named[theirs])))
-                 for ref, theirs in self.names.params.items()
-                 if not base or ref.startswith(base + ".") or base in self.users.get(ref, ())}
-        result, grad_in = np.array(a.to_numpy(out)), [_array(a.grad_of(t)) for t in leaves]
-        if ref_shapes is not None:
-            result = _shaped(result, ref_shapes[1])
-            grad_in = [_shaped(g, shape) for g, shape in zip(grad_in, ref_shapes[0], strict=False)]
-        if table is not None and result.size == int(np.prod(table)):
-            result = result.reshape(table[-2:])
-        return result, grad_in, grads
+        return run(*given, **kwargs)
+
+    # what the framework can tell about its own code (the optional hooks)
+    @_quiet
+    def op_check(self, path: str, inputs: list[np.ndarray], tokens: np.ndarray,
+                 mask: np.ndarray | None) -> dict[str, str] | None:
+        """The first op inside module ``path`` whose backward disagrees with finite differences, run
+        alone on ``inputs`` (`Adapter.check_ops`; float64 runs only: finite differences of float32
+        values are too coarse to judge an op by)."""
+        a = self.adapter
+        if not _overrides(a, "check_ops") or not self.can_force or self.dtype != "float64" \
+                or path.split("#")[0] not in self.arguments:
+            return None
+        given = self._leaves(path, inputs)
+        out = self._call_alone(path, given)
+        if not a.is_tensor(out) or not a.requires_grad(out):
+            return None
+        bad = a.check_ops(out, [g for g, x in zip(given, self.arguments[path.split("#")[0]][0], strict=True)
+                                if g is not x])
+        if bad is None:
+            return None
+        return {"op": str(bad["op"]), "source": source_location(bad["function"]), "input": str(bad["input"]),
+                "relative_error": f"{float(bad['relative_error']):.3g}"}
+
+    @_quiet
+    def creation_site(self, tokens: np.ndarray, path: str, slot: int | str) -> str | None:
+        """Where the tensor in ``slot`` (an input index, or "output") of the module call ``path`` was made
+        (`Adapter.watch_tensors`), when it was built from raw data: "function at file:line"."""
+        if not _overrides(self.adapter, "watch_tensors"):
+            return None
+        log = self._log(lambda x: x)
+        with self.adapter.watch_tensors() as made:
+            try:
+                self._recorded_forward(tokens, log)
+            except Exception:  # noqa: BLE001 - the forward already ran once; failing here only loses the detail
+                return None
+        raw = log.raw.get(path)
+        if raw is None:
+            return None
+        if slot == "output":
+            tensor = raw.get("output")
+        else:
+            inputs = raw["inputs"]
+            tensor = inputs[slot][0] if isinstance(slot, int) and slot < len(inputs) else None
+        sites = {id(t): (site, by_op) for t, site, by_op in made}  # all alive: the list holds them
+        site, by_op = sites.get(id(tensor), (None, True))
+        return None if by_op else site
+
+    @_quiet
+    def first_raw_tensor(self, tokens: np.ndarray, targets: np.ndarray, path: str | None,
+                         inputs: list[np.ndarray]) -> str | None:
+        """The first tensor built from raw data (`Adapter.watch_tensors`) while module ``path`` runs alone
+        on ``inputs``, or while the loss is computed when ``path`` is None."""
+        a = self.adapter
+        if not _overrides(a, "watch_tensors"):
+            return None
+        if path is None:
+            logits = a.forward(tokens)
+            run: Callable[[], Any] = lambda: a.loss_and_backward(logits, targets)  # noqa: E731
+        else:
+            if not self.can_force or path.split("#")[0] not in self.arguments:
+                return None
+            given = self._leaves(path, inputs)
+            run = lambda: self._call_alone(path, given)  # noqa: E731
+        with a.watch_tensors() as made:
+            try:
+                run()
+            except Exception:  # noqa: BLE001 - the code already ran once; failing here only loses the detail
+                pass
+        return next((site for _, site, by_op in made if not by_op), None)
 
 
 def parameter_origin(results: dict[str, ModuleResult], expected: Capture) -> Origin | None:

@@ -1,78 +1,246 @@
-"""The bundled class model through the adapter protocol (`differential.bundled_adapters`): the same
-model the report reads directly, taken the way a user's framework is. Every fault of the catalogue
-must give the same findings on both paths, so whatever the adapter path loses shows here.
+"""The bundled class and functional models through the adapter protocol (`differential.bundled_adapters`):
+the same models the report reads directly, taken the way a user's framework is (the functional one
+has no module objects: it reports its own module calls and runs one module alone by path). Every
+fault of the catalogue must give the same findings on both paths, every field of them, so whatever
+the adapter path loses shows here.
 
-Two faults need what only the bundled side can see inside the autograd, and are listed with why.
+What differs does so by design, and `BY_DESIGN` lists it; a test below shows each difference.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
+from typing import Any
 
 import pytest
 
 from differential import faults
-from differential.adapter import AdapterOptions
-from differential.bundled_adapters import class_model
+from differential.adapter import Adapter, AdapterOptions
+from differential.bundled_adapters import (
+    ClassModelAdapter,
+    FunctionalModelAdapter,
+    ScratchAutogradAdapter,
+    class_model,
+    functional_model,
+)
 from differential.cli import main
 from differential.faults import FAULTS
-from differential.report import ReportOptions, run_report
+from differential.report import ReportOptions, run_report, run_three_way
+from differential.side import source_location
 from scratch_model.config import arch
 
-# fault -> what the adapter path cannot see, and so reports differently
-ONLY_DIRECT = {
-    # how often each node's backward runs is counted inside the scratch autograd; an adapter's
-    # backward is one opaque call, and the gradients it leaves are right
-    "recursive_backward": "backward calls per node are counted inside the autograd",
-    # the op whose backward is missing is found by a finite-difference check of the scratch ops, which
-    # merges the head's cut and the attention's into one finding; through the adapter they stay two
-    "transpose_drops_grad": "the op check that merges cuts of one op runs on the scratch autograd only",
+ADAPTERS = {"class": class_model, "functional": functional_model}
+CASES = [(impl, name) for impl in ADAPTERS for name, f in FAULTS.items() if f.applies_to(impl)]
+
+BY_DESIGN = {
+    # the report names the implementation under test by its options: "class" or "adapter"
+    "crash hint": "a crash's hint says 'the adapter implementation raised' (options.impl is 'adapter')",
+    # implementations.loss_source points at an adapter's loss_and_backward: the protocol has no hook
+    # that names the loss function inside it
+    "loss source": "the loss's scratch source is the adapter's loss_and_backward",
+    # Adapter.check_ops runs on the model as it is; the direct path builds a float64 twin of its model
+    "float32 op check": "in a float32 run the adapter path names no op (finite differences need float64)",
 }
-CLASS_FAULTS = [name for name, f in FAULTS.items() if f.applies_to("class")]
 
 
-def _findings(report):
-    return [(d.module, d.phase, d.kind) for d in report.findings]
+def _comparable(d: Any, impl: str) -> dict[str, Any]:
+    """A finding as JSON, less what differs by design (`BY_DESIGN`)."""
+    out = d.to_dict()
+    out["hint"] = out["hint"].replace("the adapter implementation raised", f"the {impl} implementation raised")
+    if out["module"] == "(loss)":
+        out.pop("scratch_source")
+    return out
 
 
-def _both(name: str | None, **options):
-    model = FAULTS[name].model_for(ReportOptions().model) if name else options.pop("model", ReportOptions().model)
+def _run(impl: str, name: str | None = None, adapter: Adapter | None = None, **options: Any):
+    """The report on the bundled ``impl`` read directly and through its adapter (``adapter``, or the
+    bundled one), with fault ``name`` switched on."""
+    model = FAULTS[name].model_for(options.pop("model", ReportOptions().model)) if name else \
+        options.pop("model", ReportOptions().model)
     extra = FAULTS[name].report if name else {}
+    dtype = options.get("dtype", "float64")
     with warnings.catch_warnings(), faults.activate(name):
         warnings.simplefilter("ignore", RuntimeWarning)
-        direct = run_report(ReportOptions(impl="class", batch_size=8, model=model, **extra, **options))
-        adapted = run_report(ReportOptions(adapter=class_model(AdapterOptions(model, options.get("dtype", "float64"))),
-                                           batch_size=8, model=model, **extra, **options))
+        direct = run_report(ReportOptions(impl=impl, batch_size=8, model=model, **extra, **options))
+        adapter = adapter or ADAPTERS[impl](AdapterOptions(model, dtype))
+        adapted = run_report(ReportOptions(adapter=adapter, batch_size=8, model=model, **extra, **options))
     return direct, adapted
 
 
+def test_every_bundled_fault_has_a_case() -> None:
+    assert sum(impl == "class" for impl, _ in CASES) >= 30 and sum(impl == "functional" for impl, _ in CASES) >= 15
+
+
+@pytest.mark.parametrize(("impl", "name"), CASES, ids=[f"{i}-{n}" for i, n in CASES])
+def test_every_fault_gives_the_same_findings_on_both_paths(impl: str, name: str) -> None:
+    direct, adapted = _run(impl, name)
+    assert direct.verdict == "diverged"
+    assert [_comparable(d, impl) for d in adapted.findings] == [_comparable(d, impl) for d in direct.findings]
+
+
+@pytest.mark.parametrize("impl", sorted(ADAPTERS))
 @pytest.mark.parametrize("preset", ["seed", "gpt"])
+@pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_the_clean_class_model_matches_through_the_adapter(preset: str, dtype: str) -> None:
-    _, adapted = _both(None, model=arch(preset, num_layers=2), dtype=dtype, steps=2)
-    assert adapted.verdict == "match", _findings(adapted)
-    assert adapted.not_checked == {} and adapted.adapter["unchecked_phases"] == []
-    assert adapted.adapter["unmatched_reference_modules"] == []
+def test_a_clean_bundled_model_matches_through_its_adapter(impl: str, preset: str, layers: int, dtype: str) -> None:
+    model = arch(preset, num_layers=layers)
+    report = run_report(ReportOptions(adapter=ADAPTERS[impl](AdapterOptions(model, dtype)), batch_size=8,
+                                      model=model, dtype=dtype, steps=2))
+    assert report.verdict == "match", [(d.module, d.phase, d.kind) for d in report.findings]
+    assert report.not_checked == {} and report.adapter["unchecked_phases"] == []
+    assert report.adapter["unmatched_reference_modules"] == []
+    assert report.adapter["gradients"] == "modules and parameters"
+    modules = {m["module"] for m in report.modules}
+    assert f"blocks.{layers - 1}.ffn.fc2" in modules and f"blocks.{layers}" not in modules
 
 
-def test_the_adapter_loads_from_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+# --- what differs by design --------------------------------------------------------------------
+
+@pytest.mark.parametrize("impl", sorted(ADAPTERS))
+def test_a_crash_names_the_implementation_as_the_options_do(impl: str) -> None:
+    direct, adapted = _run(impl, "matmul_backward_T")
+    assert direct.findings[0].hint.startswith(f"the {impl} implementation raised")
+    assert adapted.findings[0].hint.startswith("the adapter implementation raised")
+
+
+@pytest.mark.parametrize("impl", sorted(ADAPTERS))
+def test_the_loss_source_is_the_adapters_loss_hook(impl: str) -> None:
+    direct, adapted = _run(impl, "loss_sum_not_mean")
+    assert direct.findings[0].scratch_source.startswith("differential/faults/training.py:")
+    assert adapted.findings[0].scratch_source == source_location(ScratchAutogradAdapter.loss_and_backward)
+
+
+@pytest.mark.parametrize("impl", sorted(ADAPTERS))
+def test_op_checks_run_in_float64_runs_only(impl: str) -> None:
+    wide, wide_adapted = _run(impl, "relu_backward_no_mask")
+    narrow, narrow_adapted = _run(impl, "relu_backward_no_mask", dtype="float32")
+    op = "relu_backward_passes_all"
+    assert wide.findings[0].op["op"] == wide_adapted.findings[0].op["op"] == narrow.findings[0].op["op"] == op
+    assert narrow_adapted.findings[0].op is None
+    assert [(d.module, d.phase, d.kind) for d in narrow_adapted.findings] == \
+        [(d.module, d.phase, d.kind) for d in narrow.findings]
+
+
+# --- the engine hooks are what the adapter path sees the engine's insides through ---------------
+
+class _NoEngineHooks(ClassModelAdapter):
+    backward_calls = Adapter.backward_calls
+    check_ops = Adapter.check_ops
+    watch_tensors = Adapter.watch_tensors
+
+
+@pytest.mark.parametrize(("name", "lost"), [
+    ("recursive_backward", "the repeated backward (gradients are right)"),
+    ("sqrt_backward_no_half", "the op named inside the module"),
+    ("value_from_data", "where the chain stops"),
+])
+def test_without_the_engine_hooks_their_detail_is_lost(name: str, lost: str) -> None:
+    direct, adapted = _run("class", name)
+    _, bare = _run("class", name, adapter=_NoEngineHooks(AdapterOptions()))
+    assert [_comparable(d, "class") for d in adapted.findings] == [_comparable(d, "class") for d in direct.findings]
+    first = direct.findings[0]
+    if name == "recursive_backward":
+        assert first.kind == "repeated_backward" and bare.verdict == "match", lost
+    elif name == "sqrt_backward_no_half":
+        assert first.op is not None and bare.findings[0].op is None, lost
+        assert (bare.findings[0].module, bare.findings[0].phase) == (first.module, first.phase)
+    else:
+        assert "the chain stops at a tensor made by" in first.hint, lost
+        assert "chain stops" not in bare.findings[0].hint
+        assert (bare.findings[0].module, bare.findings[0].kind) == (first.module, first.kind)
+
+
+# --- a framework without module objects: the functional model -----------------------------------
+
+def test_the_functional_adapter_records_every_module_and_no_object() -> None:
+    adapter = functional_model(AdapterOptions(arch("gpt", num_layers=2)))
+    assert adapter.model is None  # nothing to walk: it reports its calls itself
+    report = run_report(ReportOptions(adapter=adapter, batch_size=4, model=arch("gpt", num_layers=2)))
+    reference = run_report(ReportOptions(impl="functional", batch_size=4, model=arch("gpt", num_layers=2)))
+    assert [m["module"] for m in report.modules] == [m["module"] for m in reference.modules]
+    assert report.adapter["called_through"] == {}  # no class was wrapped
+
+
+def test_an_unmapped_path_is_passed_through_unrecorded() -> None:
+    adapter = functional_model(AdapterOptions())
+    adapter.name_map = {**adapter.name_map, "blocks.0.ffn": None}
+    report = run_report(ReportOptions(adapter=adapter, batch_size=4))
+    assert report.verdict == "match"
+    assert report.adapter["unmatched_reference_modules"] == ["blocks.0.ffn"]
+    assert "blocks.0.ffn" not in {m["module"] for m in report.modules}
+
+
+def test_reporting_calls_without_call_module_says_what_is_missing() -> None:
+    class NoCallModule(FunctionalModelAdapter):
+        call_module = Adapter.call_module
+
+    with warnings.catch_warnings(), faults.activate("functional_attention_no_scale"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        report = run_report(ReportOptions(adapter=NoCallModule(AdapterOptions()), batch_size=4))
+    assert report.findings[0].module == "blocks.0.attn"
+    assert "call_module()" in report.adapter["why_unchecked"]["findings"]
+    assert "call_module()" in report.not_checked["modules alone"]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_functional_adapter_through_the_cli(dtype: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["report", "--adapter", "differential.bundled_adapters:functional_model", "--layers", "2",
+                 "--dtype", dtype, "--batch-size", "4", "--format", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["verdict"] == "match"
+    assert out["options"]["model"]["num_layers"] == 2 and out["options"]["dtype"] == dtype
+    assert out["adapter"]["adapter"] == "differential.bundled_adapters.FunctionalModelAdapter"
+    assert "blocks.1.attn.out_proj" in {m["module"] for m in out["modules"]}
+
+
+def test_the_class_adapter_through_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", "--adapter", "differential.bundled_adapters:class_model", "--layers", "2", "-q"]) == 0
     assert capsys.readouterr().out.startswith("scratchdiff: match")
 
 
-@pytest.mark.parametrize("name", [n for n in CLASS_FAULTS if n not in ONLY_DIRECT])
-def test_every_fault_gives_the_same_findings_on_both_paths(name: str) -> None:
-    direct, adapted = _both(name)
-    assert direct.verdict == "diverged"
-    assert _findings(adapted) == _findings(direct), [d.hint for d in adapted.findings]
+def test_three_way_through_the_functional_adapter() -> None:
+    clean = run_three_way(ReportOptions(adapter=functional_model(AdapterOptions()), batch_size=4), "class")
+    tw = clean.three_way
+    assert [tw[k]["verdict"] for k in ("adapter_vs_torch", "class_vs_torch", "adapter_vs_class")] == ["match"] * 3
+    with warnings.catch_warnings(), faults.activate("functional_attention_no_scale"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        broken = run_three_way(ReportOptions(adapter=functional_model(AdapterOptions()), batch_size=4), "class")
+    tw = broken.three_way
+    assert tw["agrees_with_torch"] == ["class"]
+    between = tw["adapter_vs_class"]["first_divergence"]
+    assert (between["module"], between["phase"]) == ("blocks.0.attn", "forward")
+    assert between["scratch_source"].startswith("differential/faults/functional_model.py:")  # the broken attention
+    assert tw["port_from"] == between["reference_source"] and tw["port_from"].startswith("scratch_model/layers.py:")
 
 
-@pytest.mark.parametrize("name", sorted(ONLY_DIRECT))
-def test_what_only_the_direct_path_sees(name: str) -> None:
-    direct, adapted = _both(name)
-    fault = FAULTS[name]
-    assert (fault.module, fault.phase, fault.kind) in _findings(direct)
-    if name == "transpose_drops_grad":  # both cuts found, as two findings
-        assert _findings(adapted)[0] == _findings(direct)[0] and len(adapted.findings) == 2
-    else:  # gradients are right, the repetition is invisible
-        assert adapted.verdict == "match"
+def test_three_way_through_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["report", "--adapter", "differential.bundled_adapters:functional_model", "--three-way",
+                 "--batch-size", "4", "-q"])
+    assert code == 0, capsys.readouterr()
+
+
+MODULE_FAULTS = [name for name, f in FAULTS.items() if f.applies_to("functional")
+                 and f.phase in ("forward", "backward", "param_grad") and not f.module.startswith("(")]
+
+
+def test_there_are_functional_module_faults_to_isolate() -> None:
+    assert len(MODULE_FAULTS) >= 8
+
+
+@pytest.mark.parametrize("name", [None, *MODULE_FAULTS])
+def test_isolated_mode_through_the_functional_adapter(name: str | None) -> None:
+    direct, adapted = _run("functional", name, isolated=True)
+    assert "modules alone" not in adapted.not_checked
+    assert [_comparable(d, "functional") for d in adapted.isolated] == \
+        [_comparable(d, "functional") for d in direct.isolated]
+    if name is None:
+        assert adapted.verdict == "match" and adapted.isolated == []
+    else:
+        assert (FAULTS[name].module, FAULTS[name].phase) in {(d.module, d.phase) for d in adapted.isolated}
+
+
+def test_isolated_through_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["report", "--adapter", "differential.bundled_adapters:functional_model", "--isolated",
+                 "--layers", "2", "--batch-size", "4", "-q"])
+    assert code == 0, capsys.readouterr()
