@@ -276,8 +276,16 @@ class ScratchSide(Side):
             with count_backward_calls(out) as counts:
                 out.backward(np.asarray(grad_output, dtype=self.dtype))
             self.most_backward_calls = max(self.most_backward_calls, max(counts.values(), default=1))
-        own = {n: _scratch_grad(p) for n, p in self.named.items() if _within(n, base) or base in self.users.get(n, ())}
+        own = {n: _scratch_grad(self.named[n]) for n in self._charged(base)}
         return np.array(out.data), [_scratch_grad(a) for a in args], own
+
+    def _charged(self, base: str) -> list[str]:
+        """The parameters a module run alone answers for: those inside it and the shared ones it holds
+        (worked out once per module: teacher forcing asks for every module it runs)."""
+        known = self.__dict__.setdefault("_charged_names", {})
+        if base not in known:
+            known[base] = [n for n in self.named if _within(n, base) or base in self.users.get(n, ())]
+        return known[base]
 
     def source(self, path: str) -> str:
         base = path.split("#")[0]
