@@ -222,6 +222,7 @@ class AdapterSide(Side):
         self.full_backward = True  # module input/output gradients available; known after capture()
         self.called_through: dict[str, str] = {}  # reference path -> "__call__" | "forward"
         self.arguments: dict[str, tuple[tuple, dict]] = {}  # reference path -> the first call's (args, kwargs)
+        self.found: dict[str, Any] | None = None  # the user's modules by path, as the last recorded forward found them
         self.reports_calls = _overrides(adapter, "record_forward")  # no module objects: it reports its calls
         self.can_force = _overrides(adapter, "tensor") and _overrides(adapter, "backward") and \
             (not self.reports_calls or _overrides(adapter, "call_module"))
@@ -294,7 +295,7 @@ class AdapterSide(Side):
             logits = self._recorded_forward(tokens, log)
         except Exception as err:  # the code under test crashed: say where
             raise ModuleCrash(log.innermost_open(), err) from err
-        out = np.asarray(a.to_numpy(logits))
+        out = np.array(a.to_numpy(logits))  # kept: a copy, as every array the capture keeps
         self._check_dtype({"logits": out.dtype}, "logits")
         if out.shape != tokens.shape + out.shape[-1:]:
             self.logits_shape = out.shape
@@ -335,9 +336,10 @@ class AdapterSide(Side):
         framework itself (`Adapter.record_forward`), or seen by wrapping its module classes."""
         a = self.adapter
         if self.reports_calls:
+            self.found = a.modules()  # kept for this report's sources
             mine = {theirs: ref for ref, theirs in self.names.modules.items()}
             return a.record_forward(tokens, _Reported(mine, log, self.arguments))
-        found = a.modules()
+        found = self.found = a.modules()  # kept for this report's sources and modules run alone
         objects = {ref: found[theirs] for ref, theirs in self.names.modules.items()}
         with recording(objects, log, self.called_through, self.arguments):
             return a.forward(tokens)
@@ -456,7 +458,7 @@ class AdapterSide(Side):
     # sources
     def source(self, path: str) -> str:
         theirs = self.names.modules.get(path.split("#")[0])
-        obj = self.adapter.modules().get(theirs) if theirs is not None else None
+        obj = self._modules().get(theirs) if theirs is not None else None
         if isinstance(obj, functools.partial):  # a framework without module objects lists its functions
             obj = obj.func
         if inspect.isfunction(obj) or inspect.ismethod(obj):
@@ -594,6 +596,13 @@ class AdapterSide(Side):
             seen += floating
         return given
 
+    def _modules(self) -> dict[str, Any]:
+        """The user's modules as the last recorded forward found them (a walk per question would make
+        the report's tables quadratic in the modules)."""
+        if self.found is None:
+            self.found = self.adapter.modules()
+        return self.found
+
     def _call_alone(self, path: str, given: list[Any]) -> Any:
         """Module ``path`` called on ``given`` (its first call's other arguments) and no backward."""
         a = self.adapter
@@ -601,7 +610,7 @@ class AdapterSide(Side):
         kwargs = self.arguments.get(base, ((), {}))[1]
         if self.reports_calls:
             return a.call_module(self.names.modules[base], *given, **kwargs)
-        obj = a.modules()[self.names.modules[base]]
+        obj = self._modules()[self.names.modules[base]]
         run = obj if self.called_through.get(base, "__call__") == "__call__" else obj.forward
         return run(*given, **kwargs)
 

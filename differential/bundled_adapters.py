@@ -70,11 +70,12 @@ class ScratchAutogradAdapter(Adapter):
             self._counted_backward(loss, None)
         return loss
 
+    # the engine's own arrays: the report copies what it keeps
     def to_numpy(self, tensor: Tensor) -> np.ndarray:
-        return np.array(tensor.data)
+        return tensor.data
 
     def grad_of(self, tensor: Tensor) -> np.ndarray | None:
-        return None if tensor.grad is None else np.array(tensor.grad)
+        return tensor.grad
 
     def identity(self, tensor: Tensor) -> Tensor:
         out = ag.identity(tensor)
