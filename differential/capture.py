@@ -68,16 +68,19 @@ class Capture:
         recorded module is that one (a parameter of a module that was not recorded, such as a
         user's layer with no counterpart in the name map, is charged to its nearest recorded
         ancestor, or to the model root; none is ever dropped)."""
-        base = path.split("#")[0]
-        if path != base:
+        if "#" in path:
             return []  # a repeated call: its module's parameters are judged at the first call
-        return [n for n, owner in self._owners.items() if owner == base]
+        return list(self._charged.get(path, ()))
 
     @functools.cached_property
-    def _owners(self) -> dict[str, str]:
-        """Each parameter's charged module call (computed once: every module asks)."""
+    def _charged(self) -> dict[str, list[str]]:
+        """The parameters charged to each module call, in parameter order (computed once: every
+        module asks)."""
         recorded = {p.split("#")[0] for p in self.calls}
-        return {n: nearest_recorded(n.rpartition(".")[0], recorded) for n in self.params}
+        out: dict[str, list[str]] = {}
+        for n in self.params:
+            out.setdefault(nearest_recorded(n.rpartition(".")[0], recorded), []).append(n)
+        return out
 
 
 def nearest_recorded(path: str, recorded: set[str] | dict[str, Any]) -> str:
@@ -132,26 +135,35 @@ class CallLog:
 
     def before(self, path: str, inputs: tuple) -> tuple:
         key = self._unique(path)
-        inputs_seen = tuple(self.canonical.get(id(x), x) if self._is_float(x) else x for x in inputs)
-        produced = [self.producer.get(id(x)) for x in inputs_seen if self._is_float(x)]
-        aliased = tuple(self.alias(x) if self._is_float(x) else x for x in inputs)
-        floats = [(x, a) for x, a in zip(inputs_seen, aliased, strict=True) if self._is_float(x)]
-        for x, a in floats:
+        canonical, producer, is_float, alias = self.canonical, self.producer, self._is_float, self.alias
+        floats, produced, aliased = [], [], []
+        for x in inputs:
+            if not is_float(x):
+                aliased.append(x)
+                continue
+            seen = canonical.get(id(x), x)  # the tensor itself when ``x`` is a parent's alias of it
+            a = alias(x)
             if a is not x:
-                self.canonical[id(a)] = x
-        self.open[path] = (len(self.entries), aliased)
+                canonical[id(a)] = seen
+            floats.append((seen, a))
+            produced.append(producer.get(id(seen)))
+            aliased.append(a)
+        given = tuple(aliased)
+        enter = len(self.entries)
+        self.open[path] = (enter, given)
         self.entries.append(key)
-        self.raw[key] = {"enter": len(self.entries) - 1, "inputs": floats, "produced_by": produced,
-                         "path": path, "stack": call_stack()}
-        return aliased
+        self.raw[key] = {"enter": enter, "inputs": floats, "produced_by": produced, "path": path,
+                         "stack": call_stack()}
+        return given
 
     def after(self, path: str, output: Any) -> Any:
         """Record the module's output; returns what the caller should receive: the output, or with
         ``alias_outputs`` its alias, through which its gradient is read (for frameworks that keep
         gradients only where asked, on the tensors ``alias`` makes)."""
         key = self.entries[self.open.pop(path)[0]]
-        self.raw[key]["output"] = output
-        self.raw[key]["exit"] = self.exits
+        raw = self.raw[key]
+        raw["output"] = output
+        raw["exit"] = self.exits
         self.exits += 1
         if self.is_tensor(output):
             self.producer.setdefault(id(output), key)
@@ -159,7 +171,7 @@ class CallLog:
                 twin = self.alias(output)
                 if twin is not output:
                     self.canonical[id(twin)] = output
-                    self.raw[key]["output_alias"] = twin
+                    raw["output_alias"] = twin
                     return twin
         return output
 
@@ -182,19 +194,21 @@ def finish_calls(log: CallLog, to_numpy: Callable[[Any], np.ndarray],
     numpy array, so it is copied once and compared once."""
     arrays: dict[int, np.ndarray] = {}
     grads: dict[int, np.ndarray | None] = {}
-    originals_alive = []  # keep every tensor alive until the end, so no id is reused meanwhile
+    # the log holds every tensor until the end (its records, and `canonical` the aliases), so no id
+    # is reused meanwhile
+    requires_grad = log.requires_grad
 
     def value(t: Any) -> np.ndarray:
-        originals_alive.append(t)
-        if id(t) not in arrays:
-            arrays[id(t)] = to_numpy(t)
-        return arrays[id(t)]
+        array = arrays.get(id(t))
+        if array is None:
+            array = arrays[id(t)] = to_numpy(t)
+        return array
 
     def grad(t: Any) -> np.ndarray | None:
-        originals_alive.append(t)
-        if id(t) not in grads:
-            grads[id(t)] = grad_of(t)
-        return grads[id(t)]
+        if id(t) in grads:
+            return grads[id(t)]
+        g = grads[id(t)] = grad_of(t)
+        return g
 
     calls: dict[str, Call] = {}
     for key in log.entries:
@@ -202,19 +216,11 @@ def finish_calls(log: CallLog, to_numpy: Callable[[Any], np.ndarray],
         if "output" not in raw:
             continue  # the forward raised inside this module
         out = raw["output"]
-        originals = [x for x, _ in raw["inputs"]]
-        aliases = [a for _, a in raw["inputs"]]
-        calls[key] = Call(
-            path=key, enter=raw["enter"], exit=raw["exit"],
-            inputs=[value(x) for x in originals],
-            output=value(out),
-            input_requires_grad=[log.requires_grad(x) for x in originals],
-            output_requires_grad=log.requires_grad(out),
-            grad_output=grad(raw.get("output_alias", out)),
-            grad_inputs=[grad(a) for a in aliases],
-            produced_by=raw["produced_by"],
-            stack=raw.get("stack", ()),
-        )
+        pairs = raw["inputs"]
+        calls[key] = Call(key, raw["enter"], raw["exit"], [value(x) for x, _ in pairs], value(out),
+                          [requires_grad(x) for x, _ in pairs], requires_grad(out),
+                          grad(raw.get("output_alias", out)), [grad(a) for _, a in pairs], raw["produced_by"],
+                          raw.get("stack", ()))
     return calls
 
 

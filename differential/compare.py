@@ -72,25 +72,28 @@ def compare(actual: np.ndarray | None, expected: np.ndarray | None,
                        missing=None if both_missing else ("actual" if actual is None else "expected"))
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
-    if a.shape != e.shape:
-        return Metrics(match=False, shape_actual=list(a.shape), shape_expected=list(e.shape))
+    shape = a.shape
+    if shape != e.shape:
+        return Metrics(match=False, shape_actual=list(shape), shape_expected=list(e.shape))
     if a.size == 0:
-        return Metrics(True, list(a.shape), list(e.shape), 0.0, 0.0, 1.0, 1.0, 0, 0.0, None, tolerance_ratio=0.0)
+        return Metrics(True, list(shape), list(shape), 0.0, 0.0, 1.0, 1.0, 0, 0.0, None, tolerance_ratio=0.0)
     # Fast path, a dozen passes over the data: every product below is finite exactly when every
     # element is (a huge finite value that overflows a square only sends it to the careful path).
     aa, ee, ae = float(np.vdot(a, a)), float(np.vdot(e, e)), float(np.vdot(a, e))
     if not (math.isfinite(aa) and math.isfinite(ee) and math.isfinite(ae)):
         return _compare_nonfinite(a, e, noise, scale)
-    shape, a, e = a.shape, a.reshape(-1), e.reshape(-1)  # flat (0-d too), so the passes can work in place
-    diff = a - e
+    a, e = a.reshape(-1), e.reshape(-1)  # flat (0-d too), so the passes can work in place
+    diff = np.subtract(a, e)
     np.abs(diff, out=diff)
     abs_e = np.abs(e)
-    scale = max(float(abs_e.max()), scale)
+    scale = max(float(_max(abs_e)), scale)
     worst_flat = int(diff.argmax())
-    max_abs = float(diff.flat[worst_flat])
+    max_abs = float(diff[worst_flat])
     if noise is None:
         floor = ATOL64 * scale  # the least any element is allowed: when nothing exceeds it, nothing is bad
-        allowed = abs_e * RTOL64
+        if max_abs == 0.0:  # equal arrays: every difference, and so every ratio of one, is 0
+            return _metrics(shape, 0, 0.0, 0.0, 0, aa, ee, ae, _NO_NANS, 0.0)
+        allowed = np.multiply(abs_e, RTOL64)
         allowed += floor
         mismatched = 0 if max_abs <= floor else int(np.count_nonzero(diff > allowed))
         # `_ratio(diff, allowed)` in place: every difference is finite here and every allowance at
@@ -102,12 +105,19 @@ def compare(actual: np.ndarray | None, expected: np.ndarray | None,
         mismatched = 0 if max_abs <= allowed else int(np.count_nonzero(diff > allowed))
         ratio = _ratio(max_abs, allowed)
     np.maximum(abs_e, _TINY, out=abs_e)
-    # a difference where the reference (or the allowance) is 0: an infinite relative error (ratio)
-    with np.errstate(over="ignore"):
+    # a difference where the reference (or the allowance) is 0: an infinite relative error (ratio).
+    # Every divisor is at least the smallest normal number: a quotient can overflow only where a
+    # difference exceeds 1, so the floating-point state is set only then (it costs as much as a pass).
+    if max_abs > 1.0:
+        with np.errstate(over="ignore"):
+            if noise is None:
+                ratio = float(_max(np.divide(diff, allowed, out=allowed)))
+            max_rel = float(_max(np.divide(diff, abs_e, out=abs_e)))
+    else:
         if noise is None:
-            ratio = float(np.divide(diff, allowed, out=allowed).max())
-        max_rel = float(np.divide(diff, abs_e, out=abs_e).max())
-    return _metrics(shape, mismatched, max_abs, max_rel, worst_flat, aa, ee, ae, (0, 0, 0, 0), ratio)
+            ratio = float(_max(np.divide(diff, allowed, out=allowed)))
+        max_rel = float(_max(np.divide(diff, abs_e, out=abs_e)))
+    return _metrics(shape, mismatched, max_abs, max_rel, worst_flat, aa, ee, ae, _NO_NANS, ratio)
 
 
 def matches_zero(expected: np.ndarray, noise: np.ndarray | None = None, scale: float = 0.0) -> bool:
@@ -153,16 +163,13 @@ def _metrics(shape: tuple[int, ...], mismatched: int, max_abs: float, max_rel: f
     norm_a, norm_e = math.sqrt(aa), math.sqrt(ee)
     cosine = ae / (norm_a * norm_e) if norm_a > 0 and norm_e > 0 else (1.0 if norm_a == norm_e else 0.0)
     ratio = norm_a / norm_e if norm_e > 0 else (1.0 if norm_a == 0 else float("inf"))
-    size = math.prod(shape)
-    return Metrics(
-        match=mismatched == 0,
-        shape_actual=list(shape), shape_expected=list(shape),
-        max_abs=max_abs, max_rel=max_rel, cosine=cosine, norm_ratio=ratio,
-        mismatched=mismatched, mismatched_share=mismatched / size,
-        worst_index=[int(i) for i in np.unravel_index(worst_flat, shape)] if shape else [],
-        nan_actual=nans[0], inf_actual=nans[1], nan_expected=nans[2], inf_expected=nans[3],
-        tolerance_ratio=tolerance_ratio,
-    )
+    worst = []  # np.unravel_index(worst_flat, shape), C order, without its call's overhead
+    for n in reversed(shape):
+        worst_flat, i = divmod(worst_flat, n)
+        worst.append(i)
+    worst.reverse()
+    return Metrics(mismatched == 0, list(shape), list(shape), max_abs, max_rel, cosine, ratio, mismatched,
+                   mismatched / math.prod(shape), worst, nans[0], nans[1], nans[2], nans[3], None, tolerance_ratio)
 
 
 def _compare_nonfinite(a: np.ndarray, e: np.ndarray, noise: np.ndarray | None, scale: float) -> Metrics:
@@ -213,3 +220,5 @@ def compare_many(pairs: list[tuple[np.ndarray | None, np.ndarray | None, np.ndar
 
 _FIELDS = tuple(f.name for f in fields(Metrics))
 _TINY = np.finfo(np.float64).tiny
+_NO_NANS = (0, 0, 0, 0)
+_max = np.maximum.reduce  # ndarray.max without its Python wrapper

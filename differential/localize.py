@@ -138,7 +138,7 @@ def relative_name(param: str, path: str) -> str:
 
 
 def _scale(array: np.ndarray | None) -> float:
-    return 0.0 if array is None else float(np.max(np.abs(array), initial=0.0))
+    return 0.0 if array is None or array.size == 0 else float(np.maximum.reduce(np.abs(array), axis=None))
 
 
 def children(path: str, calls: dict[str, Call]) -> list[Call]:

@@ -393,21 +393,33 @@ class TorchSide(Side):
     def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
         self.model.zero_grad(set_to_none=True)
         log = self._log()
-        handles = []
-        for path, module in recorded_modules(self.model):
-            def pre(m: Any, args: tuple, path: str = path) -> tuple:
-                return log.before(path, args)
+        paths, global_hooks = self._recording_paths()
+        tensor_type = self.torch.Tensor
 
-            def post(m: Any, args: tuple, out: Any, path: str = path) -> None:
-                out = first_tensor(out)  # a module that returns (output, extras): its output
-                if not isinstance(out, self.torch.Tensor):
-                    log.open.pop(path, None)  # no tensor to compare (a user's module returning None)
-                    return
-                if out.requires_grad:
-                    out.retain_grad()
-                log.after(path, out)
+        def pre(m: Any, args: tuple) -> tuple | None:
+            path = paths.get(id(m))
+            return None if path is None else log.before(path, args)
 
-            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        def post(m: Any, args: tuple, out: Any) -> None:
+            path = paths.get(id(m))
+            if path is None:
+                return
+            out = first_tensor(out)  # a module that returns (output, extras): its output
+            if not isinstance(out, tensor_type):
+                log.open.pop(path, None)  # no tensor to compare (a user's module returning None)
+                return
+            if out.requires_grad:
+                out.retain_grad()
+            log.after(path, out)
+
+        if global_hooks:  # two hooks for every module call, none to register on each module
+            from torch.nn.modules import module as torch_module
+
+            handles = [torch_module.register_module_forward_pre_hook(pre),
+                       torch_module.register_module_forward_hook(post)]
+        else:
+            handles = [h for path, module in self._recorded_modules
+                       for h in (module.register_forward_pre_hook(pre), module.register_forward_hook(post))]
         try:
             logits = self._forward(tokens)
         finally:
@@ -419,11 +431,26 @@ class TorchSide(Side):
         calls = finish_calls(log, self._recorded, self._recorded_grad)
         self._stacks = {path.split("#")[0]: c.stack for path, c in reversed(calls.items())}
         self._sources: dict[str, str] = {}  # source() follows the stacks just recorded
-        named = dict(self.model.named_parameters())
+        named = self._named_parameters
+        # the gradients as torch left them: every backward here starts from zero_grad(set_to_none=True),
+        # so nothing adds to these tensors in place later
         return Capture("torch", self.dtype, calls, float(loss.item()), self._np(logits), self.params(),
-                       {n: self._grad(p) for n, p in named.items()},
+                       {n: self._recorded_grad(p) for n, p in named.items()},
                        {n: p.requires_grad for n, p in named.items()}, logits_grad=self._grad(logits),
                        tied=self.users)
+
+    def _recording_paths(self) -> tuple[dict[int, str], bool]:
+        """The recorded modules by id (computed once: the side's model is its own copy, whose
+        structure never changes), and whether torch's global module hooks can record them: not when
+        a module has hooks of its own, which must keep running before the recording hooks do."""
+        known = getattr(self, "_paths", None)
+        if known is None:
+            self._recorded_modules = recorded_modules(self.model)
+            self._named_parameters = dict(self.model.named_parameters())
+            paths = {id(m): path for path, m in self._recorded_modules}
+            own = any(m._forward_pre_hooks or m._forward_hooks for _, m in self._recorded_modules)
+            known = self._paths = (paths, not own)
+        return known
 
     def loss_on(self, logits, targets):
         given = self.torch.tensor(np.asarray(logits), dtype=self.tdtype, device=self.device, requires_grad=True)
@@ -439,10 +466,14 @@ class TorchSide(Side):
     @staticmethod
     def _recorded(t: Any) -> np.ndarray:
         """A module call's tensor for the capture: a result torch computed, on the CPU, as it is
-        (nothing writes to it once the backward is done); a copy of anything that may still change:
-        a view (of a parameter, say), a leaf (a parameter, a buffer)."""
-        if t.device.type == "cpu" and t.grad_fn is not None and t._base is None:
-            return t.detach().numpy()
+        (nothing writes to it once the backward is done), also seen through a view of the whole of
+        another such result (a Linear's output on (B, T, D) views its 2-D product); a copy of
+        anything that may still change: a leaf (a parameter, a buffer) or a view of one, and of a
+        part of a larger tensor (kept alone, it would keep the whole alive)."""
+        if t.device.type == "cpu" and t.grad_fn is not None:
+            base = t._base
+            if base is None or (base.grad_fn is not None and base.numel() == t.numel()):
+                return t.detach().numpy()
         return TorchSide._np(t)
 
     @staticmethod

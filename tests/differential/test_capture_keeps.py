@@ -1,0 +1,82 @@
+"""What the captures keep without copying stays as it was recorded, and recording leaves nothing
+behind: torch's global module hooks are removed (also when the forward raises), and a module with
+hooks of its own is recorded after them, as its caller sees it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn.modules import module as torch_module
+
+from differential.implementations import make_side
+from differential.report import initial_weights
+from scratch_model.config import TransformerConfig
+from scratch_model.data import make_reversal_data
+
+CONFIG = TransformerConfig(num_layers=2)
+
+
+def _batch() -> tuple[np.ndarray, np.ndarray]:
+    return next(make_reversal_data(CONFIG, 4, 1, seed=0).batches(0, 4))
+
+
+def _arrays(capture) -> list[np.ndarray]:
+    out = [capture.logits, *capture.params.values(), *(g for g in capture.param_grads.values() if g is not None)]
+    for call in capture.calls.values():
+        out += [*call.inputs, call.output, *(g for g in (call.grad_output, *call.grad_inputs) if g is not None)]
+    return out
+
+
+@pytest.mark.parametrize("impl", ["torch", "class", "functional"])
+def test_later_work_on_a_side_leaves_its_capture_as_recorded(impl: str) -> None:
+    side = make_side(impl, CONFIG, initial_weights(CONFIG, 0), "float64")
+    tokens, targets = _batch()
+    capture = side.capture(tokens, targets)
+    kept = [a.copy() for a in _arrays(capture)]
+    # everything a report does with the side afterwards: teacher forcing, an optimizer step from the
+    # captured gradients, training steps that update the weights in place, another capture
+    call = capture.calls["blocks.0"]
+    side.run_module("blocks.0", call.inputs, tokens, call.grad_output)
+    side.optimizer_step(capture.param_grads, "adam", 0.1)
+    side.train_steps([(tokens, targets)] * 2, "adam", 0.1)
+    side.capture(tokens, targets)
+    for before, now in zip(kept, _arrays(capture), strict=True):
+        np.testing.assert_array_equal(now, before)
+
+
+def _global_hooks() -> int:
+    return len(torch_module._global_forward_pre_hooks) + len(torch_module._global_forward_hooks)
+
+
+def _own_hooks(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+
+
+def test_torch_capture_removes_its_hooks_also_when_the_forward_raises() -> None:
+    side = make_side("torch", CONFIG, initial_weights(CONFIG, 0), "float64")
+    tokens, targets = _batch()
+    before = _global_hooks()
+    side.capture(tokens, targets)
+    assert _global_hooks() == before and _own_hooks(side.model) == 0
+    with pytest.raises(ValueError):  # a token past the vocabulary: the model raises
+        side.capture(np.full_like(tokens, CONFIG.vocab_size + 5), targets)
+    assert _global_hooks() == before and _own_hooks(side.model) == 0
+    # a model with hooks of its own is recorded through hooks on each module: those go too
+    side = make_side("torch", CONFIG, initial_weights(CONFIG, 0), "float64")
+    side.model.blocks[1].attn.register_forward_pre_hook(lambda module, args: None)
+    side.capture(tokens, targets)
+    with pytest.raises(ValueError):
+        side.capture(np.full_like(tokens, CONFIG.vocab_size + 5), targets)
+    assert _global_hooks() == before and _own_hooks(side.model) == 1
+
+
+def test_a_module_with_its_own_hook_is_recorded_as_its_caller_sees_it() -> None:
+    side = make_side("torch", CONFIG, initial_weights(CONFIG, 0), "float64")
+    ln = side.model.blocks[0].ln1
+    ln.register_forward_hook(lambda module, args, out: out * 2.0)  # a user's hook that changes the output
+    capture = side.capture(*_batch())
+    call = capture.calls["blocks.0.ln1"]
+    with torch.no_grad():
+        plain = ln.forward(torch.from_numpy(call.inputs[0])).numpy()
+    np.testing.assert_array_equal(call.output, 2.0 * plain)
