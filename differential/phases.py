@@ -6,6 +6,7 @@ Each takes the captures or sides and returns plain data for the report; nothing 
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,9 +66,8 @@ def _phase_summary(checks: list[Check], missing: bool) -> dict[str, Any]:
         return {"status": "diverged", "worst": None, "tensors": {}}
     if not checks:
         return {"status": "not_checked", "worst": None, "tensors": {}}
-    bad = [c for c in checks if not c.match]
-    worst = max(checks, key=lambda c: (not c.match, c.metrics.max_abs or 0.0))
-    return {"status": "diverged" if bad else "match",
+    worst = max(checks, key=lambda c: (not c.match, c.metrics.max_abs or 0.0))  # a mismatch, if there is one
+    return {"status": "match" if worst.match else "diverged",
             "worst": {"tensor": worst.tensor, **worst.metrics.to_dict()},
             "tensors": {c.tensor: c.match for c in checks}}
 
@@ -115,12 +115,12 @@ def gradient_flow(results: dict[str, ModuleResult], actual: Capture, expected: C
     rows = []
     for name, ref in expected.param_grads.items():
         got = actual.param_grads.get(name)
-        ref_zero = ref is None or matches_zero(ref, noise.param_grads.get(name) if noise else None,
-                                               _grad_scale(name, expected))
-        rows.append({"parameter": name, "has_grad": got is not None or ref is None,
-                     "nonzero": bool(got is not None and np.any(got)) or ref_zero,
-                     "norm": None if got is None else float(np.sqrt(np.vdot(got, got))),
-                     "reference_norm": None if ref is None else float(np.sqrt(np.vdot(ref, ref))),
+        # a "no" stands only where the reference's gradient is not zero (up to its round-off)
+        nonzero = (got is not None and bool(got.any())) or ref is None or \
+            matches_zero(ref, noise.param_grads.get(name) if noise else None, _grad_scale(name, expected))
+        rows.append({"parameter": name, "has_grad": got is not None or ref is None, "nonzero": nonzero,
+                     "norm": None if got is None else math.sqrt(float(np.vdot(got, got))),
+                     "reference_norm": None if ref is None else math.sqrt(float(np.vdot(ref, ref))),
                      "matches_reference": verdicts[name]})
     return rows
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
+import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -331,6 +333,34 @@ class ScratchSide(Side):
 
 # --- the torch reference ----------------------------------------------------------------------
 
+class _FreeModels:
+    """Built reference models that no live side holds, by what built them (the class, config, dtype
+    and device). Building torch's module tree costs more than a side's whole load, and the reports
+    of a process (zoo, sweep, the three-way view, a benchmark) build the same ones again and again.
+    A side takes one, loads its weights (every parameter, strictly, gradients cleared: nothing of
+    the last holder stays) and gives it back when it is garbage. At most ``most`` are kept."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self._free: list[tuple[Any, Any]] = []  # (key, model), the most recently given back last
+        self._lock = threading.RLock()  # a sweep's threads; RLock: a side may die while one is taken
+
+    def take(self, key: Any) -> Any:
+        with self._lock:
+            for i in range(len(self._free) - 1, -1, -1):
+                if self._free[i][0] == key:
+                    return self._free.pop(i)[1]
+        return None
+
+    def give_back(self, key: Any, model: Any) -> None:
+        with self._lock:
+            self._free.append((key, model))
+            del self._free[:-self.most]
+
+
+_REFERENCES = _FreeModels(most=8)
+
+
 class TorchSide(Side):
     impl = "torch"
 
@@ -347,8 +377,12 @@ class TorchSide(Side):
         self.config, self.dtype, self.device = config, dtype, device
         self.mask = None if mask is None else torch.as_tensor(np.asarray(mask), device=device)
         self.tdtype = getattr(torch, dtype)
-        self.model = ReversalTransformer(config, dtype=self.tdtype, device=device) if module is None else \
-            prepared(module, self.tdtype, device)
+        if module is None:  # the bundled reference: one no live side holds, if a side before built it
+            key = (ReversalTransformer, config, self.tdtype, str(device))
+            self.model = _REFERENCES.take(key) or ReversalTransformer(config, dtype=self.tdtype, device=device)
+            weakref.finalize(self, _REFERENCES.give_back, key, self.model).atexit = False
+        else:
+            self.model = prepared(module, self.tdtype, device)
         self.users = users_of(self.model.named_parameters(remove_duplicate=False))
         self.load(arrays)
 
@@ -514,14 +548,22 @@ class TorchSide(Side):
         return known[base]
 
     def _source(self, base: str) -> str:
-        module = self.model.get_submodule(base) if base else self.model
+        module = self._module(base)
         here = source_location(type(module).forward)
         if not base or not type(module).__module__.startswith("torch."):
             return here
         parent, _, leaf = base.rpartition(".")
-        while parent and isinstance(self.model.get_submodule(parent), self.torch.nn.ModuleList):
+        while parent and isinstance(self._module(parent), self.torch.nn.ModuleList):
             parent, _, _ = parent.rpartition(".")
         return _call_site(self.source(parent), leaf, getattr(self, "_stacks", {}).get(base, ()))
+
+    def _module(self, path: str) -> Any:
+        """The submodule at ``path``, from a table of them all made once (the side's model is its own
+        copy, whose structure never changes; torch's get_submodule walks attributes every time)."""
+        modules = getattr(self, "_modules_by_path", None)
+        if modules is None:
+            modules = self._modules_by_path = dict(self.model.named_modules())
+        return modules[path] if path in modules else self.model.get_submodule(path)
 
     def _optimizer(self, optimizer: str, lr: float, params: list[Any] | None = None) -> Any:
         from torch_reference.optim import TorchOptimizer
