@@ -559,7 +559,7 @@ class AdapterSide(Side):
         if table is not None and grad_output is not None:  # the reference's table gradient, in the user's shape
             grad_output = grad_output.reshape(table)
         a.zero_grad()
-        given = self._leaves(path, inputs)
+        given, leaves = self._leaves(path, inputs)
         out = self._call_alone(path, given)
         if grad_output is not None and a.requires_grad(out):
             a.backward(out, np.array(grad_output, dtype=self.dtype))
@@ -568,7 +568,6 @@ class AdapterSide(Side):
         grads = {ref: self._layout(theirs, _array(a.grad_of(named[theirs])))
                  for ref, theirs in self.names.params.items()
                  if not base or ref.startswith(base + ".") or base in self.users.get(ref, ())}
-        leaves = [g for g, x in zip(given, self.arguments.get(base, ((), {}))[0], strict=True) if g is not x]
         result, grad_in = np.array(a.to_numpy(out)), [_array(a.grad_of(t)) for t in leaves]
         ref_shapes = self.ref_shapes.get(path)
         if ref_shapes is not None:
@@ -578,9 +577,9 @@ class AdapterSide(Side):
             result = result.reshape(table[-2:])
         return result, grad_in, grads
 
-    def _leaves(self, path: str, inputs: list[np.ndarray]) -> list[Any]:
+    def _leaves(self, path: str, inputs: list[np.ndarray]) -> tuple[list[Any], list[Any]]:
         """The arguments of the first call of module ``path`` with its float inputs replaced by new leaves
-        holding ``inputs`` (the reference's values, in the reference's shapes)."""
+        holding ``inputs`` (the reference's values, in the reference's shapes); and those leaves."""
         a = self.adapter
         args = self.arguments.get(path.split("#")[0], ((), {}))[0]
         mine = self.reshaped.get(path)
@@ -594,7 +593,7 @@ class AdapterSide(Side):
             else:
                 given.append(x)
             seen += floating
-        return given
+        return given, [g for g, x in zip(given, args, strict=True) if g is not x]
 
     def _modules(self) -> dict[str, Any]:
         """The user's modules as the last recorded forward found them (a walk per question would make
@@ -625,12 +624,11 @@ class AdapterSide(Side):
         if not _overrides(a, "check_ops") or not self.can_force or self.dtype != "float64" \
                 or path.split("#")[0] not in self.arguments:
             return None
-        given = self._leaves(path, inputs)
+        given, leaves = self._leaves(path, inputs)
         out = self._call_alone(path, given)
         if not a.is_tensor(out) or not a.requires_grad(out):
             return None
-        bad = a.check_ops(out, [g for g, x in zip(given, self.arguments[path.split("#")[0]][0], strict=True)
-                                if g is not x])
+        bad = a.check_ops(out, leaves)
         if bad is None:
             return None
         return {"op": str(bad["op"]), "source": source_location(bad["function"]), "input": str(bad["input"]),
@@ -668,19 +666,20 @@ class AdapterSide(Side):
         a = self.adapter
         if not _overrides(a, "watch_tensors"):
             return None
-        if path is None:
-            logits = a.forward(tokens)
-            run: Callable[[], Any] = lambda: a.loss_and_backward(logits, targets)  # noqa: E731
-        else:
-            if not self.can_force or path.split("#")[0] not in self.arguments:
-                return None
-            given = self._leaves(path, inputs)
-            run = lambda: self._call_alone(path, given)  # noqa: E731
-        with a.watch_tensors() as made:
-            try:
-                run()
-            except Exception:  # noqa: BLE001 - the code already ran once; failing here only loses the detail
-                pass
+        if path is not None and (not self.can_force or path.split("#")[0] not in self.arguments):
+            return None
+        made: list[tuple[Any, str, bool]] = []
+        try:
+            if path is None:  # the loss on the model's logits
+                logits = a.forward(tokens)
+                with a.watch_tensors() as made:
+                    a.loss_and_backward(logits, targets)
+            else:
+                given, _ = self._leaves(path, inputs)
+                with a.watch_tensors() as made:
+                    self._call_alone(path, given)
+        except Exception:  # noqa: BLE001, S110 - the code already ran once; what it made before raising still counts
+            pass
         return next((site for _, site, by_op in made if not by_op), None)
 
 
