@@ -57,6 +57,12 @@ def _scratch_grad(t: Any) -> np.ndarray | None:
     return None if grad is None else np.array(grad)
 
 
+def _kept_grad(t: Any) -> np.ndarray | None:
+    """``t.grad`` itself when it is a numpy array (not copied), else as `_scratch_grad` gives it."""
+    grad = getattr(t, "grad", None)
+    return grad if type(grad) is np.ndarray else _scratch_grad(t)
+
+
 def _as_numpy(t: Any) -> np.ndarray:
     return np.array(t.data)
 
@@ -163,8 +169,10 @@ class ScratchSide(Side):
         keep = {id(_root(a)) for p in self.named.values() for a in (p.data, p.grad) if isinstance(a, np.ndarray)}
         calls = finish_calls(log, lambda t: _recorded(t.data, keep),
                              lambda t: None if getattr(t, "grad", None) is None else _recorded(t.grad, keep))
+        # the parameters' gradients as the backward left them: every later backward of this side starts
+        # from `_zero_grad` (None), so nothing writes to these arrays again
         return Capture(self.impl, self.dtype, calls, loss.item(), np.array(logits.data), self.params(),
-                       {n: _scratch_grad(p) for n, p in self.named.items()},
+                       {n: _kept_grad(p) for n, p in self.named.items()},
                        {n: p.requires_grad for n, p in self.named.items()},
                        loss_requires_grad=loss.requires_grad, max_backward_calls=max(counts.values(), default=1),
                        logits_grad=_scratch_grad(logits), tied=self.users)

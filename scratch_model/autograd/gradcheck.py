@@ -8,6 +8,7 @@ inputs without the model.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -81,24 +82,33 @@ def check_node(node: Tensor, rng: np.random.Generator, eps: float = 1e-6, rtol: 
 @contextlib.contextmanager
 def count_backward_calls(root: Tensor) -> Iterator[dict[int, int]]:
     """Count how often each node's backward runs while the block runs (one backward pass should
-    run each exactly once); yields {id(node): calls}, filled in as the backward goes."""
+    run each exactly once); yields {id(node): calls}, filled in as the backward goes.
+
+    Holds nothing the backward would free: a node is reached through a weak reference, and its
+    backward (with the arrays it saved) only through the counting wrapper the node holds, so
+    memory falls during a counted backward as it does during any other."""
     counts: dict[int, int] = {}
-    nodes = [n for n in topological_order(root) if n._backward is not None]  # noqa: SLF001
-    originals = [(n, n._backward) for n in nodes]  # noqa: SLF001
-
-    def counted(node: Tensor, fn: Callable) -> Callable:
-        def run(g: np.ndarray):
-            counts[id(node)] = counts.get(id(node), 0) + 1
-            return fn(g)
-
-        return run
-
-    wrappers = [counted(node, fn) for node, fn in originals]
-    for (node, _), wrapper in zip(originals, wrappers, strict=True):
-        node._backward = wrapper  # noqa: SLF001
+    wrapped: list[weakref.ref] = []
+    for node in topological_order(root):
+        fn = node._backward  # noqa: SLF001
+        if fn is not None:
+            node._backward = _counted(counts, id(node), fn)  # noqa: SLF001
+            wrapped.append(weakref.ref(node))
+    node = fn = None  # the generator's frame outlives the yield: no strong reference to the graph
     try:
         yield counts
     finally:
-        for (node, fn), wrapper in zip(originals, wrappers, strict=True):
-            if node._backward is wrapper:  # noqa: SLF001 - a backward that ran has freed the node: leave it so
-                node._backward = fn  # noqa: SLF001
+        for ref in wrapped:
+            node = ref()
+            # a backward that ran has freed its node (the engine swapped the wrapper out): leave it so
+            if node is not None and getattr(node._backward, "counts", None) is counts:  # noqa: SLF001
+                node._backward = node._backward.original  # noqa: SLF001
+
+
+def _counted(counts: dict[int, int], key: int, fn: Callable) -> Callable:
+    def run(g: np.ndarray):
+        counts[key] = counts.get(key, 0) + 1
+        return fn(g)
+
+    run.counts, run.original = counts, fn  # type: ignore[attr-defined]  # to put the original back
+    return run
