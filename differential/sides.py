@@ -346,27 +346,33 @@ class _FreeModels:
     and device). Building torch's module tree costs more than a side's whole load, and the reports
     of a process (zoo, sweep, the three-way view, a benchmark) build the same ones again and again.
     A side takes one, loads its weights (every parameter, strictly, gradients cleared: nothing of
-    the last holder stays) and gives it back when it is garbage. At most ``most`` are kept."""
+    the last holder stays) and gives it back when it is garbage. The models kept hold at most
+    ``most_bytes`` of parameters and buffers; the ones given back longest ago go first."""
 
-    def __init__(self, most: int) -> None:
-        self.most = most
-        self._free: list[tuple[Any, Any]] = []  # (key, model), the most recently given back last
+    def __init__(self, most_bytes: int) -> None:
+        self.most_bytes = most_bytes
+        self._free: list[tuple[Any, Any, int]] = []  # (key, model, bytes), the latest given back last
         self._lock = threading.RLock()  # a sweep's threads; RLock: a side may die while one is taken
 
-    def take(self, key: Any) -> Any:
+    def take(self, key: Any) -> tuple[Any, int] | None:
+        """A free model built for ``key`` and its size in bytes (None if there is none)."""
         with self._lock:
             for i in range(len(self._free) - 1, -1, -1):
                 if self._free[i][0] == key:
-                    return self._free.pop(i)[1]
+                    _, model, size = self._free.pop(i)
+                    return model, size
         return None
 
-    def give_back(self, key: Any, model: Any) -> None:
+    def give_back(self, key: Any, model: Any, size: int) -> None:
+        if size > self.most_bytes:
+            return
         with self._lock:
-            self._free.append((key, model))
-            del self._free[:-self.most]
+            self._free.append((key, model, size))
+            while sum(held for _, _, held in self._free) > self.most_bytes:
+                del self._free[0]
 
 
-_REFERENCES = _FreeModels(most=8)
+_REFERENCES = _FreeModels(most_bytes=64 * 2**20)
 
 
 class TorchSide(Side):
@@ -387,8 +393,12 @@ class TorchSide(Side):
         self.tdtype = getattr(torch, dtype)
         if module is None:  # the bundled reference: one no live side holds, if a side before built it
             key = (ReversalTransformer, config, self.tdtype, str(device))
-            self.model = _REFERENCES.take(key) or ReversalTransformer(config, dtype=self.tdtype, device=device)
-            weakref.finalize(self, _REFERENCES.give_back, key, self.model).atexit = False
+            taken = _REFERENCES.take(key)
+            if taken is None:
+                model = ReversalTransformer(config, dtype=self.tdtype, device=device)
+                taken = model, sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+            self.model = taken[0]
+            weakref.finalize(self, _REFERENCES.give_back, key, *taken).atexit = False
         else:
             self.model = prepared(module, self.tdtype, device)
         self.users = users_of(self.model.named_parameters(remove_duplicate=False))

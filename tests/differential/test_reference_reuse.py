@@ -20,7 +20,7 @@ CONFIG = TransformerConfig(num_layers=2)
 
 @pytest.fixture(autouse=True)
 def _no_models_from_other_tests(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sides, "_REFERENCES", sides._FreeModels(most=8))
+    monkeypatch.setattr(sides, "_REFERENCES", sides._FreeModels(most_bytes=2**30))
 
 
 def _batch() -> tuple[np.ndarray, np.ndarray]:
@@ -70,9 +70,10 @@ def test_another_dtype_or_config_builds_its_own() -> None:
     assert {p.dtype for p in other.model.parameters()} == {other.torch.float32}
 
 
-def test_at_most_a_few_models_are_kept() -> None:
-    free = sides._FreeModels(most=2)
+def test_the_models_kept_fit_the_budget() -> None:
+    free = sides._FreeModels(most_bytes=100)
     for i in range(4):
-        free.give_back("key", f"model {i}")
-    assert [free.take("key"), free.take("key"), free.take("key")] == ["model 3", "model 2", None]
-    assert free.take("other") is None
+        free.give_back("key", f"model {i}", 40)
+    free.give_back("big", "too big to keep", 101)
+    assert [free.take("key"), free.take("key"), free.take("key")] == [("model 3", 40), ("model 2", 40), None]
+    assert free.take("big") is None and free.take("other") is None
