@@ -142,22 +142,25 @@ def optimizer_phase(actual_side: Side, oracle_side: Side, noise_side: Side | Non
     parameter; plus the naive question "did the weight change after a step with its own gradients".
     A "no" in a row is a disagreement: a parameter the reference's step leaves (numerically)
     unchanged may stay unchanged here too."""
-    ref_grads = expected.param_grads
-    stepped = actual_side.optimizer_step(ref_grads, options.optimizer, options.lr)
-    ref_stepped = oracle_side.optimizer_step(ref_grads, options.optimizer, options.lr)
-    noise_stepped = noise_side.optimizer_step(ref_grads, options.optimizer, options.lr) if noise_side else None
-    own_stepped = actual_side.optimizer_step(actual.param_grads, options.optimizer, options.lr)
-    before = actual.params
-    names = list(ref_stepped)
-    updates = {n: None if stepped.get(n) is None else stepped[n] - before[n] for n in names}
-    ref_updates = {n: ref_stepped[n] - expected.params[n] for n in names}
-    noise_updates = {n: None if noise_stepped is None else noise_stepped[n] - before[n] for n in names}
-    pairs = [(updates[n], ref_updates[n], noise_updates[n], 0.0) for n in names]
+    # Each step's parameters are reduced to what the checks need as soon as it returns (a step holds
+    # a copy of every parameter, and the scratch optimizer's flat state and temporaries on top)
+    before, ref_grads, kind, lr = actual.params, expected.param_grads, options.optimizer, options.lr
+    own_stepped = actual_side.optimizer_step(actual.param_grads, kind, lr)
+    changed_by_own = {n: bool(np.not_equal(a, before[n]).any()) for n, a in own_stepped.items()}
+    del own_stepped
+    stepped = actual_side.optimizer_step(ref_grads, kind, lr)
+    updates = {n: None if a is None else a - before[n] for n, a in stepped.items()}
+    del stepped
+    ref_updates = {n: a - expected.params[n] for n, a in oracle_side.optimizer_step(ref_grads, kind, lr).items()}
+    names = list(ref_updates)
+    noise_updates = dict.fromkeys(names) if noise_side is None else \
+        {n: a - before[n] for n, a in noise_side.optimizer_step(ref_grads, kind, lr).items()}
+    pairs = [(updates.get(n), ref_updates[n], noise_updates[n], 0.0) for n in names]
     checks, rows = [], []
     for name, m in zip(names, compare_many(pairs), strict=True):
-        update, ref_update = updates[name], ref_updates[name]
+        update, ref_update = updates.get(name), ref_updates[name]
         checks.append(Check(f"param[{name}]", m, update, ref_update))
-        changed = name in own_stepped and bool(np.not_equal(own_stepped[name], before[name]).any())
+        changed = changed_by_own.get(name, False)
         updated = update is not None and bool(update.any())
         if not (changed and updated):  # a "no" stands only where the reference step moves it (past round-off)
             stays = matches_zero(ref_update, noise_updates[name])
