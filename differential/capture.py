@@ -127,6 +127,8 @@ class CallLog:
         # id(alias) -> the tensor it stands for: a child module sees its parent's alias of a
         # tensor, and records it under the tensor itself (one copy, one comparison)
         self.canonical: dict[int, Any] = {}
+        # the module calls running now, innermost last: (path, the frame that called its hook)
+        self._running: list[tuple[str, Any]] = []
 
     def _unique(self, path: str) -> str:
         n = self.counts.get(path, 0) + 1
@@ -152,8 +154,16 @@ class CallLog:
         enter = len(self.entries)
         self.open[path] = (enter, given)
         self.entries.append(key)
+        # the stack down to the frame that called the running module's hook: its container's code
+        # (where this call was made) is above that frame, the rest of the program below it
+        running = self._running
         self.raw[key] = {"enter": enter, "inputs": floats, "produced_by": produced, "path": path,
-                         "stack": call_stack()}
+                         "stack": call_stack(stop=running[-1][1] if running else None)}
+        try:
+            hook_caller = sys._getframe(2)  # stays on the stack while this module runs: its children stop there
+        except ValueError:  # a log driven from the very bottom of the stack
+            hook_caller = None
+        running.append((path, hook_caller))
         return given
 
     def after(self, path: str, output: Any) -> Any:
@@ -161,6 +171,7 @@ class CallLog:
         ``alias_outputs`` its alias, through which its gradient is read (for frameworks that keep
         gradients only where asked, on the tensors ``alias`` makes)."""
         key = self.entries[self.open.pop(path)[0]]
+        self._leave(path)
         raw = self.raw[key]
         raw["output"] = output
         raw["exit"] = self.exits
@@ -174,6 +185,16 @@ class CallLog:
                     raw["output_alias"] = twin
                     return twin
         return output
+
+    def drop(self, path: str) -> None:
+        """Forget the running call of ``path``: it returned nothing to record (no tensor)."""
+        self.open.pop(path, None)
+        self._leave(path)
+
+    def _leave(self, path: str) -> None:
+        running = self._running
+        while running and running.pop()[0] != path:  # calls nest: it is the innermost one
+            pass
 
     def innermost_open(self) -> str | None:
         """The module that was running when an exception left the forward."""
@@ -227,11 +248,14 @@ def finish_calls(log: CallLog, to_numpy: Callable[[Any], np.ndarray],
 STACK_DEPTH = 24  # frames kept per call: the hook machinery and a framework's __call__ take a few
 
 
-def call_stack(depth: int = STACK_DEPTH) -> tuple[tuple[str, int], ...]:
-    """(file, line) of the calling frames, innermost first (a frame walk: no source is read)."""
+def call_stack(depth: int = STACK_DEPTH, stop: Any = None) -> tuple[tuple[str, int], ...]:
+    """(file, line) of the calling frames, innermost first, up to ``stop`` (a frame, left out) or
+    ``depth`` frames (a frame walk: no source is read; each line costs a look-up in its code's
+    line table, so the walk ends where nothing more is needed)."""
     frame = sys._getframe(1)
     out = []
-    while frame is not None and len(out) < depth:
+    while frame is not None and frame is not stop and len(out) < depth:
         out.append((frame.f_code.co_filename, frame.f_lineno))
         frame = frame.f_back
     return tuple(out)
+

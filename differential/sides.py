@@ -443,47 +443,42 @@ class TorchSide(Side):
         return self.torch.nn.functional.cross_entropy(logits.reshape(-1, v), self._tokens(targets).reshape(-1))
 
     def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
-        self.model.zero_grad(set_to_none=True)
+        from torch.nn.modules import module as torch_module
+
+        recorded, named = self._recording()
+        for p in named.values():
+            p.grad = None  # zero_grad(set_to_none=True)
         log = self._log()
-        paths, global_hooks = self._recording_paths()
         tensor_type = self.torch.Tensor
 
-        def pre(m: Any, args: tuple) -> tuple | None:
-            path = paths.get(id(m))
-            return None if path is None else log.before(path, args)
-
-        def post(m: Any, args: tuple, out: Any) -> None:
-            path = paths.get(id(m))
-            if path is None:
-                return
+        def leave(path: str, out: Any) -> None:
             out = first_tensor(out)  # a module that returns (output, extras): its output
             if not isinstance(out, tensor_type):
-                log.open.pop(path, None)  # no tensor to compare (a user's module returning None)
+                log.drop(path)  # no tensor to compare (a user's module returning None)
                 return
             if out.requires_grad:
                 out.retain_grad()
             log.after(path, out)
 
-        if global_hooks:  # two hooks for every module call, none to register on each module
-            from torch.nn.modules import module as torch_module
-
-            handles = [torch_module.register_module_forward_pre_hook(pre),
-                       torch_module.register_module_forward_hook(post)]
+        if torch_module._global_forward_pre_hooks or torch_module._global_forward_hooks or \
+                any(m._forward_pre_hooks or m._forward_hooks for _, m in recorded):
+            # hooks of the model's own (or anyone's global ones) run before the recording, as they always did
+            handles = [h for path, module in recorded for h in (
+                module.register_forward_pre_hook(lambda m, args, path=path: log.before(path, args)),
+                module.register_forward_hook(lambda m, args, out, path=path: leave(path, out)))]
+            restore = lambda: [h.remove() for h in handles]  # noqa: E731
         else:
-            handles = [h for path, module in self._recorded_modules
-                       for h in (module.register_forward_pre_hook(pre), module.register_forward_hook(post))]
+            restore = _record_forwards(recorded, log.before, leave)
         try:
             logits = self._forward(tokens)
         finally:
-            for h in handles:
-                h.remove()
+            restore()
         logits.retain_grad()
         loss = self._loss(logits, targets)
         loss.backward()
         calls = finish_calls(log, self._recorded, self._recorded_grad)
         self._stacks = {path.split("#")[0]: c.stack for path, c in reversed(calls.items())}
         self._sources: dict[str, str] = {}  # source() follows the stacks just recorded
-        named = self._named_parameters
         # the gradients as torch left them: every backward here starts from zero_grad(set_to_none=True),
         # so nothing adds to these tensors in place later
         return Capture("torch", self.dtype, calls, float(loss.item()), self._np(logits), self.params(),
@@ -491,17 +486,12 @@ class TorchSide(Side):
                        {n: p.requires_grad for n, p in named.items()}, logits_grad=self._grad(logits),
                        tied=self.users)
 
-    def _recording_paths(self) -> tuple[dict[int, str], bool]:
-        """The recorded modules by id (computed once: the side's model is its own copy, whose
-        structure never changes), and whether torch's global module hooks can record them: not when
-        a module has hooks of its own, which must keep running before the recording hooks do."""
-        known = getattr(self, "_paths", None)
+    def _recording(self) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+        """The recorded modules (path, module) and the parameters by name (found once: the side's
+        model is its own copy, whose structure never changes)."""
+        known = getattr(self, "_recording_plan", None)
         if known is None:
-            self._recorded_modules = recorded_modules(self.model)
-            self._named_parameters = dict(self.model.named_parameters())
-            paths = {id(m): path for path, m in self._recorded_modules}
-            own = any(m._forward_pre_hooks or m._forward_hooks for _, m in self._recorded_modules)
-            known = self._paths = (paths, not own)
+            known = self._recording_plan = (recorded_modules(self.model), dict(self.model.named_parameters()))
         return known
 
     def loss_on(self, logits, targets):
@@ -630,6 +620,40 @@ class TorchSide(Side):
             losses.append(float(loss.item()))
             snapshots.append(self.params())
         return losses, snapshots
+
+
+def _record_forwards(recorded: list[tuple[str, Any]], enter: Callable[[str, tuple], tuple],
+                     leave: Callable[[str, Any], None]) -> Callable[[], None]:
+    """Record every call of the ``recorded`` (path, module) torch modules: each instance's ``forward``
+    is wrapped (``enter(path, positional args)`` gives the arguments it runs on, ``leave(path,
+    output)`` sees the result) until the returned function puts the originals back. A hook on a
+    module would do the same but send every module call through torch's slow call path (a few
+    microseconds each); a wrapped ``forward`` keeps the fast one."""
+    def wrap(path: str, forward: Callable[..., Any]) -> Callable[..., Any]:
+        def recording(*args: Any, **kwargs: Any) -> Any:
+            out = forward(*enter(path, args), **kwargs)
+            leave(path, out)
+            return out
+
+        recording.__wrapped__ = forward  # type: ignore[attr-defined]  # its signature is forward's (mask_kwargs)
+        return recording
+
+    saved = []
+    for path, module in recorded:
+        saved.append((module, module.__dict__.get("forward", _NO_FORWARD)))
+        module.__dict__["forward"] = wrap(path, module.forward)  # a plain instance attribute, not __setattr__
+
+    def restore() -> None:
+        for module, own in saved:
+            if own is _NO_FORWARD:
+                module.__dict__.pop("forward", None)
+            else:
+                module.__dict__["forward"] = own
+
+    return restore
+
+
+_NO_FORWARD = object()
 
 
 # `child_line` reads the container's source file and resolves every frame of the stack; the same

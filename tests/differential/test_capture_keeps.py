@@ -1,6 +1,6 @@
 """What the captures keep without copying stays as it was recorded, and recording leaves nothing
-behind: torch's global module hooks are removed (also when the forward raises), and a module with
-hooks of its own is recorded after them, as its caller sees it."""
+behind (also when the forward raises): no global module hook, no hook or wrapped ``forward`` on a
+module; a module with hooks of its own is recorded after them, as its caller sees it."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def _global_hooks() -> int:
 
 
 def _own_hooks(model: torch.nn.Module) -> int:
-    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+    """Hooks on the model's modules, and instance attributes ``forward`` (how a capture records)."""
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) + ("forward" in vars(m)) for m in model.modules())
 
 
 def test_torch_capture_removes_its_hooks_also_when_the_forward_raises() -> None:
@@ -64,18 +65,25 @@ def test_torch_capture_removes_its_hooks_also_when_the_forward_raises() -> None:
     assert _global_hooks() == before and _own_hooks(side.model) == 0
     # a model with hooks of its own is recorded through hooks on each module: those go too
     side = make_side("torch", CONFIG, initial_weights(CONFIG, 0), "float64")
-    side.model.blocks[1].attn.register_forward_pre_hook(lambda module, args: None)
-    side.capture(tokens, targets)
-    with pytest.raises(ValueError):
-        side.capture(np.full_like(tokens, CONFIG.vocab_size + 5), targets)
-    assert _global_hooks() == before and _own_hooks(side.model) == 1
+    handle = side.model.blocks[1].attn.register_forward_pre_hook(lambda module, args: None)
+    try:
+        side.capture(tokens, targets)
+        with pytest.raises(ValueError):
+            side.capture(np.full_like(tokens, CONFIG.vocab_size + 5), targets)
+        assert _global_hooks() == before and _own_hooks(side.model) == 1
+    finally:
+        handle.remove()  # built models are reused by later sides: leave nothing on them
 
 
 def test_a_module_with_its_own_hook_is_recorded_as_its_caller_sees_it() -> None:
     side = make_side("torch", CONFIG, initial_weights(CONFIG, 0), "float64")
+    side.capture(*_batch())  # a hook added after a first capture counts as well
     ln = side.model.blocks[0].ln1
-    ln.register_forward_hook(lambda module, args, out: out * 2.0)  # a user's hook that changes the output
-    capture = side.capture(*_batch())
+    handle = ln.register_forward_hook(lambda module, args, out: out * 2.0)  # a user's hook that changes the output
+    try:
+        capture = side.capture(*_batch())
+    finally:
+        handle.remove()  # built models are reused by later sides: leave nothing on them
     call = capture.calls["blocks.0.ln1"]
     with torch.no_grad():
         plain = ln.forward(torch.from_numpy(call.inputs[0])).numpy()
