@@ -251,7 +251,14 @@ class ScratchSide(Side):
         from scratch_model.autograd import Tensor
         from scratch_model.autograd.gradcheck import check_node, nodes_between
 
-        probe = ScratchSide(self.impl, self.config, self.params(), "float64", mask)
+        # a float64 copy of this side, built once (a report checks many modules) and given this
+        # side's current weights before every check (load copies them)
+        weights = {n: p.data for n, p in self.named.items()}
+        probe = getattr(self, "_probe", None)
+        if probe is None:
+            probe = self._probe = ScratchSide(self.impl, self.config, weights, "float64", mask)
+        else:
+            probe.load(weights)
         fn = probe._module_fn(path.split("#")[0])
         args = [Tensor(np.array(x, dtype=np.float64), requires_grad=True) for x in inputs]
         out = fn(*(args or [tokens]), **mask_kwargs(fn, mask))
