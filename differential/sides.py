@@ -252,12 +252,12 @@ class ScratchSide(Side):
         from scratch_model.autograd.gradcheck import check_node, nodes_between
 
         # a float64 copy of this side, built once (a report checks many modules) and given this
-        # side's current weights before every check (load copies them)
+        # side's current weights whenever they differ from what it holds (load copies them)
         weights = {n: p.data for n, p in self.named.items()}
         probe = getattr(self, "_probe", None)
         if probe is None:
             probe = self._probe = ScratchSide(self.impl, self.config, weights, "float64", mask)
-        else:
+        elif not all(p.data.shape == weights[n].shape and (p.data == weights[n]).all() for n, p in probe.named.items()):
             probe.load(weights)
         fn = probe._module_fn(path.split("#")[0])
         args = [Tensor(np.array(x, dtype=np.float64), requires_grad=True) for x in inputs]
