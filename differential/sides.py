@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from differential.capture import CallLog, Capture, ModuleCrash, finish_calls
+from differential.capture import CallLog, Capture, ModuleCrash, collector_paused, finish_calls
 from differential.side import PROJECT_ROOT, Side, _relative, child_line, source_location
 from differential.tied import users_of
 from differential.user_reference import first_tensor, recorded_modules
@@ -33,23 +33,48 @@ def _cast_floats(arrays: dict[str, np.ndarray], dtype: str) -> dict[str, Any]:
 
 # --- the scratch side (class and functional) -------------------------------------------------
 
+class _ScratchLog(CallLog):
+    """The call log of the scratch autograd: every module output keeps its gradient (the backward
+    keeps gradients on leaves only, unless a tensor asks; torch's side calls retain_grad too). A
+    subclass, not an ``after`` patched on the instance, and no bound method kept on it: a log that
+    refers to itself is freed only by the cyclic garbage collector, and it holds every tensor of
+    the capture."""
+
+    def __init__(self, tensor_type: type) -> None:
+        from scratch_model import autograd as ag
+
+        def retained(x: Any) -> Any:
+            if isinstance(x, tensor_type) and x.requires_grad:
+                x.retain_grad()
+            return x
+
+        self.retained = retained
+        # `ag.identity` looked up at each call: a fault may swap it
+        super().__init__(is_tensor=lambda x: isinstance(x, tensor_type),
+                         alias=lambda x: retained(ag.identity(x)) if x.requires_grad else x,
+                         requires_grad=lambda x: bool(getattr(x, "requires_grad", False)))
+
+    def after(self, path: str, output: Any) -> Any:
+        return super().after(path, self.retained(output))
+
+
+class _LogRecorder:
+    """The functional model's recorder (scratch_model.functional), writing into a call log."""
+
+    def __init__(self, log: CallLog) -> None:
+        self.log = log
+
+    def before(self, path: str, inputs: tuple) -> tuple:
+        return self.log.before(path, inputs)
+
+    def after(self, path: str, inputs: tuple, output: Any) -> None:
+        self.log.after(path, output)
+
+
 def _scratch_log() -> CallLog:
-    from scratch_model import autograd as ag
     from scratch_model.autograd import Tensor
 
-    def retained(x: Any) -> Any:
-        # the backward keeps gradients on leaves only, unless a tensor asks: the capture reads
-        # them on every module input alias and output (torch's side calls retain_grad too)
-        if isinstance(x, Tensor) and x.requires_grad:
-            x.retain_grad()
-        return x
-
-    log = CallLog(is_tensor=lambda x: isinstance(x, Tensor),
-                  alias=lambda x: retained(ag.identity(x)) if x.requires_grad else x,
-                  requires_grad=lambda x: bool(getattr(x, "requires_grad", False)))
-    after = log.after
-    log.after = lambda path, output: after(path, retained(output))  # type: ignore[method-assign]
-    return log
+    return _ScratchLog(Tensor)
 
 
 def _scratch_grad(t: Any) -> np.ndarray | None:
@@ -136,18 +161,14 @@ class ScratchSide(Side):
             finally:
                 for h in handles:
                     h.remove()
-        recorder = None
-        if log is not None:
-            class _Recorder:
-                def before(self, path: str, inputs: tuple) -> tuple:
-                    return log.before(path, inputs)
-
-                def after(self, path: str, inputs: tuple, output: Any) -> None:
-                    log.after(path, output)
-        recorder = _Recorder() if log is not None else None
+        recorder = None if log is None else _LogRecorder(log)
         return self.forward_fn(self.named, tokens, mask=self.mask, recorder=recorder)
 
     def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
+        with collector_paused():  # see there: the captures' objects would set off full collections
+            return self._capture(tokens, targets)
+
+    def _capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
         from scratch_model.train import cross_entropy
 
         self._zero_grad()
@@ -450,6 +471,10 @@ class TorchSide(Side):
         return self.torch.nn.functional.cross_entropy(logits.reshape(-1, v), self._tokens(targets).reshape(-1))
 
     def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
+        with collector_paused():  # see there: the captures' objects would set off full collections
+            return self._capture(tokens, targets)
+
+    def _capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
         from torch.nn.modules import module as torch_module
 
         recorded, named = self._recording()
