@@ -7,13 +7,15 @@ check, the report tables), with all findings (teacher forcing) and with the firs
 (`--first-only`). They are timed side by side in one process, interleaved, after a warm-up, with
 numpy's BLAS and torch pinned to the report's threads (`scratch_model.threads.cpu_threads`);
 medians are printed with their ratios, then where the report's time goes (median per stage, as a
-share of the bare work), and the floor: the two hooked captures alone. One run covers every
+share of the bare work), the floor: the two hooked captures alone, and the time each job spent in
+Python's garbage collector (with means: a full collection comes every few runs, and medians hide
+it). One run covers every
 number of layers in ``--layers`` and every fault in ``--fault`` ("none": the clean model), and
 ends with a table of the ratios.
 
 With --memory it also prints the peak memory (tracemalloc: numpy and Python allocations) of one
 report (all findings) against one plain scratch (class) training step (forward, backward, Adam
-step) at each size.
+step) at each size, and what the report holds at the end of each stage and its peak within it.
 
 With --end-to-end it times whole processes instead, alternating: `python benchmarks/bare_work.py`
 (imports, models, weights, one forward and backward of each) against `python -m differential.cli
@@ -27,6 +29,7 @@ report` (the README's main job), and prints their medians and ratio.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import subprocess
 import sys
@@ -98,9 +101,11 @@ def main() -> None:
         print(f"  {layers:6d}  {fault or 'none':24s} {bare * 1e3:8.2f} {first / bare:10.2f}x {full / bare:12.2f}x")
     if memory:
         print("\npeak memory (tracemalloc, numpy and Python allocations):")
-        for layers, report_mb, step_mb in memory:
+        for layers, report_mb, step_mb, stages in memory:
             print(f"  {layers:2d} layer(s): report {report_mb:7.2f} MB, scratch training step {step_mb:7.2f} MB, "
                   f"ratio {report_mb / step_mb:.2f}")
+            print("     the report's stages, held at the end / peak within (MB): " +
+                  ", ".join(f"{stage} {held:.1f}/{peak:.1f}" for stage, (held, peak) in stages.items()))
 
 
 def _options(args: argparse.Namespace, layers: int) -> ReportOptions:
@@ -141,12 +146,19 @@ def in_process(args: argparse.Namespace, layers: int, fault: str | None) -> tupl
         captures()
     stages.clear()
     bare_times, report_times, first_times, capture_times = [], [], [], []
-    for _ in range(args.repeats):
-        for fn, times in ((bare, bare_times), (report, report_times), (report_first, first_times),
-                          (captures, capture_times)):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
+    collections = Collections()
+    gc.callbacks.append(collections)
+    try:
+        for _ in range(args.repeats):
+            for fn, times in ((bare, bare_times), (report, report_times), (report_first, first_times),
+                              (captures, capture_times)):
+                collections.job = fn.__name__
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+                collections.job = None
+    finally:
+        gc.callbacks.remove(collections)
     b, r = statistics.median(bare_times), statistics.median(report_times)
     f = statistics.median(first_times)
     print(f"\nmodel: {layers} layer(s), batch {options.batch_size}, float64, fault {fault or 'none'}; "
@@ -162,12 +174,38 @@ def in_process(args: argparse.Namespace, layers: int, fault: str | None) -> tupl
     for stage in stages[0]:
         ms = statistics.median(s[stage] for s in stages) * 1e3
         print(f"  {stage:24s} {ms:7.2f} ms  {ms / (b * 1e3):5.2f} x bare")
+    print("garbage collection (Python's cyclic collector; medians hide the full collections that come every few "
+          "runs, so means):")
+    for name, label, times in (("bare", "bare work", bare_times), ("report", "report, all findings", report_times),
+                               ("report_first", "report, first only", first_times)):
+        print(f"  {label:22s} mean {statistics.mean(times) * 1e3:7.2f} ms, of which collecting "
+              f"{collections.seconds.get(name, 0.0) / args.repeats * 1e3:6.2f} ms; full collections per run "
+              f"{collections.full.get(name, 0) / args.repeats:.2f}")
     return b, f, r
 
 
-def peak_memory(args: argparse.Namespace, layers: int) -> tuple[float, float]:
+class Collections:
+    """Time spent in Python's garbage collector (a gc callback), charged to the job running then."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.full: dict[str, int] = {}  # collections of the oldest generation
+        self.job: str | None = None
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        elif self.job is not None:
+            self.seconds[self.job] = self.seconds.get(self.job, 0.0) + time.perf_counter() - self._start
+            if info["generation"] == 2:
+                self.full[self.job] = self.full.get(self.job, 0) + 1
+
+
+def peak_memory(args: argparse.Namespace, layers: int) -> tuple[float, float, dict[str, tuple[float, float]]]:
     """Peak traced memory in MB of one report (all findings) and of one plain scratch training
-    step (class model, forward, backward, Adam step) on the report's batch, the model built before."""
+    step (class model, forward, backward, Adam step) on the report's batch, the model built before;
+    and the report's memory by stage (`MemoryWatch`)."""
     from scratch_model.layers import ReversalTransformer
     from scratch_model.optim import Adam
     from scratch_model.train import cross_entropy
@@ -194,7 +232,28 @@ def peak_memory(args: argparse.Namespace, layers: int) -> tuple[float, float]:
         tracemalloc.stop()
         return peak / 2**20
 
-    return traced_peak(lambda: run_report(options)), traced_peak(step)
+    stages: dict[str, tuple[float, float]] = {}
+    after_last_stage = traced_peak(lambda: run_report(options, MemoryWatch(stages)))
+    # each stage starts its own peak (tracemalloc.reset_peak): the report's is the highest of them
+    report_mb = max([after_last_stage] + [peak for _, peak in stages.values()])
+    return report_mb, traced_peak(step), stages
+
+
+class MemoryWatch(Stopwatch):
+    """A report's stopwatch that notes, at the end of each stage, the traced memory held then and the
+    peak within the stage (MB, from the start of tracing), into ``stages``."""
+
+    def __init__(self, stages: dict[str, tuple[float, float]]) -> None:
+        super().__init__()
+        self.stages = stages
+        self.base = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0
+
+    def lap(self, stage: str) -> None:
+        super().lap(stage)
+        if tracemalloc.is_tracing():
+            held, peak = tracemalloc.get_traced_memory()
+            self.stages[stage] = ((held - self.base) / 2**20, (peak - self.base) / 2**20)
+            tracemalloc.reset_peak()
 
 
 def end_to_end(repeats: int) -> None:
