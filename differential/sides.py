@@ -544,7 +544,7 @@ class TorchSide(Side):
         another such result (a Linear's output on (B, T, D) views its 2-D product); a copy of
         anything that may still change: a leaf (a parameter, a buffer) or a view of one, and of a
         part of a larger tensor (kept alone, it would keep the whole alive)."""
-        if t.device.type == "cpu" and t.grad_fn is not None:
+        if t.is_cpu and t.grad_fn is not None:
             base = t._base
             if base is None or (base.grad_fn is not None and base.numel() == t.numel()):
                 return t.detach().numpy()
@@ -557,7 +557,7 @@ class TorchSide(Side):
         g = t.grad
         if g is None:
             return None
-        return g.numpy() if g.device.type == "cpu" and g._base is None else TorchSide._np(g)
+        return g.numpy() if g.is_cpu and g._base is None else TorchSide._np(g)
 
     def _grad(self, t: Any) -> np.ndarray | None:
         return None if t.grad is None else self._np(t.grad)
