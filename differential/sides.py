@@ -403,6 +403,17 @@ class _FreeModels:
 _REFERENCES = _FreeModels(most_bytes=64 * 2**20)
 
 
+def _give_back_as_built(key: Any, model: Any, size: int) -> None:
+    """Give a dead side's reference model back, unless something was left on it (a hook, a wrapped
+    forward, a parameter frozen, a module switched to eval): what one side's user did to its model
+    never reaches another side."""
+    modules = list(model.modules())
+    if all(m.training and not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or
+                               m._backward_pre_hooks or "forward" in m.__dict__) for m in modules) and \
+            all(p.requires_grad for p in model.parameters()):
+        _REFERENCES.give_back(key, model, size)
+
+
 class TorchSide(Side):
     impl = "torch"
 
@@ -426,7 +437,7 @@ class TorchSide(Side):
                 model = ReversalTransformer(config, dtype=self.tdtype, device=device)
                 taken = model, sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
             self.model = taken[0]
-            weakref.finalize(self, _REFERENCES.give_back, key, *taken).atexit = False
+            weakref.finalize(self, _give_back_as_built, key, *taken).atexit = False
         else:
             self.model = prepared(module, self.tdtype, device)
         self.users = users_of(self.model.named_parameters(remove_duplicate=False))
