@@ -6,13 +6,14 @@ which runs with the cyclic garbage collector paused, leaves no cyclic garbage.""
 from __future__ import annotations
 
 import gc
+import sys
 
 import numpy as np
 import pytest
 import torch
 from torch.nn.modules import module as torch_module
 
-from differential.capture import collector_paused
+from differential.capture import CallLog, collector_paused
 from differential.implementations import make_side
 from differential.report import initial_weights
 from scratch_model.config import TransformerConfig
@@ -122,3 +123,30 @@ def test_the_collector_is_paused_only_inside_the_block(enabled: bool) -> None:
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_a_call_stack_ends_below_its_container_and_holds_the_line_that_called_it() -> None:
+    # a framework of two plain objects: each call goes through a hook function, as module hooks do
+    log = CallLog(is_tensor=lambda x: isinstance(x, np.ndarray), alias=lambda x: x, requires_grad=lambda x: False)
+    lines = {}
+
+    def call(path, fn, x):  # the framework's __call__: hook in, forward, hook out
+        (x,) = log.before(path, (x,))
+        return log.after(path, fn(x))
+
+    def child(x):
+        return x + 1.0
+
+    def container(x):
+        lines["call"] = sys._getframe().f_lineno + 1
+        return call("inner", child, x) * 2.0
+
+    def driver():  # where the whole model is called: below the container, left out of the child's stack
+        return call("", container, np.zeros(2))
+
+    driver()
+    stack = log.raw["inner"]["stack"]
+    here = container.__code__.co_filename
+    assert (here, lines["call"]) in stack  # the container's line that made the call
+    driver_line = driver.__code__.co_firstlineno + 1
+    assert (here, driver_line) not in stack and len(stack) < len(log.raw[""]["stack"])
