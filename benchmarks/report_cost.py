@@ -150,9 +150,9 @@ def in_process(args: argparse.Namespace, layers: int, fault: str | None) -> tupl
     gc.callbacks.append(collections)
     try:
         for _ in range(args.repeats):
-            for fn, times in ((bare, bare_times), (report, report_times), (report_first, first_times),
-                              (captures, capture_times)):
-                collections.job = fn.__name__
+            for name, fn, times in (("bare", bare, bare_times), ("report", report, report_times),
+                                    ("report_first", report_first, first_times), ("captures", captures, capture_times)):
+                collections.job = name
                 start = time.perf_counter()
                 fn()
                 times.append(time.perf_counter() - start)
