@@ -9,6 +9,7 @@ is ever half-loaded. Files are ``.npz`` (read without pickle) or ``.safetensors`
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import zipfile
@@ -126,11 +127,21 @@ def _obviously_fine(expected: Layout, arrays: Mapping[str, Any]) -> bool:
         return False
     for name, (shape, dtype) in expected.items():
         a = arrays[name]
-        if not isinstance(a, np.ndarray) or a.shape != tuple(shape) or a.dtype.name != dtype:
+        # dtype objects compared, not names: reading ``dtype.name`` costs more than the finiteness pass
+        if not isinstance(a, np.ndarray) or a.shape != tuple(shape) or a.dtype != _dtype(dtype):
             return False
-        if np.issubdtype(a.dtype, np.inexact) and not np.isfinite(a).all():
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
             return False
     return True
+
+
+@functools.lru_cache(maxsize=64)
+def _dtype(name: str) -> np.dtype | None:
+    """numpy's dtype of that name (None for a name numpy does not know: no array matches it)."""
+    try:
+        return np.dtype(name)
+    except TypeError:
+        return None
 
 
 def _names(diff: DeepDiff, kind: str) -> list[str]:
@@ -145,7 +156,8 @@ def load_into_torch(model: torch.nn.Module, arrays: Mapping[str, np.ndarray]) ->
     check_arrays(layout_of(model), arrays, f"torch {type(model).__name__}")
     with torch.no_grad():
         for name, param in model.named_parameters():
-            param.copy_(torch.from_numpy(_native_copy(arrays[name])))
+            a = arrays[name]  # copied into the parameter; numpy's own copy only where torch cannot read it as it is
+            param.copy_(torch.from_numpy(a if a.dtype.isnative and a.flags.writeable else _native_copy(a)))
 
 
 def load_into_class(model: Module, arrays: Mapping[str, np.ndarray]) -> None:
