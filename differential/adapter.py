@@ -95,7 +95,8 @@ class Adapter:
         raise NotImplementedError(f"{type(self).__name__} must define named_parameters()")
 
     def set_parameter(self, name: str, array: np.ndarray) -> None:
-        """Overwrite your parameter ``name`` with ``array`` (in your layout and dtype)."""
+        """Overwrite your parameter ``name`` with ``array`` (in your layout and dtype): a new array the
+        report made for this call and keeps no reference to, so you may store it as it is."""
         raise NotImplementedError(f"{type(self).__name__} must define set_parameter(name, array)")
 
     def zero_grad(self) -> None:
@@ -124,6 +125,20 @@ class Adapter:
             return False
         return callable(getattr(obj, "forward", None)) or (callable(obj) and _user_class(type(obj)))
 
+    def retain_grad(self, tensor: Any) -> bool:
+        """Keep the gradient the backward will give ``tensor`` (a module's output, made by your ops)
+        without a new node, as torch's ``retain_grad()`` does, and say so (True). With it a module's
+        output gradient is read on the output itself, with no identity put on it; False (the default):
+        the output goes through `identity` too."""
+        return False
+
+    # Whether the arrays `to_numpy` and `grad_of` return stay as they are: an op's result and a
+    # backward's gradient are new arrays, nothing writes into them later, and `set_parameter`,
+    # `set_grad` and `zero_grad` replace a parameter's arrays instead of writing into them. True: the
+    # report keeps those arrays without copying them (it still copies your parameters' values, and
+    # any array that is a part of a larger one). False (the default): it copies every array it keeps.
+    stable_arrays: bool = False
+
     # --- optional: teacher forcing (every finding in one run) -----------------------------------
     def tensor(self, array: np.ndarray) -> Any | None:
         """A new tensor of yours holding ``array``: a leaf of your graph that receives a gradient in
@@ -140,6 +155,11 @@ class Adapter:
         only backpropagates from scalars can backpropagate ``sum(output * grad)`` instead."""
         raise NotImplementedError(f"{type(self).__name__} defines tensor(), so it must define backward(output, grad)")
 
+    def loss_function(self) -> Callable[..., Any] | None:
+        """The function of yours that computes the loss inside `loss_and_backward` (looked up when
+        asked): where a loss finding points. None (the default): it points at `loss_and_backward`."""
+        return None
+
     # --- optional: optimizer and training checks --------------------------------------------
     def make_optimizer(self, kind: str, lr: float) -> Any:
         """A fresh optimizer over the parameter list your training loop would use, with a ``step()``
@@ -148,7 +168,8 @@ class Adapter:
         raise NotImplementedError
 
     def set_grad(self, name: str, array: np.ndarray | None) -> None:
-        """Store ``array`` as parameter ``name``'s gradient (None: no gradient); needed with make_optimizer."""
+        """Store ``array`` as parameter ``name``'s gradient (None: no gradient); needed with make_optimizer.
+        Like `set_parameter`'s, the array is the report's new copy: store it as it is if you like."""
         raise NotImplementedError(f"{type(self).__name__} defines make_optimizer, so it must define set_grad")
 
     # --- optional: a framework without module objects ------------------------------------------
@@ -507,13 +528,37 @@ def load_adapter(spec: str, options: AdapterOptions | None = None) -> Adapter:
         except ValueError:  # no signature to check (a builtin): let the call say
             pass
         with printed.capture("construction"):
-            obj = obj(*args)
+            made = obj(*args)
+        if isinstance(made, Adapter) and args:
+            made_by(made, obj, args[0])
+        obj = made
     if not isinstance(obj, Adapter):
         raise InputError(f"--adapter {spec}: got a {type(obj).__name__}, not a differential.adapter.Adapter")
     mine = user_output(obj)
     for stage, text in printed.stages.items():
         mine.stages[stage] = mine.stages.get(stage, "") + text
     return obj
+
+
+def made_by(adapter: Adapter, factory: Callable[[AdapterOptions], Adapter], options: AdapterOptions) -> Adapter:
+    """Note on ``adapter`` that ``factory(options)`` built it (`load_adapter` does this for every factory
+    that takes the run's options), so the report can build it again for another dtype (`rebuild`)."""
+    object.__setattr__(adapter, _FACTORY, (factory, options))
+    return adapter
+
+
+def rebuild(adapter: Adapter, dtype: str) -> Adapter | None:
+    """A new adapter built the way ``adapter`` was (`made_by`), for the same run in ``dtype``; None
+    when the report does not know how it was built (an instance, a factory that takes no options)."""
+    known = vars(adapter).get(_FACTORY)
+    if known is None:
+        return None
+    factory, options = known
+    return made_by(factory(dataclasses.replace(options, dtype=dtype)), factory,
+                   dataclasses.replace(options, dtype=dtype))
+
+
+_FACTORY = "_scratchdiff_factory"
 
 
 def run_config(adapter: Adapter, config: TransformerConfig, layers_flag: int | None = None) -> TransformerConfig:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from differential import diagnose
-from differential.adapter import OPTIMIZER_KINDS, Adapter, config_problem, resolve_names, user_output
-from differential.capture import ROOT, Call, CallLog, Capture, ModuleCrash, finish_calls
+from differential.adapter import OPTIMIZER_KINDS, Adapter, config_problem, rebuild, resolve_names, user_output
+from differential.capture import ROOT, Call, CallLog, Capture, ModuleCrash, collector_paused, finish_calls
 from differential.errors import InputError
 from differential.findings import NotAvailable
 from differential.localize import ModuleResult, Origin, backward_origin, judge
@@ -103,6 +103,50 @@ class _Reported:
         return output if ref is None else self.log.after(ref, output)
 
 
+class _Log(CallLog):
+    """The call log of an adapter's model: inputs go through the adapter's identity; outputs keep their
+    gradient through `Adapter.retain_grad` where the adapter has it, else through the identity too.
+    Nothing here refers back to the log (a log that does is freed only by the cyclic collector, and it
+    holds every tensor of the capture)."""
+
+    def __init__(self, adapter: Adapter, alias: Callable[[Any], Any], float_input: Callable[[Any], bool]) -> None:
+        super().__init__(is_tensor=adapter.is_tensor, alias=alias, requires_grad=adapter.requires_grad)
+        self.float_dtype = float_input  # type: ignore[method-assign]
+        self.alias_outputs = True
+        self.retain = adapter.retain_grad if _overrides(adapter, "retain_grad") else None
+
+    def after(self, path: str, output: Any) -> Any:
+        if self.retain is not None and self._is_float(output) and self.requires_grad(output) and self.retain(output):
+            self.alias_outputs = False  # its gradient is read on the output itself
+            try:
+                return super().after(path, output)
+            finally:
+                self.alias_outputs = True
+        return super().after(path, output)
+
+
+def _kept(array: Any, keep: set[int]) -> np.ndarray:
+    """An array of a stable-array framework (`Adapter.stable_arrays`) for the capture: as it is, unless
+    it is (a view of) a parameter's value or gradient (``keep``: their ids), which an optimizer under
+    test may still write into, or a part of a larger array (kept alone, it would keep the whole alive),
+    or not a numpy array: then a copy."""
+    if type(array) is not np.ndarray:
+        return np.array(array)
+    root = _base(array)
+    if root.base is None and id(root) not in keep and root.nbytes == array.nbytes:
+        return array
+    return np.array(array)
+
+
+class _Dropped:
+    """A float argument of a module's first call, let go of after the capture: its values only."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+
 # --- the side ----------------------------------------------------------------------------------
 
 def _overrides(adapter: Adapter, method: str) -> bool:
@@ -111,6 +155,13 @@ def _overrides(adapter: Adapter, method: str) -> bool:
 
 def _array(value: Any) -> np.ndarray | None:
     return None if value is None else np.array(value)
+
+
+def _base(array: np.ndarray) -> np.ndarray:
+    """The array whose memory ``array`` views (itself when it owns its memory)."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
 
 
 def _quiet(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -183,17 +234,19 @@ def _as_table(call: Call) -> Call | None:
 
 
 class AdapterSide(Side):
-    """A user's model, through its adapter, in the reference's names and layouts."""
-
-    impl = "adapter"
+    """A model through its adapter, in the reference's names and layouts: a user's framework, or one of
+    the bundled scratch models (`differential.bundled_adapters`)."""
 
     def __init__(self, adapter: Adapter, config: TransformerConfig, dtype: str,
-                 arrays: dict[str, np.ndarray] | None = None, reference: Any = None) -> None:
+                 arrays: dict[str, np.ndarray] | None = None, reference: Any = None, impl: str = "adapter") -> None:
         """``arrays`` (reference names and layouts): load them into the user's model; None: keep its weights.
-        ``reference``: the user's own torch model, whose names the adapter's name map points at."""
+        ``reference``: the user's own torch model, whose names the adapter's name map points at.
+        ``impl``: the implementation's name in the report ("adapter": a user's model, which the report
+        describes in its ``adapter`` section; "class" or "functional": a bundled model, named by the
+        options alone)."""
         if not isinstance(adapter, Adapter):
             raise TypeError(f"expected a differential.adapter.Adapter, got {type(adapter).__name__}")
-        self.adapter, self.config, self.dtype = adapter, config, dtype
+        self.adapter, self.config, self.dtype, self.impl = adapter, config, dtype, impl
         problem = config_problem(adapter, config)
         if problem is not None:
             raise InputError(problem)
@@ -253,8 +306,8 @@ class AdapterSide(Side):
 
     @_quiet
     def params(self) -> dict[str, np.ndarray]:
-        named = self.adapter.named_parameters()
-        return {ref: np.array(self._layout(theirs, np.asarray(self.adapter.to_numpy(named[theirs]))))
+        named, to_numpy, flipped = self.adapter.named_parameters(), self.adapter.to_numpy, self.names.transposed
+        return {ref: np.array(np.asarray(to_numpy(named[theirs])).T if theirs in flipped else to_numpy(named[theirs]))
                 for ref, theirs in self.names.params.items()}
 
     @_quiet
@@ -270,8 +323,10 @@ class AdapterSide(Side):
         return t is not None and array.size == t.size and bool(np.array_equal(array.reshape(-1), t.reshape(-1)))
 
     def _float_input(self, x: Any) -> bool:
-        array = np.asarray(self.adapter.to_numpy(x))
-        return np.issubdtype(array.dtype, np.floating) and not self._is_tokens(array)
+        array = self.adapter.to_numpy(x)
+        if type(array) is not np.ndarray:
+            array = np.asarray(array)
+        return array.dtype.kind == "f" and not self._is_tokens(array)
 
     def _as_logits(self, array: np.ndarray | None, tokens: np.ndarray) -> np.ndarray | None:
         """The user's logits (or their gradient) as (B, T, V): a model may return them as (B*T, V)."""
@@ -279,6 +334,10 @@ class AdapterSide(Side):
 
     @_quiet
     def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
+        with collector_paused():  # see there: a capture's objects would set off full collections
+            return self._capture(tokens, targets)
+
+    def _capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
         a = self.adapter
         self.tokens = np.asarray(tokens)
         a.zero_grad()
@@ -307,7 +366,16 @@ class AdapterSide(Side):
         except Exception as err:
             raise ModuleCrash(None, err, phase="backward") from err
         backward_calls = a.backward_calls() or 1
-        calls = finish_calls(log, lambda t: np.array(a.to_numpy(t)), lambda t: _array(a.grad_of(t)))
+        named = a.named_parameters()
+        if a.stable_arrays:  # the framework's own arrays, kept as they are where nothing can write into them
+            keep = {id(_base(x)) for p in named.values() for x in (a.to_numpy(p), a.grad_of(p))
+                    if isinstance(x, np.ndarray)}
+            calls = finish_calls(log, lambda t: _kept(a.to_numpy(t), keep),
+                                 lambda t: None if (g := a.grad_of(t)) is None else _kept(g, keep))
+            param_grad = lambda t: a.grad_of(named[t])  # noqa: E731 - replaced, never written: no copy
+        else:
+            calls = finish_calls(log, lambda t: np.array(a.to_numpy(t)), lambda t: _array(a.grad_of(t)))
+            param_grad = lambda t: _array(a.grad_of(named[t]))  # noqa: E731
         # gradients on module inputs and outputs: the identity, and a framework that keeps them (seen where
         # any arrived; a loss cut from the graph runs no backward, and its cut is judged from requires_grad)
         self.full_backward = aliased and (not a.requires_grad(loss) or any(c.grad_output is not None
@@ -315,21 +383,18 @@ class AdapterSide(Side):
         if not self.full_backward:  # what is there would mislead: a shared input's total gradient, say
             for c in calls.values():
                 c.grad_output, c.grad_inputs = None, [None] * len(c.grad_inputs)
-        named = a.named_parameters()
         logits_grad = self._as_logits(_array(a.grad_of(logits)), tokens) if self.full_backward else None
-        return Capture("adapter", self.dtype, calls, float(np.asarray(a.to_numpy(loss)).reshape(-1)[0]), out,
+        if a.stable_arrays:
+            self._let_go()
+        return Capture(self.impl, self.dtype, calls, float(np.asarray(a.to_numpy(loss)).reshape(-1)[0]), out,
                        self.params(),
-                       {ref: self._layout(t, _array(a.grad_of(named[t]))) for ref, t in self.names.params.items()},
+                       {ref: self._layout(t, param_grad(t)) for ref, t in self.names.params.items()},
                        {ref: a.requires_grad(named[t]) for ref, t in self.names.params.items()},
                        loss_requires_grad=bool(a.requires_grad(loss)), max_backward_calls=backward_calls,
                        logits_grad=logits_grad, logits_grad_known=self.full_backward)
 
     def _log(self, alias: Callable[[Any], Any]) -> CallLog:
-        a = self.adapter
-        log = CallLog(is_tensor=a.is_tensor, alias=alias, requires_grad=a.requires_grad)
-        log.float_dtype = self._float_input  # type: ignore[method-assign]
-        log.alias_outputs = True  # output gradients read through an identity, as input gradients are
-        return log
+        return _Log(self.adapter, alias, self._float_input)
 
     def _recorded_forward(self, tokens: np.ndarray, log: CallLog) -> Any:
         """The user's forward with every mapped module call recorded into ``log``: reported by the
@@ -365,8 +430,9 @@ class AdapterSide(Side):
         returning its (T, D) table) is compared as a table on both sides. Each is noted."""
         for path, ref in list(expected.calls.items()):
             got = actual.calls.get(path)
-            if got is None:
-                continue
+            if got is None or got.output is None or ref.output is None or \
+                    any(x is None for x in got.inputs) or any(x is None for x in ref.inputs):
+                continue  # a value one side lacks is judged as it is: the comparison names it missing
             shown = path or "(model)"
             table = _as_table(ref) if _table_shaped(got.output.shape, ref.output.shape) else None
             if table is not None and _reads_as_table(got, ref):
@@ -439,8 +505,19 @@ class AdapterSide(Side):
                                "so only the first divergence is localized")
         return out
 
-    def summary(self) -> dict[str, Any]:
-        """The report's ``adapter`` section."""
+    @property
+    def shown_as(self) -> str:
+        """The implementation as its user knows it, for every text that names it ("the class
+        implementation raised ..."): a bundled model by its name, a user's model by its adapter."""
+        if self.impl != "adapter":
+            return f"the {self.impl} implementation"
+        cls = type(self.adapter)
+        return f"your model (through {cls.__module__}.{cls.__qualname__})"
+
+    def summary(self) -> dict[str, Any] | None:
+        """The report's ``adapter`` section (None for a bundled model: the options name it)."""
+        if self.impl != "adapter":
+            return None
         cls = type(self.adapter)
         theirs = self.names.modules
         return {"adapter": f"{cls.__module__}.{cls.__qualname__}",
@@ -471,25 +548,41 @@ class AdapterSide(Side):
 
     @_quiet
     def optimizer_source(self) -> str:
-        try:
-            kind = self.run_optimizer if self.run_optimizer in self.optimizers else (self.optimizers or ("adam",))[0]
-            return source_location(type(self.adapter.make_optimizer(kind, 1e-3)).step)
-        except Exception:  # noqa: BLE001 - any failure: point at the factory instead
-            return source_location(type(self.adapter).make_optimizer)
+        kind = self.run_optimizer if self.run_optimizer in self.optimizers else (self.optimizers or ("adam",))[0]
+        known = self.__dict__.setdefault("_optimizer_sources", {})  # a report asks in every stage that may name it
+        if kind not in known:
+            try:
+                known[kind] = source_location(type(self.adapter.make_optimizer(kind, 1e-3)).step)
+            except Exception:  # noqa: BLE001 - any failure: point at the factory instead
+                known[kind] = source_location(type(self.adapter).make_optimizer)
+        return known[kind]
 
     # optimizer and training
     @_quiet
     def optimizer_step(self, grads: dict[str, np.ndarray | None], optimizer: str, lr: float
                        ) -> dict[str, np.ndarray]:
-        before = self.params()
+        a, flipped = self.adapter, self.names.transposed
+        before = self.params()  # copies: an optimizer under test may write into the values
         opt = self._optimizer(optimizer, lr)
+        set_grad = a.set_grad
         for ref, theirs in self.names.params.items():
             g = grads.get(ref)
-            self.adapter.set_grad(theirs, None if g is None else np.array(self._layout(theirs, np.asarray(g)),
-                                                                           dtype=before[ref].dtype))
+            if g is not None:
+                g = np.array(np.asarray(g).T if theirs in flipped else g, dtype=before[ref].dtype)
+            set_grad(theirs, g)
         opt.step()
-        after = self.params()
-        self.load(before)
+        if not a.stable_arrays:
+            after = self.params()
+            self.load(before)
+            return after
+        # the stepped values as the optimizer left them: putting the copies back replaces them, so
+        # nothing writes into them later; the copies are this call's own, handed over as they are
+        named, to_numpy, set_parameter = a.named_parameters(), a.to_numpy, a.set_parameter
+        after = {}
+        for ref, theirs in self.names.params.items():
+            value = np.asarray(to_numpy(named[theirs]))
+            after[ref] = value.T if theirs in flipped else value
+            set_parameter(theirs, before[ref].T if theirs in flipped else before[ref])
         return after
 
     @_quiet
@@ -585,15 +678,32 @@ class AdapterSide(Side):
         mine = self.reshaped.get(path)
         if mine is not None:
             inputs = [_shaped(x, shape) for x, shape in zip(inputs, mine[0], strict=True)]
-        given, fresh, seen, ignored = [], list(inputs), 0, self.ignored.get(path, [])
+        given, leaves, fresh, seen, ignored = [], [], list(inputs), 0, self.ignored.get(path, [])
         for x in args:
-            floating = a.is_tensor(x) and self._float_input(x)
+            dropped = isinstance(x, _Dropped)
+            floating = dropped or (a.is_tensor(x) and self._float_input(x))
             if floating and seen not in ignored and fresh:
-                given.append(self._tensor(fresh.pop(0)))
-            else:
-                given.append(x)
+                leaves.append(self._tensor(fresh.pop(0)))
+                given.append(leaves[-1])
+            else:  # what the model passed (a tensor let go of after the capture: a new one with its values)
+                given.append(self._tensor(x.values) if dropped else x)
             seen += floating
-        return given, [g for g, x in zip(given, args, strict=True) if g is not x]
+        return given, leaves
+
+    def _let_go(self) -> None:
+        """Let go of the graph: the first call's arguments kept for running modules alone hold the float
+        tensors the model passed, and through them the whole graph of the forward (every op's saved
+        arrays); a stable-array framework's values of them are kept instead (`_leaves` replaces such
+        inputs by new leaves anyway)."""
+        a = self.adapter
+
+        def thin(x: Any) -> Any:
+            if a.is_tensor(x) and a.requires_grad(x) and self._float_input(x):
+                return _Dropped(a.to_numpy(x))
+            return x
+
+        self.arguments = {path: (tuple(thin(x) for x in args), kwargs)
+                          for path, (args, kwargs) in self.arguments.items()}
 
     def _modules(self) -> dict[str, Any]:
         """The user's modules as the last recorded forward found them (a walk per question would make
@@ -618,12 +728,15 @@ class AdapterSide(Side):
     def op_check(self, path: str, inputs: list[np.ndarray], tokens: np.ndarray,
                  mask: np.ndarray | None) -> dict[str, str] | None:
         """The first op inside module ``path`` whose backward disagrees with finite differences, run
-        alone on ``inputs`` (`Adapter.check_ops`; float64 runs only: finite differences of float32
-        values are too coarse to judge an op by)."""
+        alone on ``inputs`` (`Adapter.check_ops`). Finite differences of float32 values are too coarse
+        to judge an op by: a float32 run checks on a float64 twin of the model (`float64_twin`), and
+        without one checks nothing."""
         a = self.adapter
-        if not _overrides(a, "check_ops") or not self.can_force or self.dtype != "float64" \
-                or path.split("#")[0] not in self.arguments:
+        if not _overrides(a, "check_ops") or not self.can_force or path.split("#")[0] not in self.arguments:
             return None
+        if self.dtype != "float64":
+            probe = self.float64_twin()
+            return None if probe is None else probe.op_check(path, inputs, tokens, mask)
         given, leaves = self._leaves(path, inputs)
         out = self._call_alone(path, given)
         if not a.is_tensor(out) or not a.requires_grad(out):
@@ -633,6 +746,26 @@ class AdapterSide(Side):
             return None
         return {"op": str(bad["op"]), "source": source_location(bad["function"]), "input": str(bad["input"]),
                 "relative_error": f"{float(bad['relative_error']):.3g}"}
+
+    def float64_twin(self) -> AdapterSide | None:
+        """This side's model built again in float64 by the adapter's factory (`adapter.rebuild`), holding
+        this side's current weights, and knowing how the last capture called each module: None when the
+        factory is not known (an adapter instance, a factory without options). Built once per side; the
+        weights are loaded again whenever this side's have changed since."""
+        probe = self.__dict__.get("_twin")
+        weights = self.params()
+        if probe is None:
+            made = rebuild(self.adapter, "float64")
+            if made is None:
+                return None
+            probe = self._twin = AdapterSide(made, self.config, "float64", weights, impl=self.impl)
+        elif probe.__dict__.get("_held") is None or any(not np.array_equal(w, probe._held[n])
+                                                        for n, w in weights.items()):
+            probe.load(weights)
+        probe._held = weights
+        for name in ("arguments", "called_through", "reshaped", "tables", "ignored", "tokens"):
+            setattr(probe, name, getattr(self, name))  # the last capture's calls, as run_module uses them
+        return probe
 
     @_quiet
     def creation_site(self, tokens: np.ndarray, path: str, slot: int | str) -> str | None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from differential.adapter import Adapter, AdapterOptions, Recorder, code_site
+from differential.adapter import Adapter, AdapterOptions, Recorder, code_site, made_by
 from scratch_model import autograd as ag
 from scratch_model import functional, train
 from scratch_model.autograd import Tensor
@@ -54,14 +54,17 @@ class ScratchAutogradAdapter(Adapter):
         return self._params
 
     def set_parameter(self, name: str, array: np.ndarray) -> None:
-        self._params[name].data = np.array(array, dtype=self.dtype)
+        # the report's own copy: kept as it is
+        self._params[name].data = array if type(array) is np.ndarray and array.dtype == self.dtype else \
+            np.array(array, dtype=self.dtype)
 
     def zero_grad(self) -> None:
         for p in self._params.values():
             p.grad = None
 
     def set_grad(self, name: str, array: np.ndarray | None) -> None:
-        self._params[name].grad = None if array is None else np.array(array, dtype=self.dtype)
+        self._params[name].grad = array if array is None or (type(array) is np.ndarray and array.dtype == self.dtype) \
+            else np.array(array, dtype=self.dtype)
 
     # values and gradients
     def loss_and_backward(self, logits: Tensor, targets: np.ndarray) -> Tensor:
@@ -70,7 +73,13 @@ class ScratchAutogradAdapter(Adapter):
             self._counted_backward(loss, None)
         return loss
 
-    # the engine's own arrays: the report copies what it keeps
+    def loss_function(self) -> Any:
+        return train.cross_entropy  # the one loss_and_backward calls now
+
+    # the engine's own arrays: every op makes a new one, every backward new gradients; parameters' arrays
+    # and gradients are replaced, never written into (by zero_grad, set_grad, set_parameter, the optimizers)
+    stable_arrays = True
+
     def to_numpy(self, tensor: Tensor) -> np.ndarray:
         return tensor.data
 
@@ -81,6 +90,10 @@ class ScratchAutogradAdapter(Adapter):
         out = ag.identity(tensor)
         out.retain_grad()  # the engine keeps gradients on leaves only, unless asked
         return out
+
+    def retain_grad(self, tensor: Tensor) -> bool:
+        tensor.retain_grad()
+        return True
 
     def requires_grad(self, tensor: Tensor) -> bool:
         return bool(tensor.requires_grad)
@@ -192,9 +205,9 @@ class _Scopes:
 
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
-
-    def before(self, path: str, inputs: tuple) -> tuple:
-        return self.recorder.before(path, inputs)
+        # the recorder's own before, called straight from the model's code: no frame of ours in between
+        # (the report takes the frame that called before as where the module's children stop their stacks)
+        self.before = recorder.before
 
     def after(self, path: str, inputs: tuple, output: Any) -> Any:
         return self.recorder.after(path, output)
@@ -212,10 +225,12 @@ def module_paths(config: TransformerConfig) -> list[str]:
 
 
 def class_model(options: AdapterOptions) -> ClassModelAdapter:
-    """The factory ``--adapter differential.bundled_adapters:class_model`` names."""
-    return ClassModelAdapter(options)
+    """The factory ``--adapter differential.bundled_adapters:class_model`` names. The adapter knows it
+    was made here (`made_by`), so a float32 run can check ops on a float64 twin."""
+    return made_by(ClassModelAdapter(options), class_model, options)
 
 
 def functional_model(options: AdapterOptions) -> FunctionalModelAdapter:
-    """The factory ``--adapter differential.bundled_adapters:functional_model`` names."""
-    return FunctionalModelAdapter(options)
+    """The factory ``--adapter differential.bundled_adapters:functional_model`` names (and notes, as
+    `class_model` does)."""
+    return made_by(FunctionalModelAdapter(options), functional_model, options)

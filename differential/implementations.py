@@ -48,8 +48,9 @@ def build_sides(options: Any, arrays: dict[str, np.ndarray], mask: np.ndarray | 
 
 def loss_source(impl: str, adapter: object | None = None) -> str:
     """Where the loss of ``impl`` (or of a user's adapter) is computed."""
-    if adapter is not None:  # a user's framework: its loss_and_backward
-        return source_location(type(adapter).loss_and_backward)
+    if adapter is not None:  # a user's framework: the loss function it names, else its loss_and_backward
+        function = adapter.loss_function() if hasattr(adapter, "loss_function") else None
+        return source_location(function if function is not None else type(adapter).loss_and_backward)
     if impl == "torch":
         return source_location(TorchSide._loss)
     from scratch_model.train import cross_entropy

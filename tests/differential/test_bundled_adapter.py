@@ -1,8 +1,9 @@
-"""The bundled class and functional models through the adapter protocol (`differential.bundled_adapters`):
-the same models the report reads directly, taken the way a user's framework is (the functional one
-has no module objects: it reports its own module calls and runs one module alone by path). Every
-fault of the catalogue must give the same findings on both paths, every field of them, so whatever
-the adapter path loses shows here.
+"""The bundled class and functional models through the adapter protocol (`differential.bundled_adapters`),
+taken the way a user's framework is (the functional one has no module objects: it reports its own
+module calls and runs one module alone by path). ``--impl class`` runs the same adapter
+(`implementations.make_side`); handed over as a user's adapter (``ReportOptions(adapter=...)``) it
+must give the same findings, every field of them, on every fault of the catalogue, so nothing in
+the report treats a user's framework differently from the bundled models.
 
 What differs does so by design, and `BY_DESIGN` lists it; a test below shows each difference.
 """
@@ -26,7 +27,7 @@ from differential.bundled_adapters import (
 )
 from differential.cli import main
 from differential.faults import FAULTS
-from differential.report import ReportOptions, run_report, run_three_way
+from differential.report import ReportOptions, initial_weights, run_report, run_three_way
 from differential.side import source_location
 from scratch_model.config import arch
 
@@ -36,11 +37,6 @@ CASES = [(impl, name) for impl in ADAPTERS for name, f in FAULTS.items() if f.ap
 BY_DESIGN = {
     # the report names the implementation under test by its options: "class" or "adapter"
     "crash hint": "a crash's hint says 'the adapter implementation raised' (options.impl is 'adapter')",
-    # implementations.loss_source points at an adapter's loss_and_backward: the protocol has no hook
-    # that names the loss function inside it
-    "loss source": "the loss's scratch source is the adapter's loss_and_backward",
-    # Adapter.check_ops runs on the model as it is; the direct path builds a float64 twin of its model
-    "float32 op check": "in a float32 run the adapter path names no op (finite differences need float64)",
 }
 
 
@@ -48,14 +44,12 @@ def _comparable(d: Any, impl: str) -> dict[str, Any]:
     """A finding as JSON, less what differs by design (`BY_DESIGN`)."""
     out = d.to_dict()
     out["hint"] = out["hint"].replace("the adapter implementation raised", f"the {impl} implementation raised")
-    if out["module"] == "(loss)":
-        out.pop("scratch_source")
     return out
 
 
 def _run(impl: str, name: str | None = None, adapter: Adapter | None = None, **options: Any):
-    """The report on the bundled ``impl`` read directly and through its adapter (``adapter``, or the
-    bundled one), with fault ``name`` switched on."""
+    """The report on the bundled ``impl`` (``--impl``) and on its adapter handed over as a user's
+    (``adapter``, or the bundled one), with fault ``name`` switched on."""
     model = FAULTS[name].model_for(options.pop("model", ReportOptions().model)) if name else \
         options.pop("model", ReportOptions().model)
     extra = FAULTS[name].report if name else {}
@@ -104,21 +98,36 @@ def test_a_crash_names_the_implementation_as_the_options_do(impl: str) -> None:
     assert adapted.findings[0].hint.startswith("the adapter implementation raised")
 
 
+# --- what an adapter can say about itself --------------------------------------------------------
+
 @pytest.mark.parametrize("impl", sorted(ADAPTERS))
-def test_the_loss_source_is_the_adapters_loss_hook(impl: str) -> None:
+def test_the_loss_source_is_the_loss_function_the_adapter_names(impl: str) -> None:
     direct, adapted = _run(impl, "loss_sum_not_mean")
-    assert direct.findings[0].scratch_source.startswith("differential/faults/training.py:")
-    assert adapted.findings[0].scratch_source == source_location(ScratchAutogradAdapter.loss_and_backward)
+    assert direct.findings[0].scratch_source.startswith("differential/faults/training.py:")  # the broken loss
+    assert adapted.findings[0].scratch_source == direct.findings[0].scratch_source
+
+    class NoLossFunction(type(ADAPTERS[impl](AdapterOptions()))):
+        loss_function = Adapter.loss_function
+
+    _, bare = _run(impl, "loss_sum_not_mean", adapter=NoLossFunction(AdapterOptions()))
+    assert bare.findings[0].scratch_source == source_location(ScratchAutogradAdapter.loss_and_backward)
 
 
 @pytest.mark.parametrize("impl", sorted(ADAPTERS))
-def test_op_checks_run_in_float64_runs_only(impl: str) -> None:
+def test_a_float32_run_checks_ops_on_a_float64_twin(impl: str) -> None:
+    # the seeded float64 weights on both (a user's float32 model would share its own, rounded to float32)
+    weights = initial_weights(ReportOptions().model, 0)
     wide, wide_adapted = _run(impl, "relu_backward_no_mask")
-    narrow, narrow_adapted = _run(impl, "relu_backward_no_mask", dtype="float32")
+    narrow, narrow_adapted = _run(impl, "relu_backward_no_mask", dtype="float32", weights=weights)
     op = "relu_backward_passes_all"
-    assert wide.findings[0].op["op"] == wide_adapted.findings[0].op["op"] == narrow.findings[0].op["op"] == op
-    assert narrow_adapted.findings[0].op is None
-    assert [(d.module, d.phase, d.kind) for d in narrow_adapted.findings] == \
+    assert wide.findings[0].op["op"] == wide_adapted.findings[0].op["op"] == op
+    assert narrow.findings[0].op["op"] == narrow_adapted.findings[0].op["op"] == op
+    assert [_comparable(d, impl) for d in narrow_adapted.findings] == [_comparable(d, impl) for d in narrow.findings]
+    # an adapter the report cannot build again (an instance made without its factory) checks no op in float32
+    unknown = type(ADAPTERS[impl](AdapterOptions()))(AdapterOptions(ReportOptions().model, "float32"))
+    _, alone = _run(impl, "relu_backward_no_mask", adapter=unknown, dtype="float32", weights=weights)
+    assert alone.findings[0].op is None
+    assert [(d.module, d.phase, d.kind) for d in alone.findings] == \
         [(d.module, d.phase, d.kind) for d in narrow.findings]
 
 
