@@ -368,7 +368,37 @@ def resolve_names(adapter: Adapter, config: TransformerConfig, reference: Any = 
     """Map every module and parameter of ``adapter``'s model onto the reference (``reference``: a
     user's own torch model, in its own names; None: the bundled one for ``config``), or raise one
     ValueError listing every unmapped name, unknown target, duplicate, missing reference parameter
-    and shape mismatch (after the declared transposes)."""
+    and shape mismatch (after the declared transposes).
+
+    The answer depends only on what the adapter declares (class, maps, transposes), its modules'
+    paths and classes, its parameters' names, shapes and sharing, and the config; the same
+    question comes back for every report of a process that builds the same model (a report
+    builds its side anew), so the answers against the bundled reference are kept."""
+    modules = adapter.modules()
+    first: dict[int, str] = {}  # a tensor listed under several names counts under its first
+    params = [(name, tuple(np.shape(adapter.to_numpy(t))), first.setdefault(id(t), name))
+              for name, t in adapter.named_parameters().items()]
+    try:
+        key = (type(adapter), config, tuple(adapter.name_map.items()), tuple(adapter.leaf_map.items()),
+               frozenset(adapter.transposed), tuple((p, type(o)) for p, o in modules.items()), tuple(params))
+        hash(key)
+    except TypeError:  # an unhashable entry: the checks below report it
+        key = None
+    if reference is not None or key is None:
+        return _resolve_names(adapter, config, reference, modules, params)
+    known = _RESOLVED.get(key)
+    if known is None:
+        known = _RESOLVED[key] = _resolve_names(adapter, config, None, modules, params)
+        while len(_RESOLVED) > 64:
+            del _RESOLVED[next(iter(_RESOLVED))]
+    return known
+
+
+_RESOLVED: dict[Any, Names] = {}
+
+
+def _resolve_names(adapter: Adapter, config: TransformerConfig, reference: Any, found: dict[str, Any],
+                   found_params: list[tuple[str, tuple[int, ...], str]]) -> Names:
     if reference is None:
         ref_params, ref_modules = reference_layout(config)
     else:
@@ -378,7 +408,7 @@ def resolve_names(adapter: Adapter, config: TransformerConfig, reference: Any = 
     problems: list[str] = []
     table = _Table(dict(adapter.name_map), problems)
     modules: dict[str, str] = {}
-    for theirs, obj in adapter.modules().items():
+    for theirs, obj in found.items():
         target = table.lookup(theirs)
         shown = theirs or "(model)"
         if target is _NO_ENTRY:
@@ -396,13 +426,11 @@ def resolve_names(adapter: Adapter, config: TransformerConfig, reference: Any = 
     flips = _Table(dict.fromkeys(adapter.transposed, ""), problems)
     params: dict[str, str] = {}
     transposed: set[str] = set()
-    shared: set[int] = set()
-    for theirs, tensor in adapter.named_parameters().items():
-        if id(tensor) in shared:
+    leaf_map = dict(adapter.leaf_map)
+    for theirs, shape, first_name in found_params:
+        if first_name != theirs:
             continue  # the same tensor under a second name (a tied head): the reference lists it once too
-        shared.add(id(tensor))
-        shape = tuple(np.shape(adapter.to_numpy(tensor)))
-        target = _param_target(theirs, table, dict(adapter.leaf_map))
+        target = _param_target(theirs, table, leaf_map)
         if target is _NO_ENTRY:
             problems.append(f"unmapped parameter: {theirs!r} (shape {shape}) has no name_map entry")
             continue

@@ -55,7 +55,6 @@ def recording(modules: dict[str, Any], log: CallLog, called: dict[str, str],
     running: set[int] = set()
 
     def wrap(original: Callable[..., Any], attr: str) -> Callable[..., Any]:
-        @functools.wraps(original)
         def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
             path = paths.get(id(self))
             if path is None or id(self) in running:
@@ -70,6 +69,9 @@ def recording(modules: dict[str, Any], log: CallLog, called: dict[str, str],
                 running.discard(id(self))
             return log.after(path, out)
 
+        # what a look at the class sees meanwhile (functools.wraps copies more, at a cost every capture)
+        recorded.__wrapped__ = original  # type: ignore[attr-defined]
+        recorded.__name__, recorded.__qualname__ = original.__name__, original.__qualname__
         return recorded
 
     saved: list[tuple[type, str, Any]] = []
@@ -93,10 +95,11 @@ class _Reported:
 
     def before(self, path: str, inputs: tuple) -> tuple:
         ref = self.paths.get(path)
+        inputs = tuple(inputs)
         if ref is None:
-            return tuple(inputs)
-        self.arguments.setdefault(ref, (tuple(inputs), {}))
-        return self.log.before(ref, tuple(inputs))
+            return inputs
+        self.arguments.setdefault(ref, (inputs, {}))
+        return self.log.before(ref, inputs)
 
     def after(self, path: str, output: Any) -> Any:
         ref = self.paths.get(path)
@@ -110,18 +113,21 @@ class _Log(CallLog):
     holds every tensor of the capture)."""
 
     def __init__(self, adapter: Adapter, alias: Callable[[Any], Any], float_input: Callable[[Any], bool]) -> None:
-        super().__init__(is_tensor=adapter.is_tensor, alias=alias, requires_grad=adapter.requires_grad)
+        kinds = adapter.tensor_type
+        is_tensor = adapter.is_tensor if _overrides(adapter, "is_tensor") else lambda x: isinstance(x, kinds)
+        super().__init__(is_tensor=is_tensor, alias=alias, requires_grad=adapter.requires_grad)
         self.float_dtype = float_input  # type: ignore[method-assign]
-        self.alias_outputs = True
         self.retain = adapter.retain_grad if _overrides(adapter, "retain_grad") else None
+        self.alias_outputs = self.retain is None  # with retain_grad, an output's gradient is read on itself
 
     def after(self, path: str, output: Any) -> Any:
-        if self.retain is not None and self._is_float(output) and self.requires_grad(output) and self.retain(output):
-            self.alias_outputs = False  # its gradient is read on the output itself
+        retain = self.retain
+        if retain is not None and self._is_float(output) and self.requires_grad(output) and not retain(output):
+            self.alias_outputs = True  # this output cannot keep its gradient: through the identity
             try:
                 return super().after(path, output)
             finally:
-                self.alias_outputs = True
+                self.alias_outputs = False
         return super().after(path, output)
 
 
@@ -168,8 +174,14 @@ def _quiet(method: Callable[..., Any]) -> Callable[..., Any]:
     """Run an `AdapterSide` method with whatever the user's code prints captured (stage "runs")."""
     @functools.wraps(method)
     def run(self: AdapterSide, *args: Any, **kwargs: Any) -> Any:
-        with user_output(self.adapter).capture("runs"):
+        if self.__dict__.get("_quieted"):  # called from a method that captures already
             return method(self, *args, **kwargs)
+        self._quieted = True
+        try:
+            with user_output(self.adapter).capture("runs"):
+                return method(self, *args, **kwargs)
+        finally:
+            self._quieted = False
 
     return run
 
@@ -317,16 +329,16 @@ class AdapterSide(Side):
             dtype = np.asarray(self.adapter.to_numpy(named[theirs])).dtype
             self.adapter.set_parameter(theirs, np.array(self._layout(theirs, np.asarray(arrays[ref])), dtype=dtype))
 
-    def _is_tokens(self, array: np.ndarray) -> bool:
-        """A float tensor holding exactly the batch's token ids (any leading shape): ids, not an input."""
-        t = self.tokens
-        return t is not None and array.size == t.size and bool(np.array_equal(array.reshape(-1), t.reshape(-1)))
-
     def _float_input(self, x: Any) -> bool:
+        """A float tensor, and not one holding exactly the batch's token ids (any leading shape): those are
+        ids, not an input."""
         array = self.adapter.to_numpy(x)
         if type(array) is not np.ndarray:
             array = np.asarray(array)
-        return array.dtype.kind == "f" and not self._is_tokens(array)
+        if array.dtype.kind != "f":
+            return False
+        t = self.tokens
+        return t is None or array.size != t.size or not np.array_equal(array.reshape(-1), t.reshape(-1))
 
     def _as_logits(self, array: np.ndarray | None, tokens: np.ndarray) -> np.ndarray | None:
         """The user's logits (or their gradient) as (B, T, V): a model may return them as (B*T, V)."""
@@ -368,7 +380,8 @@ class AdapterSide(Side):
         backward_calls = a.backward_calls() or 1
         named = a.named_parameters()
         if a.stable_arrays:  # the framework's own arrays, kept as they are where nothing can write into them
-            keep = {id(_base(x)) for p in named.values() for x in (a.to_numpy(p), a.grad_of(p))
+            to_numpy, grad_of = a.to_numpy, a.grad_of
+            keep = {id(_base(x)) for p in named.values() for x in (to_numpy(p), grad_of(p))
                     if isinstance(x, np.ndarray)}
             calls = finish_calls(log, lambda t: _kept(a.to_numpy(t), keep),
                                  lambda t: None if (g := a.grad_of(t)) is None else _kept(g, keep))
@@ -401,7 +414,7 @@ class AdapterSide(Side):
         framework itself (`Adapter.record_forward`), or seen by wrapping its module classes."""
         a = self.adapter
         if self.reports_calls:
-            self.found = a.modules()  # kept for this report's sources
+            self.found = None  # its listing of functions, looked up again when a source is asked for
             mine = {theirs: ref for ref, theirs in self.names.modules.items()}
             return a.record_forward(tokens, _Reported(mine, log, self.arguments))
         found = self.found = a.modules()  # kept for this report's sources and modules run alone
@@ -413,10 +426,14 @@ class AdapterSide(Side):
     def judge(self, actual: Capture, expected: Capture, noise: Capture | None
               ) -> tuple[Capture, dict[str, ModuleResult]]:
         """`localize.judge` on what the user's model shows: reference modules with no counterpart
-        are left out, and without module gradients the backward phase is not checked."""
+        are left out, and without module gradients the backward phase is not checked. A user's model
+        is compared in the reference's shapes where its own differ only by how they are laid out
+        (`_align`, noted in the ``adapter`` section); a bundled model, built to the reference's
+        shapes, is held to them exactly (and has no such section to note it in)."""
         expected = replace(expected, calls={p: c for p, c in expected.calls.items()
                                             if p.split("#")[0] in self.names.modules})
-        self._align(actual, expected, noise)
+        if self.impl == "adapter":
+            self._align(actual, expected, noise)
         results = judge(actual, expected, noise)
         if not self.full_backward:
             for res in results.values():
@@ -433,6 +450,10 @@ class AdapterSide(Side):
             if got is None or got.output is None or ref.output is None or \
                     any(x is None for x in got.inputs) or any(x is None for x in ref.inputs):
                 continue  # a value one side lacks is judged as it is: the comparison names it missing
+            if got.output.shape == ref.output.shape and (ref.output.ndim < 2 or ref.output.shape[0] != 1) and \
+                    len(got.inputs) == len(ref.inputs) and \
+                    all(x.shape == e.shape for x, e in zip(got.inputs, ref.inputs, strict=True)):
+                continue  # the reference's shapes (and not one sequence, which could also be a table): as it is
             shown = path or "(model)"
             table = _as_table(ref) if _table_shaped(got.output.shape, ref.output.shape) else None
             if table is not None and _reads_as_table(got, ref):
@@ -574,6 +595,7 @@ class AdapterSide(Side):
         if not a.stable_arrays:
             after = self.params()
             self.load(before)
+            a.zero_grad()
             return after
         # the stepped values as the optimizer left them: putting the copies back replaces them, so
         # nothing writes into them later; the copies are this call's own, handed over as they are
@@ -583,6 +605,7 @@ class AdapterSide(Side):
             value = np.asarray(to_numpy(named[theirs]))
             after[ref] = value.T if theirs in flipped else value
             set_parameter(theirs, before[ref].T if theirs in flipped else before[ref])
+        a.zero_grad()  # the step's gradients are done with: let them go now
         return after
 
     @_quiet
@@ -606,7 +629,10 @@ class AdapterSide(Side):
             raise InputError(f"your framework has no {kind} optimizer ({type(self.adapter).__name__}.optimizers = "
                              f"{self.optimizers!r}): run with --optimizer "
                              f"{self.optimizers[0] if self.optimizers else '...'} or without --steps")
-        return self.adapter.make_optimizer(kind, lr)
+        made = self.adapter.make_optimizer(kind, lr)
+        # where its step is, for `optimizer_source` (which need not build another optimizer then)
+        self.__dict__.setdefault("_optimizer_sources", {}).setdefault(kind, source_location(type(made).step))
+        return made
 
     # teacher forcing
     def _forcing(self) -> None:

@@ -1,5 +1,6 @@
-"""Build the side of one implementation: the bundled class and functional scratch models, torch
-(`torch_reference`, or a user's own torch model), or a user's framework through an adapter."""
+"""Build the side of one implementation: torch (`torch_reference`, or a user's own torch model), or a
+model through an adapter (`AdapterSide`): a user's framework, or one of the bundled class and
+functional scratch models, which are adapters too (`differential.bundled_adapters`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from differential.adapter_side import AdapterSide
 from differential.side import Side, source_location
-from differential.sides import ScratchSide, TorchSide
+from differential.sides import TorchSide
 from scratch_model.config import TransformerConfig
 
 
@@ -23,8 +24,15 @@ def make_side(impl: str, config: TransformerConfig, arrays: dict[str, np.ndarray
         return AdapterSide(adapter, config, dtype, None if own_weights else arrays, reference=reference)
     if impl == "torch":
         return TorchSide(config, arrays, dtype, device, mask, module=reference)
-    if impl in ("class", "functional"):
-        return ScratchSide(impl, config, arrays, dtype, mask)
+    if impl in ("class", "functional"):  # the bundled models, through the protocol a user's model takes
+        if mask is not None:
+            raise ValueError("the bundled models take their attention mask from the config (mask='causal'), "
+                             "not as an array")
+        from differential import bundled_adapters
+        from differential.adapter import AdapterOptions
+
+        factory = bundled_adapters.class_model if impl == "class" else bundled_adapters.functional_model
+        return AdapterSide(factory(AdapterOptions(config, dtype)), config, dtype, arrays, impl=impl)
     raise ValueError(f"unknown implementation {impl!r}: expected class, functional or torch")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from differential import diagnose
-from differential.sides import ScratchSide
+from differential.bundled_adapters import ClassModelAdapter
 from scratch_model import autograd as ag
 from scratch_model import functional, layers
 from scratch_model import train as scratch_train
@@ -50,14 +50,13 @@ class Breakage:
 # --- helpers ------------------------------------------------------------------------------------
 
 def _after_build(edit: Callable[[Module], None]) -> Callable[..., None]:
-    """A ScratchSide.__init__ that builds the class model as usual, then hands it to ``edit``: the
-    way to break one module instance (run_report builds its own models)."""
-    build = ScratchSide.__init__
+    """A ClassModelAdapter.__init__ (the class model's side) that builds the model as usual, then hands
+    it to ``edit``: the way to break one module instance (run_report builds its own models)."""
+    build = ClassModelAdapter.__init__
 
-    def __init__(self: ScratchSide, *args: Any, **kwargs: Any) -> None:
+    def __init__(self: ClassModelAdapter, *args: Any, **kwargs: Any) -> None:
         build(self, *args, **kwargs)
-        if self.impl == "class":
-            edit(self.model)
+        edit(self.model)
 
     return __init__
 
@@ -337,7 +336,7 @@ CLASS_CASES = [
              "blocks.0", "backward", K.GRAPH_BREAK, source_here=True),
     Breakage("linear_rebuilt_from_data", layers.Linear, "forward", linear_from_data,
              "head", "backward", K.GRAPH_BREAK, source_here=True),  # head is the first Linear walked
-    Breakage("q_proj_only_rebuilt_from_data", ScratchSide, "__init__",
+    Breakage("q_proj_only_rebuilt_from_data", ClassModelAdapter, "__init__",
              swap_forward("blocks.0.attn.q_proj", linear_from_data),
              "blocks.0.attn.q_proj", "backward", K.GRAPH_BREAK, source_here=True),
     Breakage("pos_slice_from_data", layers.PositionalEmbedding, "forward", pos_slice_from_data,

@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 
 from differential import diagnose as K
 from differential import faults
+from differential.adapter_side import AdapterSide
 from differential.capture import Capture, nearest_recorded, parent_call
 from differential.compare import compare
 from differential.report import ReportOptions, run_report
-from differential.sides import ScratchSide, TorchSide
+from differential.sides import TorchSide
 from differential.zoo import combos, options_for, report_with_fault, run_combos
 from scratch_model.config import TransformerConfig
 
@@ -218,7 +219,7 @@ def _corrupt(array: np.ndarray, how: str, rng: np.random.Generator) -> np.ndarra
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(side=st.sampled_from(["scratch", "torch"]), how=st.sampled_from(_CORRUPTIONS), data=st.data())
 def test_a_corrupted_capture_is_never_a_match(side: str, how: str, data: st.DataObject) -> None:
-    owner = ScratchSide if side == "scratch" else TorchSide
+    owner = AdapterSide if side == "scratch" else TorchSide  # the scratch model is read through its adapter
     original = owner.capture
     done: list[str] = []
 
@@ -351,16 +352,14 @@ def test_reference_sources_point_into_the_project() -> None:
 # --- training steps ------------------------------------------------------------------------------------
 
 def test_training_names_the_first_divergent_step() -> None:
-    from differential.sides import ScratchSide
-
-    original = ScratchSide.train_steps
+    original = AdapterSide.train_steps  # the class model's side
 
     def drifting(self: Any, batches: Any, optimizer: str, lr: float) -> Any:
         losses, params = original(self, batches, optimizer, lr)
         params[2]["head.bias"] = params[2]["head.bias"] + 1e-3  # the third step goes astray
         return losses, params
 
-    with mock.patch.object(ScratchSide, "train_steps", drifting):
+    with mock.patch.object(AdapterSide, "train_steps", drifting):
         report = run_report(ReportOptions(batch_size=BATCH, steps=4))
     assert report.training["first_divergent_step"] == 3
     assert report.training["first_divergent_what"] == "parameter head.bias"

@@ -24,8 +24,8 @@ from breakages import (
 )
 
 from differential import diagnose as K
+from differential.bundled_adapters import ClassModelAdapter
 from differential.report import Report, ReportOptions, run_report
-from differential.sides import ScratchSide
 from scratch_model import functional, layers
 from scratch_model.config import TransformerConfig
 
@@ -93,7 +93,7 @@ def test_clean_model_matches(seed: int, num_layers: int, dtype: str, impl: str) 
 
 TWO_BREAKAGES = {
     # class: only ln1's instance loses eps, so ln2 (sound) must stay off the list
-    "class": (Breakage("ln1_only_without_eps", ScratchSide, "__init__", swap_forward("blocks.0.ln1", ln_no_eps),
+    "class": (Breakage("ln1_only_without_eps", ClassModelAdapter, "__init__", swap_forward("blocks.0.ln1", ln_no_eps),
                        "blocks.0.ln1", "forward", K.SCALE),
               Breakage("attn_missing_scale", layers.MultiHeadAttention, "forward", mha_no_scale,
                        "blocks.0.attn", "forward", K.VALUE),
