@@ -22,10 +22,10 @@ from differential.adapter_side import AdapterSide
 from differential.capture import Call, Capture
 from differential.compare import compare
 from differential.findings import Forced
+from differential.implementations import make_side
 from differential.localize import Check, ModuleResult, Origin, judge
 from differential.report import ReportOptions, initial_weights, run_report
-from differential.side import Side
-from differential.sides import ScratchSide, source_location
+from differential.side import Side, source_location
 from scratch_model import autograd as ag
 from scratch_model import layers
 from scratch_model.autograd import Tensor
@@ -513,7 +513,7 @@ def test_the_op_is_looked_for_in_the_implementation_under_test(monkeypatch: pyte
 def test_the_op_of_a_repeated_call_is_looked_for_in_its_module() -> None:
     # a module's second call ("#2") runs the same module: its ops are probed all the same
     options = ReportOptions(**SMALL)
-    side = ScratchSide("class", options.model, initial_weights(options.model, 0), "float64")
+    side = make_side("class", options.model, initial_weights(options.model, 0), "float64")
     tokens, targets = phases.batches(options)[0]
     with faults.activate("relu_backward_no_mask"):
         actual = side.capture(tokens, targets)
@@ -534,7 +534,7 @@ def test_a_module_run_alone_that_passes_only_part_of_its_gradient(monkeypatch: p
     # differs and the module makes a tensor from raw data: a partial cut, named with its site
     monkeypatch.setattr(layers.FeedForward, "forward", ffn_half_from_data)
     options = ReportOptions(**SMALL)
-    side = ScratchSide("class", options.model, initial_weights(options.model, 0), "float64")
+    side = make_side("class", options.model, initial_weights(options.model, 0), "float64")
     capture = side.capture(*phases.batches(options)[0])
     half = check("grad_input[0]", 0.5 * ONE, ONE)
     _, w = words(0.5 * ONE, ONE, True)
@@ -590,7 +590,7 @@ def ffn_half_from_data_with_its_own_relu(self: Any, x: Any) -> Any:
 def test_a_named_cut_is_not_probed_for_ops(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(layers.FeedForward, "forward", ffn_half_from_data_with_its_own_relu)
     options = ReportOptions(**SMALL)
-    side = ScratchSide("class", options.model, initial_weights(options.model, 0), "float64")
+    side = make_side("class", options.model, initial_weights(options.model, 0), "float64")
     capture = side.capture(*phases.batches(options)[0])
     d = D.describe(Origin("blocks.0.ffn", "backward", check("grad_input[0]", 0.5 * ONE, ONE), forced=True), {},
                    side, side, capture, capture, options)
@@ -600,7 +600,7 @@ def test_a_named_cut_is_not_probed_for_ops(monkeypatch: pytest.MonkeyPatch) -> N
 def test_the_op_is_probed_on_the_inputs_the_module_was_judged_on() -> None:
     # run alone: the reference's inputs (the expected capture); in the joint run: its own
     options = ReportOptions(**SMALL)
-    side = ScratchSide("class", options.model, initial_weights(options.model, 0), "float64")
+    side = make_side("class", options.model, initial_weights(options.model, 0), "float64")
     bad = check("grad_input[0]", 2 * ONE, ONE)
     with faults.activate("relu_backward_no_mask"):
         capture = side.capture(*phases.batches(options)[0])
@@ -629,7 +629,7 @@ def test_the_child_line_is_the_line_that_ran() -> None:
     # a pre-LN block: its forward names ln1 first on the post-LN line, but the pre-LN line is the one
     # that ran; the child's recorded call stack tells them apart
     options = ReportOptions(**{**SMALL, "model": replace(SMALL["model"], norm="pre")})
-    side = ScratchSide("class", options.model, initial_weights(options.model, 0), "float64")
+    side = make_side("class", options.model, initial_weights(options.model, 0), "float64")
     capture = side.capture(*phases.batches(options)[0])
     results = judge(capture, capture)
     results["blocks.0.ln1"].forward[0] = check("input[0]", -ONE, ONE)

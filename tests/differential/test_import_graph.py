@@ -91,5 +91,5 @@ def test_differential_has_no_import_cycles() -> None:
 def test_the_report_has_no_special_case_for_an_implementation() -> None:
     source = (PACKAGE / "report.py").read_text()
     assert "[adapter]" not in source
-    for name in ("AdapterSide", "ScratchSide", "TorchSide"):
+    for name in ("AdapterSide", "TorchSide"):
         assert name not in source, name
