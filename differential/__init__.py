@@ -3,7 +3,9 @@ the first module whose forward output or gradient diverges.
 
 Stages: `capture` (record every module call) -> `localize` (pair by path, judge each phase, find
 the origin) -> `diagnose` (kind and hint) -> `report` (the Report object) -> `formats` (text, JSON,
-HTML). `sides` puts the three implementations behind one interface; `cli` is the command line.
+HTML). Every implementation is a `side.Side`: `sides` holds the torch reference, `adapter_side` any
+framework behind an `adapter.Adapter`, the bundled scratch models included (`bundled_adapters`);
+`implementations` builds them. `cli` is the command line.
 
 Python API: ``run_report(ReportOptions(...))`` returns a Report; ``assert_no_divergence(...)``
 is a pytest helper.

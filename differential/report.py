@@ -338,7 +338,7 @@ def _crash_report(crash: ModuleCrash, actual_side: Side, oracle_side: Side, expe
     where = display_path(path) if path is not None else \
         ("the forward, outside every recorded module" if phase == "forward" else "the loss or the backward pass")
     first = Divergence(module=display_path(path or ""), phase=phase, kind=diagnose.CRASH,
-                       hint=f"the {options.impl} implementation raised in {where}: {crash}",
+                       hint=f"{actual_side.shown_as} raised in {where}: {crash}",
                        scratch_source=crash_location(crash.error),
                        reference_source=oracle_side.source(path or ""))
     return _early_report(options, first, data, expected.loss)

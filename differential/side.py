@@ -22,14 +22,6 @@ from scratch_model.config import TransformerConfig
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _relative(file: str) -> str:
-    path = Path(file).resolve()
-    try:
-        return str(path.relative_to(PROJECT_ROOT))
-    except ValueError:
-        return str(path)
-
-
 @functools.lru_cache(maxsize=1024)
 def source_location(obj: Any) -> str:
     """"path:line" of a function or class, relative to the project when it lives inside it."""
@@ -97,6 +89,12 @@ class Side:
     most_backward_calls: int = 1  # the most times one node's backward ran in one pass of run_module
     # parameters held by several modules (a head tied to the embedding): name -> the holders' paths
     users: dict[str, tuple[str, ...]] = {}
+
+    @property
+    def shown_as(self) -> str:
+        """The implementation as its user knows it, for every text that names it ("the torch
+        implementation raised ...")."""
+        return f"the {self.impl} implementation"
 
     def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
         raise NotImplementedError

@@ -11,6 +11,7 @@ What differs does so by design, and `BY_DESIGN` lists it; a test below shows eac
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from typing import Any
 
@@ -35,15 +36,16 @@ ADAPTERS = {"class": class_model, "functional": functional_model}
 CASES = [(impl, name) for impl in ADAPTERS for name, f in FAULTS.items() if f.applies_to(impl)]
 
 BY_DESIGN = {
-    # the report names the implementation under test by its options: "class" or "adapter"
-    "crash hint": "a crash's hint says 'the adapter implementation raised' (options.impl is 'adapter')",
+    # a crash names the implementation as its user knows it: the bundled model by name, a user's
+    # model by its adapter
+    "crash hint": "a crash's hint says 'your model (through <adapter class>) raised'",
 }
 
 
 def _comparable(d: Any, impl: str) -> dict[str, Any]:
     """A finding as JSON, less what differs by design (`BY_DESIGN`)."""
     out = d.to_dict()
-    out["hint"] = out["hint"].replace("the adapter implementation raised", f"the {impl} implementation raised")
+    out["hint"] = re.sub(r"^your model \(through [\w.]+\) raised", f"the {impl} implementation raised", out["hint"])
     return out
 
 
@@ -92,10 +94,11 @@ def test_a_clean_bundled_model_matches_through_its_adapter(impl: str, preset: st
 # --- what differs by design --------------------------------------------------------------------
 
 @pytest.mark.parametrize("impl", sorted(ADAPTERS))
-def test_a_crash_names_the_implementation_as_the_options_do(impl: str) -> None:
+def test_a_crash_names_the_implementation_as_its_user_knows_it(impl: str) -> None:
     direct, adapted = _run(impl, "matmul_backward_T")
     assert direct.findings[0].hint.startswith(f"the {impl} implementation raised")
-    assert adapted.findings[0].hint.startswith("the adapter implementation raised")
+    cls = type(ADAPTERS[impl](AdapterOptions(ReportOptions().model, "float64")))
+    assert adapted.findings[0].hint.startswith(f"your model (through {cls.__module__}.{cls.__qualname__}) raised")
 
 
 # --- what an adapter can say about itself --------------------------------------------------------
