@@ -35,7 +35,7 @@ def describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Side
         words = f"{check.tensor} {words}"
     else:
         kind, words = diagnose.VALUE, origin.reason
-    scratch_src = actual_side.source(origin.path)
+    scratch_src = code = actual_side.source(origin.path)
     reference_src = oracle_side.source(origin.path)
     where = display_path(origin.path)
     alone = "run alone on the reference's inputs" + ("" if origin.phase == "forward" else " and output gradient")
@@ -93,7 +93,7 @@ def describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Side
     metrics = check.metrics.to_dict() if check is not None else None
     return Divergence(module=where, phase=origin.phase, kind=kind, hint=hint, scratch_source=scratch_src,
                       reference_source=reference_src, tensor=check.tensor if check else None,
-                      metrics=metrics, op=op)
+                      metrics=metrics, op=op, code=code)
 
 
 def _children_claim(path: str, phase: str, results: dict[str, ModuleResult], expected: Capture,

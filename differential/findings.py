@@ -400,7 +400,7 @@ def root_cause(d: Divergence) -> tuple[str, ...]:
         return ("cut", stop.group(1))
     if d.module.startswith("("):
         return ("module", d.module, d.phase, d.kind)
-    return ("code", d.phase, d.kind, d.scratch_source)
+    return ("code", d.phase, d.kind, d.code or d.scratch_source)
 
 
 _CHAIN_STOPS = re.compile(r"the chain stops at a tensor made by (\S+ at \S+)")

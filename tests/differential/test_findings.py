@@ -3,6 +3,7 @@ and hints that say only what was checked."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from unittest import mock
 
@@ -129,6 +130,26 @@ def test_same_code_in_several_modules_is_one_finding() -> None:
     d = report.findings[0]
     assert (d.module, d.also_in) == ("blocks.0.ln2", ["blocks.0.ln1"])
     assert d.op is not None and d.op["op"] == "sqrt_backward_missing_half"
+
+
+def test_same_code_is_one_finding_also_where_the_first_points_at_one_line_of_it() -> None:
+    """The joint run's description of a container points at the line that builds a child's input;
+    the same attention code failing in the next block, found by teacher forcing, is described by
+    the function: one root cause, one finding, the other block under also_in."""
+    from differential.findings import root_cause
+
+    model = replace(ReportOptions().model, num_layers=3)
+    with faults.activate("attention_no_scale"):
+        report = run_report(ReportOptions(batch_size=BATCH, model=model))
+    assert len(report.findings) == 1
+    d = report.findings[0]
+    assert (d.module, d.also_in) == ("blocks.0.attn", ["blocks.1.attn", "blocks.2.attn"])
+    assert "(the input it builds for blocks.0.attn.out_proj)" in d.hint
+    fault_file = "differential/faults/class_model.py"
+    assert d.scratch_source.startswith(fault_file) and d.code.startswith(fault_file)
+    assert d.scratch_source != d.code  # one line inside the function, and the function
+    assert "code" not in d.to_dict()
+    assert root_cause(replace(d, code=None)) != root_cause(d)
 
 
 # --- tables agree with the verdict -------------------------------------------------------------
