@@ -191,6 +191,11 @@ class Adapter:
         raise NotImplementedError(f"{type(self).__name__} must define call_module(path, *args) to run a module alone")
 
     # --- optional: what the report can say about your engine's own code ---------------------------
+    def backward_function(self) -> Callable[..., Any] | None:
+        """Your engine's function that walks the graph backward: where a repeated-backward finding
+        (see `backward_calls`) points. None (the default): it points at `loss_and_backward`."""
+        return None
+
     def backward_calls(self) -> int | None:
         """How many times the busiest node's backward ran in your most recent backward
         (`loss_and_backward` or `backward`): 1 in a correct engine, more in one that re-walks shared

@@ -568,6 +568,14 @@ class AdapterSide(Side):
         return source_location(cls.forward if owner is not None else cls.__call__)
 
     @_quiet
+    def loss_source(self) -> str:
+        function = self.adapter.loss_function()  # looked up when asked: a fault may have replaced it
+        return source_location(function if function is not None else type(self.adapter).loss_and_backward)
+
+    def backward_source(self) -> str:
+        function = self.adapter.backward_function()
+        return source_location(function if function is not None else type(self.adapter).loss_and_backward)
+
     def optimizer_source(self) -> str:
         kind = self.run_optimizer if self.run_optimizer in self.optimizers else (self.optimizers or ("adam",))[0]
         known = self.__dict__.setdefault("_optimizer_sources", {})  # a report asks in every stage that may name it

@@ -10,7 +10,6 @@ from differential import diagnose, phases
 from differential.capture import Capture
 from differential.diagnose import Divergence, display_path
 from differential.findings import Forced
-from differential.implementations import backward_source, loss_source, optimizer_source  # noqa: F401 (re-exported)
 from differential.localize import Check, ModuleResult, Origin, children
 from differential.sides import Side, child_line
 
@@ -167,7 +166,7 @@ def _op_check(side: Side, path: str, actual: Capture, options: ReportOptions) ->
 
 
 def loss_divergence(loss: dict[str, Any], actual: Capture, expected: Capture, options: ReportOptions,
-                     side: Side) -> Divergence | None:
+                     side: Side, oracle_side: Side) -> Divergence | None:
     root = actual.calls.get("")
     logits_in_graph = root is None or root.output_requires_grad
     if expected.loss_requires_grad and not actual.loss_requires_grad and logits_in_graph:
@@ -177,8 +176,8 @@ def loss_divergence(loss: dict[str, Any], actual: Capture, expected: Capture, op
                           hint="the loss does not require grad: it is built from raw arrays (e.g. "
                                "np.sum(out.data)) or through an op without a backward, so no gradient reaches "
                                "any parameter" + (f"; the chain stops at a tensor made by {site}" if site else ""),
-                          scratch_source=loss_source(options.impl, options.adapter),
-                          reference_source=loss_source(options.against), tensor="loss")
+                          scratch_source=side.loss_source(), reference_source=oracle_side.loss_source(),
+                          tensor="loss")
     if loss["match"]:
         return None
     ratio = actual.loss / expected.loss if expected.loss else float("inf")
@@ -186,5 +185,5 @@ def loss_divergence(loss: dict[str, Any], actual: Capture, expected: Capture, op
                       hint=f"every module's output matches but the loss differs ({actual.loss:.6g} vs "
                            f"{expected.loss:.6g}, ratio {diagnose.name_factor(ratio)}): the loss function is wrong "
                            "(a sum where a mean is needed gives a ratio of batch x sequence length)",
-                      scratch_source=loss_source(options.impl, options.adapter),
-                      reference_source=loss_source(options.against), tensor="loss", metrics=loss["metrics"])
+                      scratch_source=side.loss_source(), reference_source=oracle_side.loss_source(),
+                      tensor="loss", metrics=loss["metrics"])

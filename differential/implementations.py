@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from differential.adapter_side import AdapterSide
-from differential.side import Side, source_location
+from differential.side import Side
 from differential.sides import TorchSide
 from scratch_model.config import TransformerConfig
 
@@ -50,37 +50,3 @@ def build_sides(options: Any, arrays: dict[str, np.ndarray], mask: np.ndarray | 
     noise = make_side(options.against, options.model, arrays, "float32", options.device, mask,
                       reference=options.reference) if options.dtype == "float32" else None
     return actual, oracle, noise, arrays
-
-
-# Where each implementation's loss, backward and optimizer step live (for findings' sources).
-
-def loss_source(impl: str, adapter: object | None = None) -> str:
-    """Where the loss of ``impl`` (or of a user's adapter) is computed."""
-    if adapter is not None:  # a user's framework: the loss function it names, else its loss_and_backward
-        function = adapter.loss_function() if hasattr(adapter, "loss_function") else None
-        return source_location(function if function is not None else type(adapter).loss_and_backward)
-    if impl == "torch":
-        return source_location(TorchSide._loss)
-    from scratch_model.train import cross_entropy
-
-    return source_location(cross_entropy)
-
-
-def backward_source() -> str:
-    """The scratch autograd's backward pass."""
-    from scratch_model.autograd import Tensor
-
-    return source_location(Tensor.backward)
-
-
-def optimizer_source(side: Side) -> str:
-    """Where the optimizer step of ``side``'s implementation is."""
-    if isinstance(side, AdapterSide):  # a user's framework names its own
-        return side.optimizer_source()
-    if side.impl == "torch":
-        from torch_reference.optim import TorchOptimizer
-
-        return source_location(TorchOptimizer.step)
-    from scratch_model.optim import Optimizer
-
-    return source_location(Optimizer.step)

@@ -17,7 +17,7 @@ from differential import describe, diagnose, phases, tied
 from differential import findings as fnd
 from differential.capture import Capture, ModuleCrash
 from differential.diagnose import Divergence, display_path
-from differential.implementations import backward_source, build_sides, loss_source, optimizer_source
+from differential.implementations import build_sides
 from differential.localize import forward_origin, graph_breaks
 from differential.options import ReportOptions
 from differential.side import Side, source_location
@@ -187,7 +187,7 @@ def _run_report(options: ReportOptions, watch: Stopwatch) -> Report:
     searching = options.findings or options.isolated
     forced, not_checked = ({}, {}) if not searching else \
         _force(results, actual_side, actual, expected, noise, options, tokens)
-    loss_cut = describe.loss_divergence(loss, actual, expected, options, actual_side)
+    loss_cut = describe.loss_divergence(loss, actual, expected, options, actual_side, oracle_side)
     first = _first_divergence(results, loss, loss_cut, optimizer_checks, actual_side, oracle_side, actual, expected,
                               noise, options, forced)
     watch.lap("localize and diagnose")
@@ -251,8 +251,7 @@ def _first_divergence(results: dict[str, Any], loss: dict[str, Any], loss_cut: D
     if actual.loss_requires_grad:
         alone = {"on": "joint", "value": actual.loss, "value_match": loss["match"], "_grad": actual.logits_grad,
                  "grad_match": loss["grad_match"], "grad_metrics": loss["grad_metrics"]}
-        first = fnd.loss_backward_finding(alone, expected, loss_source(options.impl, options.adapter),
-                                          loss_source(options.against))
+        first = fnd.loss_backward_finding(alone, expected, actual_side.loss_source(), oracle_side.loss_source())
         if first is not None:
             return first
     origin = actual_side.backward_origin(results, expected, actual)
@@ -261,19 +260,19 @@ def _first_divergence(results: dict[str, Any], loss: dict[str, Any], loss_cut: D
     if origin is not None:
         return describe.describe(origin, results, actual_side, oracle_side, actual, expected, options, forced)
     if actual.max_backward_calls > 1:
-        return _repeated_backward(actual.max_backward_calls, gradients_match=True)
+        return _repeated_backward(actual.max_backward_calls, actual_side.backward_source(), gradients_match=True)
     optimizer = fnd.optimizer_findings(optimizer_checks, actual, expected, noise,
-                                       optimizer_source(actual_side), optimizer_source(oracle_side))
+                                       actual_side.optimizer_source(), oracle_side.optimizer_source())
     return optimizer[0] if optimizer else None
 
 
-def _repeated_backward(calls: int, gradients_match: bool = False) -> Divergence:
+def _repeated_backward(calls: int, source: str, gradients_match: bool = False) -> Divergence:
     lead = "gradients match, but " if gradients_match else ""
     return Divergence(module=display_path(""), phase="backward", kind=diagnose.REPEATED_BACKWARD,
                       hint=f"{lead}one node's backward ran {calls} times in a single backward pass: the engine "
                            "re-walks shared subgraphs once per path, which is exponential in depth (deep models "
                            "seem to hang); walk a topological order once",
-                      scratch_source=backward_source(), reference_source="")
+                      scratch_source=source, reference_source="")
 
 
 def _force(results: dict[str, Any], actual_side: Side, actual: Capture, expected: Capture, noise: Capture | None,
@@ -302,8 +301,7 @@ def _independent_findings(results: dict[str, Any], loss: dict[str, Any], loss_cu
         origins += tied.shared_origins(actual_side, oracle_side, expected, actual, noise, phases.batches(options)[0][0])
     found = [describe.describe(o, results, actual_side, oracle_side, actual, expected, options, forced)
              for o in origins]
-    scratch_loss, reference_loss = loss_source(options.impl, options.adapter), \
-        loss_source(options.against)
+    scratch_loss, reference_loss = actual_side.loss_source(), oracle_side.loss_source()
     if loss_cut is not None and loss_cut.kind == diagnose.GRAPH_BREAK:
         found.append(loss_cut)
     else:
@@ -323,9 +321,9 @@ def _independent_findings(results: dict[str, Any], loss: dict[str, Any], loss_cu
                       if d is not None]
     calls = max(actual.max_backward_calls, actual_side.most_backward_calls)
     if calls > 1:
-        found.append(_repeated_backward(calls))
-    found += fnd.optimizer_findings(optimizer_checks, actual, expected, noise, optimizer_source(actual_side),
-                                    optimizer_source(oracle_side))
+        found.append(_repeated_backward(calls, actual_side.backward_source()))
+    found += fnd.optimizer_findings(optimizer_checks, actual, expected, noise, actual_side.optimizer_source(),
+                                    oracle_side.optimizer_source())
     return found
 
 

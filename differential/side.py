@@ -175,4 +175,17 @@ class Side:
         """Anything the report should say about how this side was reached (None: nothing)."""
         return None
 
+    # where a finding about the code around the model points ("file:line")
+    def loss_source(self) -> str:
+        """Where this implementation computes its loss."""
+        raise NotImplementedError
+
+    def optimizer_source(self) -> str:
+        """Where this implementation's optimizer step is."""
+        raise NotImplementedError
+
+    def backward_source(self) -> str:
+        """Where this implementation's engine walks the graph backward ("" where it is not ours to show)."""
+        return ""
+
 

@@ -146,6 +146,14 @@ class TorchSide(Side):
         v = logits.shape[-1]
         return self.torch.nn.functional.cross_entropy(logits.reshape(-1, v), self._tokens(targets).reshape(-1))
 
+    def loss_source(self) -> str:
+        return source_location(TorchSide._loss)
+
+    def optimizer_source(self) -> str:
+        from torch_reference.optim import TorchOptimizer
+
+        return source_location(TorchOptimizer.step)
+
     def capture(self, tokens: np.ndarray, targets: np.ndarray) -> Capture:
         with collector_paused():  # see there: the captures' objects would set off full collections
             return self._capture(tokens, targets)

@@ -63,6 +63,9 @@ class Sources(Side):
     def source(self, path: str) -> str:
         return MHA if path == "attn" else f"{self.name}:{path}"
 
+    def loss_source(self) -> str:
+        return f"{self.name}/loss.py:1"
+
 
 MINE, REF = Sources("mine"), Sources("ref")
 
@@ -343,71 +346,80 @@ LOSS_BAD = {"match": False, "metrics": {"m": 2}}
 
 def test_a_loss_that_does_not_require_grad() -> None:
     actual = capture(loss_requires_grad=False)
-    d = D.loss_divergence(LOSS_OK, actual, EXPECTED, OPTIONS, MINE)
+    d = D.loss_divergence(LOSS_OK, actual, EXPECTED, OPTIONS, MINE, REF)
     assert (d.module, d.phase, d.kind, d.tensor) == ("(loss)", "training", K.GRAPH_BREAK, "loss")
     assert d.hint == ("the loss does not require grad: it is built from raw arrays (e.g. np.sum(out.data)) or "
                       "through an op without a backward, so no gradient reaches any parameter")
-    assert (d.scratch_source, d.reference_source) == (D.loss_source("class"), D.loss_source("torch"))
+    assert (d.scratch_source, d.reference_source) == ("mine/loss.py:1", "ref/loss.py:1")
     # no root call recorded: the logits are taken to be in the graph
     assert D.loss_divergence(LOSS_OK, capture(loss_requires_grad=False, root_output_requires_grad=None), EXPECTED,
-                             OPTIONS, MINE).kind == K.GRAPH_BREAK
+                             OPTIONS, MINE, REF).kind == K.GRAPH_BREAK
     # the logits are not in the graph already: the cut is in the model, not the loss
     assert D.loss_divergence(LOSS_OK, capture(loss_requires_grad=False, root_output_requires_grad=False), EXPECTED,
-                             OPTIONS, MINE) is None
+                             OPTIONS, MINE, REF) is None
     # the reference's loss needs no gradient either
-    assert D.loss_divergence(LOSS_OK, actual, capture(loss_requires_grad=False), OPTIONS, MINE) is None
+    assert D.loss_divergence(LOSS_OK, actual, capture(loss_requires_grad=False), OPTIONS, MINE, REF) is None
 
 
 def test_a_loss_that_differs() -> None:
-    d = D.loss_divergence(LOSS_BAD, capture(loss=6.0), EXPECTED, OPTIONS, MINE)
+    d = D.loss_divergence(LOSS_BAD, capture(loss=6.0), EXPECTED, OPTIONS, MINE, REF)
     assert (d.module, d.phase, d.kind, d.tensor, d.metrics) == ("(loss)", "training", K.LOSS, "loss", {"m": 2})
     assert d.hint == ("every module's output matches but the loss differs (6 vs 2, ratio 3 (= 3)): the loss function "
                       "is wrong (a sum where a mean is needed gives a ratio of batch x sequence length)")
-    assert (d.scratch_source, d.reference_source) == (D.loss_source("class"), D.loss_source("torch"))
-    d = D.loss_divergence(LOSS_BAD, capture(loss=6.0), capture(loss=0.0), OPTIONS, MINE)
+    assert (d.scratch_source, d.reference_source) == ("mine/loss.py:1", "ref/loss.py:1")
+    d = D.loss_divergence(LOSS_BAD, capture(loss=6.0), capture(loss=0.0), OPTIONS, MINE, REF)
     assert "(6 vs 0, ratio inf)" in d.hint
-    assert D.loss_divergence(LOSS_OK, capture(loss=6.0), EXPECTED, OPTIONS, MINE) is None
+    assert D.loss_divergence(LOSS_OK, capture(loss=6.0), EXPECTED, OPTIONS, MINE, REF) is None
 
 
 class _Adapter:
     def loss_and_backward(self) -> None:  # a user's loss: the report points here
         pass
 
+    def loss_function(self) -> None:
+        return None
+
+    def backward_function(self) -> None:
+        return None
+
+
+class _Adapted(AdapterSide):
+    def __init__(self, adapter: Any) -> None:  # no model: only the sources are asked for
+        self.adapter = adapter
+
+    def first_raw_tensor(self, *args: Any) -> None:
+        return None
+
+
+def _side(impl: str) -> Side:
+    model = ReportOptions().model
+    return make_side(impl, model, initial_weights(model, 0), "float64")
+
 
 def test_loss_sources_point_at_each_sides_loss() -> None:
-    assert D.loss_source("class").startswith("scratch_model/train.py:")
-    assert _def_at(D.loss_source("functional"), "cross_entropy")
-    assert D.loss_source("functional") == D.loss_source("class")
-    assert D.loss_source("torch").startswith("differential/sides.py:")
-    assert _def_at(D.loss_source("torch"), "_loss")
-    adapter = D.loss_source("class", _Adapter())
+    class_loss = _side("class").loss_source()
+    assert class_loss.startswith("scratch_model/train.py:") and _def_at(class_loss, "cross_entropy")
+    assert _side("functional").loss_source() == class_loss
+    torch_loss = _side("torch").loss_source()
+    assert torch_loss.startswith("differential/sides.py:") and _def_at(torch_loss, "_loss")
+    adapter = _Adapted(_Adapter()).loss_source()  # names no loss function: its loss_and_backward
     assert adapter.startswith("tests/differential/test_describe_mutants.py:")
     assert _def_at(adapter, "loss_and_backward")
-    d = D.loss_divergence(LOSS_BAD, capture(loss=6.0), EXPECTED, ReportOptions(impl="torch", against="class"), MINE)
-    assert (d.scratch_source, d.reference_source) == (D.loss_source("torch"), D.loss_source("class"))
 
 
 def test_backward_and_optimizer_sources() -> None:
-    assert _def_at(D.backward_source(), "backward")
-    assert D.backward_source().startswith("scratch_model/autograd/")
-
-    class Named:
-        def __init__(self, impl: str) -> None:
-            self.impl = impl
-
-    scratch, torch_side = D.optimizer_source(Named("class")), D.optimizer_source(Named("torch"))
+    scratch = _side("class").backward_source()
+    assert scratch.startswith("scratch_model/autograd/") and _def_at(scratch, "backward")
+    assert _side("functional").backward_source() == scratch
+    assert _side("torch").backward_source() == ""  # torch's engine: nothing of the project to point at
+    user = _Adapted(_Adapter()).backward_source()  # names no backward function: its loss_and_backward
+    assert _def_at(user, "loss_and_backward")
+    with faults.activate("recursive_backward"):  # looked up when asked: the engine that runs
+        assert _side("class").backward_source().startswith("differential/faults/")
+    scratch, torch_side = _side("class").optimizer_source(), _side("torch").optimizer_source()
     assert scratch.startswith("scratch_model/optim.py:") and _def_at(scratch, "step")
     assert torch_side.startswith("torch_reference/optim.py:") and _def_at(torch_side, "step")
-    assert D.optimizer_source(Named("functional")) == scratch
-
-    class Adapted(AdapterSide):
-        def __init__(self) -> None:  # no model: only the source is asked for
-            pass
-
-        def optimizer_source(self) -> str:
-            return "user/optim.py:7"
-
-    assert D.optimizer_source(Adapted()) == "user/optim.py:7"
+    assert _side("functional").optimizer_source() == scratch
 
 
 # --- scratch-side detail: where the chain stops, the op inside ------------------------------------
@@ -613,16 +625,15 @@ def test_the_op_is_probed_on_the_inputs_the_module_was_judged_on() -> None:
     assert joint.op == alone.op and none.op is None
 
 
-def test_the_loss_sources_follow_the_options() -> None:
-    torch_first = ReportOptions(impl="torch", against="class")
-    d = D.loss_divergence(LOSS_OK, capture(loss_requires_grad=False), EXPECTED, torch_first, MINE)
-    assert (d.scratch_source, d.reference_source) == (D.loss_source("torch"), D.loss_source("class"))
-    assert D.loss_source("torch") != D.loss_source("class")
-    adapter = _Adapter()
-    adapted = ReportOptions(adapter=adapter)
-    for d in (D.loss_divergence(LOSS_OK, capture(loss_requires_grad=False), EXPECTED, adapted, MINE),
-              D.loss_divergence(LOSS_BAD, capture(loss=6.0), EXPECTED, adapted, MINE)):
-        assert _def_at(d.scratch_source, "loss_and_backward") and d.reference_source == D.loss_source("torch")
+def test_the_loss_sources_are_the_sides_own() -> None:
+    torch_side, class_side = _side("torch"), _side("class")
+    d = D.loss_divergence(LOSS_OK, capture(loss_requires_grad=False), EXPECTED, OPTIONS, torch_side, class_side)
+    assert (d.scratch_source, d.reference_source) == (torch_side.loss_source(), class_side.loss_source())
+    assert torch_side.loss_source() != class_side.loss_source()
+    adapted = _Adapted(_Adapter())
+    for d in (D.loss_divergence(LOSS_OK, capture(loss_requires_grad=False), EXPECTED, OPTIONS, adapted, torch_side),
+              D.loss_divergence(LOSS_BAD, capture(loss=6.0), EXPECTED, OPTIONS, adapted, torch_side)):
+        assert _def_at(d.scratch_source, "loss_and_backward") and d.reference_source == torch_side.loss_source()
 
 
 def test_the_child_line_is_the_line_that_ran() -> None:
