@@ -17,7 +17,7 @@ from differential import faults
 from differential.adapter_side import AdapterSide
 from differential.capture import Capture, nearest_recorded, parent_call
 from differential.compare import compare
-from differential.report import ReportOptions, run_report
+from differential.report import ReportOptions, initial_weights, run_report
 from differential.sides import TorchSide
 from differential.zoo import combos, options_for, report_with_fault, run_combos
 from scratch_model.config import TransformerConfig
@@ -386,6 +386,34 @@ def test_training_names_the_first_divergent_step() -> None:
     assert report.training["first_divergent_what"] == "parameter head.bias"
     assert _found(report) == [("(model)", "training", K.VALUE)]
     assert "training diverges at step 3 (parameter head.bias)" in report.first_divergence.hint
+
+
+@pytest.mark.parametrize("impl", ["class", "functional"])
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_zero_biases_train_side_by_side_without_a_false_alarm(impl: str, optimizer: str) -> None:
+    """GPT-2's usual start, biases at zero: a key bias's gradient is zero up to round-off (softmax
+    ignores it), Adam turns that round-off into steps of about 1e-13 on each side, and those are
+    judged on the scale of the model's parameters, not on the bias's own tiny values."""
+    from scratch_model.config import arch
+
+    model = arch("gpt", num_layers=1)
+    weights = {n: a * 0 if n.endswith(".bias") else a for n, a in initial_weights(model, 0).items()}
+    report = run_report(ReportOptions(impl=impl, model=model, weights=weights, steps=5, optimizer=optimizer,
+                                      batch_size=BATCH))
+    assert report.verdict == "match", [(d.module, d.phase, d.hint) for d in report.findings]
+    assert report.training["status"] == "match"
+    original = AdapterSide.train_steps  # and a parameter off by 1e-9 of the model's scale still diverges
+
+    def drifting(self: Any, batches: Any, optimizer: str, lr: float) -> Any:
+        losses, params = original(self, batches, optimizer, lr)
+        params[1]["blocks.0.attn.k_proj.bias"] = params[1]["blocks.0.attn.k_proj.bias"] + 1e-8
+        return losses, params
+
+    with mock.patch.object(AdapterSide, "train_steps", drifting):
+        report = run_report(ReportOptions(impl=impl, model=model, weights=weights, steps=5, optimizer=optimizer,
+                                          batch_size=BATCH))
+    assert report.training["first_divergent_step"] == 2
+    assert report.training["first_divergent_what"] == "parameter blocks.0.attn.k_proj.bias"
 
 
 # --- localization on hand-made captures ----------------------------------------------------------
