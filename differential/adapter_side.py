@@ -90,13 +90,19 @@ class _Reported:
     """The recorder a framework without module objects reports its calls to (`Adapter.record_forward`):
     its module paths are turned into the reference's, and unmapped ones pass through unrecorded."""
 
-    def __init__(self, paths: dict[str, str], log: CallLog, arguments: dict[str, tuple[tuple, dict]]) -> None:
+    def __init__(self, paths: dict[str, str], log: CallLog, arguments: dict[str, tuple[tuple, dict]],
+                 listed: set[str] | dict[str, Any]) -> None:
         self.paths, self.log, self.arguments = paths, log, arguments  # paths: yours -> the reference's
+        self.listed = listed  # every path modules() lists
 
     def before(self, path: str, inputs: tuple) -> tuple:
         ref = self.paths.get(path)
         inputs = tuple(inputs)
         if ref is None:
+            if path not in self.listed:
+                raise InputError(f"your model recorded a call of module {path!r}, which your adapter's modules() "
+                                 f"does not list: list every path record_forward reports (map it to None in "
+                                 f"name_map to leave it uncompared)")
             return inputs
         self.arguments.setdefault(ref, (inputs, {}))
         return self.log.before(ref, inputs)
@@ -154,6 +160,12 @@ class _Dropped:
 
 
 # --- the side ----------------------------------------------------------------------------------
+
+def _shown(value: Any) -> str:
+    """A value a hook returned, named for an error message."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
 
 def _overrides(adapter: Adapter, method: str) -> bool:
     return getattr(type(adapter), method) is not getattr(Adapter, method)
@@ -289,6 +301,10 @@ class AdapterSide(Side):
         self.arguments: dict[str, tuple[tuple, dict]] = {}  # reference path -> the first call's (args, kwargs)
         self.found: dict[str, Any] | None = None  # the user's modules by path, as the last recorded forward found them
         self.reports_calls = _overrides(adapter, "record_forward")  # no module objects: it reports its calls
+        if self.reports_calls and not _overrides(adapter, "modules"):
+            raise InputError(f"{type(adapter).__name__} defines record_forward but not modules(): list your module "
+                             "paths (path -> the function that implements it), or no module below the model is "
+                             "compared")
         self.can_force = _overrides(adapter, "tensor") and _overrides(adapter, "backward") and \
             (not self.reports_calls or _overrides(adapter, "call_module"))
         self.keeps_own_weights = arrays is None
@@ -357,13 +373,20 @@ class AdapterSide(Side):
 
         def alias(x: Any) -> Any:
             nonlocal aliased
-            twin = a.identity(x) if a.requires_grad(x) else x
+            if not a.requires_grad(x):
+                return x
+            twin = a.identity(x)
+            if twin is x:  # the gradient read on it would be the total, not what flows through one module
+                raise InputError(f"{type(a).__name__}.identity() returned the tensor it was given: return a new "
+                                 "node of your graph (an identity op) whose gradient the report can read, or None")
             aliased = aliased and twin is not None
             return x if twin is None else twin
 
         log = self._log(alias)
         try:
             logits = self._recorded_forward(tokens, log)
+        except InputError:  # the adapter itself is wrong: say how
+            raise
         except Exception as err:  # the code under test crashed: say where
             raise ModuleCrash(log.innermost_open(), err) from err
         out = np.array(a.to_numpy(logits))  # kept: a copy, as every array the capture keeps
@@ -377,6 +400,9 @@ class AdapterSide(Side):
             loss = a.loss_and_backward(logits, targets)
         except Exception as err:
             raise ModuleCrash(None, err, phase="backward") from err
+        if not log.is_tensor(loss):
+            raise InputError(f"{type(a).__name__}.loss_and_backward returned {_shown(loss)}: return your loss "
+                             "tensor (the report reads its value through to_numpy and whether it requires grad)")
         backward_calls = a.backward_calls() or 1
         named = a.named_parameters()
         if a.stable_arrays:  # the framework's own arrays, kept as they are where nothing can write into them
@@ -406,6 +432,13 @@ class AdapterSide(Side):
                        loss_requires_grad=bool(a.requires_grad(loss)), max_backward_calls=backward_calls,
                        logits_grad=logits_grad, logits_grad_known=self.full_backward)
 
+    def _listed(self) -> set[str]:
+        """The module paths the adapter lists (looked up once per side)."""
+        listed = self.__dict__.get("_listed_paths")
+        if listed is None:
+            listed = self._listed_paths = set(self.adapter.modules())
+        return listed
+
     def _log(self, alias: Callable[[Any], Any]) -> CallLog:
         return _Log(self.adapter, alias, self._float_input)
 
@@ -416,7 +449,7 @@ class AdapterSide(Side):
         if self.reports_calls:
             self.found = None  # its listing of functions, looked up again when a source is asked for
             mine = {theirs: ref for ref, theirs in self.names.modules.items()}
-            return a.record_forward(tokens, _Reported(mine, log, self.arguments))
+            return a.record_forward(tokens, _Reported(mine, log, self.arguments, self._listed()))
         found = self.found = a.modules()  # kept for this report's sources and modules run alone
         objects = {ref: found[theirs] for ref, theirs in self.names.modules.items()}
         with recording(objects, log, self.called_through, self.arguments):
@@ -653,8 +686,12 @@ class AdapterSide(Side):
 
     def _missing_forcing_hooks(self) -> str:
         a = self.adapter
-        if _overrides(a, "tensor") and _overrides(a, "backward"):
+        has_tensor, has_backward = _overrides(a, "tensor"), _overrides(a, "backward")
+        if has_tensor and has_backward:
             return "call_module() (it reports its own module calls, so there is no module object to call)"
+        if has_tensor or has_backward:
+            has, lacks = ("tensor()", "backward()") if has_tensor else ("backward()", "tensor()")
+            return f"{lacks} (it defines {has})"
         return "tensor() and backward()"
 
     def _tensor(self, array: np.ndarray) -> Any:
@@ -778,6 +815,9 @@ class AdapterSide(Side):
         bad = a.check_ops(out, leaves)
         if bad is None:
             return None
+        if not isinstance(bad, dict) or not {"op", "function", "input", "relative_error"} <= bad.keys():
+            raise InputError(f"{type(a).__name__}.check_ops returned {_shown(bad)}: return None, or a dict with "
+                             "op, function, input and relative_error")
         return {"op": str(bad["op"]), "source": source_location(bad["function"]), "input": str(bad["input"]),
                 "relative_error": f"{float(bad['relative_error']):.3g}"}
 

@@ -1,0 +1,100 @@
+"""Mistakes a newcomer makes in an adapter are named as such, in one line, instead of showing up as an
+internal error, a false finding or a silent "match": each is the bundled adapters with one thing
+done wrong."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from differential import faults
+from differential.adapter import Adapter, AdapterOptions
+from differential.bundled_adapters import ClassModelAdapter, FunctionalModelAdapter
+from differential.errors import InputError
+from differential.report import ReportOptions, run_report
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ReportOptions().model
+
+
+def _report(adapter: Adapter, **options: Any) -> Any:
+    return run_report(ReportOptions(adapter=adapter, batch_size=8, model=MODEL, **options))
+
+
+class SameIdentity(ClassModelAdapter):
+    def identity(self, tensor: Any) -> Any:
+        return tensor  # no new node: the gradient read on it would be the total
+
+
+class FloatLoss(ClassModelAdapter):
+    def loss_and_backward(self, logits: Any, targets: Any) -> Any:
+        return super().loss_and_backward(logits, targets).item()
+
+
+class TupleOps(ClassModelAdapter):
+    def check_ops(self, output: Any, inputs: list[Any]) -> Any:
+        found = super().check_ops(output, inputs)
+        return None if found is None else tuple(found.values())
+
+
+class NoModules(FunctionalModelAdapter):
+    modules = Adapter.modules  # record_forward without its listing
+
+
+class OneUnlisted(FunctionalModelAdapter):
+    def modules(self) -> dict[str, Any]:
+        return {p: f for p, f in super().modules().items() if p != "blocks.0.ffn"}
+
+
+class TensorOnly(ClassModelAdapter):
+    backward = Adapter.backward  # tensor() without backward()
+
+
+def test_identity_returning_its_argument() -> None:
+    with pytest.raises(InputError, match=r"^SameIdentity\.identity\(\) returned the tensor it was given: return a new"):
+        _report(SameIdentity(AdapterOptions(MODEL, "float64")))
+
+
+def test_a_loss_that_is_not_a_tensor() -> None:
+    with pytest.raises(InputError, match=r"^FloatLoss\.loss_and_backward returned float 2\.\d+: return your loss "
+                                         r"tensor"):
+        _report(FloatLoss(AdapterOptions(MODEL, "float64")))
+
+
+def test_check_ops_returning_something_else() -> None:
+    with faults.activate("relu_backward_no_mask"), \
+            pytest.raises(InputError, match=r"^TupleOps\.check_ops returned tuple \('relu_backward_passes_all'"):
+        _report(TupleOps(AdapterOptions(MODEL, "float64")))
+
+
+def test_record_forward_without_modules() -> None:
+    with pytest.raises(InputError, match=r"^NoModules defines record_forward but not modules\(\)"):
+        _report(NoModules(AdapterOptions(MODEL, "float64")))
+
+
+def test_a_recorded_path_modules_does_not_list() -> None:
+    with pytest.raises(InputError, match=r"^your model recorded a call of module 'blocks\.0\.ffn', which your "
+                                         r"adapter's modules\(\) does not list"):
+        _report(OneUnlisted(AdapterOptions(MODEL, "float64")))
+
+
+def test_tensor_without_backward_says_which_is_missing() -> None:
+    with faults.activate("attention_no_scale"):
+        report = _report(TensorOnly(AdapterOptions(MODEL, "float64")))
+    assert report.not_checked["modules alone"].startswith("TensorOnly defines no backward() (it defines tensor())")
+
+
+def test_the_cli_says_it_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "wrong_adapter.py").write_text(
+        "from tests.differential.test_adapter_mistakes import FloatLoss\n\n"
+        "def make_adapter(options):\n    return FloatLoss(options)\n")
+    command = [sys.executable, "-m", "differential.cli", "report", "--adapter", "wrong_adapter:make_adapter"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "FloatLoss.loss_and_backward returned float" in lines[0], done.stderr
