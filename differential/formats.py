@@ -205,6 +205,10 @@ def _match_panel(report: Report) -> Panel:
     if report.training["steps"] and report.training["status"] == "match":
         claims.append(f"{report.training['steps']} training steps side by side match")
     unchecked += report.adapter["unchecked_phases"] if report.adapter else []  # [adapter]
+    unmatched = len(report.adapter["unmatched_reference_modules"]) if report.adapter else 0  # [adapter]
+    if unmatched:
+        unchecked.append(f"{unmatched} reference module{'s' if unmatched > 1 else ''} with no counterpart in "
+                         "your model")
     unchecked += list(report.not_checked)
     scope = "every phase that could be checked" if unchecked else "everything compared"
     text = f"{scope} matches {against}: " + (

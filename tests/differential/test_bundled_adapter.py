@@ -28,6 +28,7 @@ from differential.bundled_adapters import (
 )
 from differential.cli import main
 from differential.faults import FAULTS
+from differential.formats import format_text
 from differential.report import ReportOptions, initial_weights, run_report, run_three_way
 from differential.side import source_location
 from scratch_model.config import arch
@@ -181,6 +182,9 @@ def test_an_unmapped_path_is_passed_through_unrecorded() -> None:
     assert report.verdict == "match"
     assert report.adapter["unmatched_reference_modules"] == ["blocks.0.ffn"]
     assert "blocks.0.ffn" not in {m["module"] for m in report.modules}
+    text = " ".join(format_text(report, width=200).split())  # the verdict claims only what was compared
+    assert "everything compared" not in text
+    assert "Not checked: 1 reference module with no counterpart in your model" in text
 
 
 def test_reporting_calls_without_call_module_says_what_is_missing() -> None:
