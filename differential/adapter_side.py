@@ -432,6 +432,15 @@ class AdapterSide(Side):
                        loss_requires_grad=bool(a.requires_grad(loss)), max_backward_calls=backward_calls,
                        logits_grad=logits_grad, logits_grad_known=self.full_backward)
 
+    def _charged(self, base: str) -> list[tuple[str, str]]:
+        """(reference name, yours) of the parameters a module run alone answers for: those inside it and
+        the shared ones it holds (worked out once per module: teacher forcing asks for every module)."""
+        known = self.__dict__.setdefault("_charged_names", {})
+        if base not in known:
+            known[base] = [(ref, theirs) for ref, theirs in self.names.params.items()
+                           if not base or ref.startswith(base + ".") or base in self.users.get(ref, ())]
+        return known[base]
+
     def _listed(self) -> set[str]:
         """The module paths the adapter lists (looked up once per side)."""
         listed = self.__dict__.get("_listed_paths")
@@ -729,9 +738,7 @@ class AdapterSide(Side):
             a.backward(out, np.array(grad_output, dtype=self.dtype))
             self.most_backward_calls = max(self.most_backward_calls, a.backward_calls() or 1)
         named = a.named_parameters()
-        grads = {ref: self._layout(theirs, _array(a.grad_of(named[theirs])))
-                 for ref, theirs in self.names.params.items()
-                 if not base or ref.startswith(base + ".") or base in self.users.get(ref, ())}
+        grads = {ref: self._layout(theirs, _array(a.grad_of(named[theirs]))) for ref, theirs in self._charged(base)}
         result, grad_in = np.array(a.to_numpy(out)), [_array(a.grad_of(t)) for t in leaves]
         ref_shapes = self.ref_shapes.get(path)
         if ref_shapes is not None:
