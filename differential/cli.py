@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from differential.errors import InputError, one_line, save_traceback, users_file, users_frame
+from differential.model_options import add_step_flags, positive_float
 
 # differential.training pulls in numpy: main() imports it inside its Ctrl-C handler, so that an
 # interrupt in the first moments of a run is one line, not a traceback.
@@ -60,16 +61,6 @@ def _seed(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="scratchdiff", description=(
         "Check a from-scratch numpy transformer against PyTorch, module by module."))
@@ -84,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive_int, default=None,
                        help="passes over the training set (default: 5)")
     train.add_argument("--seed", type=_seed, default=0, help="seed for weights and data (default: 0)")
-    train.add_argument("--lr", type=_positive_float, default=None,
+    train.add_argument("--lr", type=positive_float, default=None,
                        help=f"learning rate (default: 3e-3 with adam, {SGD_DEFAULT_LR:g} with sgd)")
     train.add_argument("--batch-size", type=_positive_int, default=None, help="batch size (default: 64)")
     train.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
@@ -129,9 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--steps", type=_non_negative_int, default=0,
                         help="train both side by side for N steps on the same batches and report the first "
                              "step where the loss or a parameter diverges (default: 0, skip)")
-    report.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
-                        help="optimizer for the optimizer-step and training checks (default: adam)")
-    report.add_argument("--lr", type=_positive_float, default=3e-3, help="learning rate (default: 3e-3)")
+    add_step_flags(report, "for the optimizer-step and training checks")
     report.add_argument("--weights", metavar="FILE", default=None,
                         help="start from these weights (.npz or .safetensors, names as in the model) "
                              "instead of the seeded initial ones")
@@ -197,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_parser(commands)
     from differential.repro_cli import add_repro_parser
 
-    add_repro_parser(commands, _positive_int, _seed, _positive_float)
+    add_repro_parser(commands, _positive_int, _seed, positive_float)
     return parser
 
 
@@ -513,7 +502,7 @@ def _add_sweep_parser(commands: Any) -> None:
                        help="which implementation to train (default: class)")
     sweep.add_argument("--fault", metavar="NAME", default=None,
                        help="switch on one fault of the catalogue (see `scratchdiff faults`) in every run")
-    sweep.add_argument("--lr", type=_list_of(_positive_float, "positive numbers"), default=list(d.lr),
+    sweep.add_argument("--lr", type=_list_of(positive_float, "positive numbers"), default=list(d.lr),
                        metavar="LIST", help=f"learning rates (default: {default(d.lr)})")
     budget = sweep.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=_list_of(_positive_int, "positive integers"), default=None,

@@ -31,7 +31,8 @@ _SWITCH_FLAGS = {
 }
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above 0."""
     try:
         value = float(text)
     except ValueError:
@@ -39,6 +40,16 @@ def _positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
+
+
+def add_step_flags(parser: argparse.ArgumentParser, used_for: str) -> None:
+    """``--optimizer`` and ``--lr`` of a report (``used_for``: the checks they drive, for --help)."""
+    from differential.options import ReportOptions
+
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default=ReportOptions.optimizer,
+                        help=f"optimizer {used_for} (default: {ReportOptions.optimizer})")
+    parser.add_argument("--lr", type=positive_float, default=ReportOptions.lr,
+                        help=f"learning rate (default: {ReportOptions.lr:g})")
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +69,7 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, dest=f"model_{name}", choices=CHOICES[name], default=None, help=text)
     for flag, (name, text) in _SWITCH_FLAGS.items():
         group.add_argument(flag, dest=f"model_{name}", action=argparse.BooleanOptionalAction, default=None, help=text)
-    group.add_argument("--ln-eps", dest="model_ln_eps", type=_positive_float, default=None, metavar="EPS",
+    group.add_argument("--ln-eps", dest="model_ln_eps", type=positive_float, default=None, metavar="EPS",
                        help="LayerNorm's epsilon (default: 1e-5)")
 
 

@@ -13,7 +13,7 @@ EXIT_OK, EXIT_DIVERGED = 0, 1
 
 
 def add_repro_parser(commands: Any, positive_int: Any, seed: Any, positive_float: Any) -> None:
-    from differential.model_options import add_model_flags
+    from differential.model_options import add_model_flags, add_step_flags
 
     repro = commands.add_parser(
         "repro", help="write a small standalone pytest file for each finding of the report",
@@ -39,9 +39,7 @@ def add_repro_parser(commands: Any, positive_int: Any, seed: Any, positive_float
     repro.add_argument("--batch-size", type=positive_int, default=16,
                        help="sequences in the report's batch, before shrinking (default: 16)")
     repro.add_argument("--layers", type=positive_int, default=None, help="transformer blocks (default: 1)")
-    repro.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
-                       help="optimizer of the optimizer-step check and its repro (default: adam)")
-    repro.add_argument("--lr", type=positive_float, default=3e-3, help="learning rate (default: 3e-3)")
+    add_step_flags(repro, "of the optimizer-step check and its repro")
     repro.add_argument("--fault", metavar="NAME", default=None,
                        help="switch on one fault of the catalogue while the report and the shrinking run (the "
                             "written test itself runs whatever code is installed)")
