@@ -168,8 +168,10 @@ def _metrics(shape: tuple[int, ...], mismatched: int, max_abs: float, max_rel: f
         worst_flat, i = divmod(worst_flat, n)
         worst.append(i)
     worst.reverse()
-    return Metrics(mismatched == 0, list(shape), list(shape), max_abs, max_rel, cosine, ratio, mismatched,
-                   mismatched / math.prod(shape), worst, nans[0], nans[1], nans[2], nans[3], None, tolerance_ratio)
+    return Metrics(match=mismatched == 0, shape_actual=list(shape), shape_expected=list(shape), max_abs=max_abs,
+                   max_rel=max_rel, cosine=cosine, norm_ratio=ratio, mismatched=mismatched,
+                   mismatched_share=mismatched / math.prod(shape), worst_index=worst, nan_actual=nans[0],
+                   inf_actual=nans[1], nan_expected=nans[2], inf_expected=nans[3], tolerance_ratio=tolerance_ratio)
 
 
 def _compare_nonfinite(a: np.ndarray, e: np.ndarray, noise: np.ndarray | None, scale: float) -> Metrics:
