@@ -240,10 +240,11 @@ def finish_calls(log: CallLog, to_numpy: Callable[[Any], np.ndarray],
             continue  # the forward raised inside this module
         out = raw["output"]
         pairs = raw["inputs"]
-        calls[key] = Call(key, raw["enter"], raw["exit"], [value(x) for x, _ in pairs], value(out),
-                          [requires_grad(x) for x, _ in pairs], requires_grad(out),
-                          grad(raw.get("output_alias", out)), [grad(a) for _, a in pairs], raw["produced_by"],
-                          raw.get("stack", ()))
+        calls[key] = Call(path=key, enter=raw["enter"], exit=raw["exit"], inputs=[value(x) for x, _ in pairs],
+                          output=value(out), input_requires_grad=[requires_grad(x) for x, _ in pairs],
+                          output_requires_grad=requires_grad(out), grad_output=grad(raw.get("output_alias", out)),
+                          grad_inputs=[grad(a) for _, a in pairs], produced_by=raw["produced_by"],
+                          stack=raw.get("stack", ()))
     return calls
 
 
