@@ -214,7 +214,7 @@ def _match_panel(report: Report) -> Panel:
     text = f"{scope} matches {against}: " + (
         "; ".join(claims) or "nothing that was compared disagrees")
     if unchecked:
-        text += f". Not checked: {', '.join(dict.fromkeys(unchecked))} (see below)"
+        text += f". Not checked: {', '.join(dict.fromkeys(unchecked))} (see above)"
     return Panel(text, title="verdict: match", border_style="green")
 
 
@@ -228,7 +228,7 @@ def _findings_table(report: Report, width: int = 120) -> Table:
     n = len(report.findings)
     if report.not_checked:  # teacher forcing could not run: a second fault may hide behind the first
         title = (f"findings: {n}, possibly not all: {', '.join(report.not_checked)} could not be checked "
-                 "(see below)")
+                 "(see above)")
     elif report.options.get("findings", True) or report.options.get("isolated"):
         title = f"findings: {n} independent root cause{'s' if n != 1 else ''}, in pipeline order"
     else:
