@@ -630,21 +630,30 @@ class AdapterSide(Side):
 
     # optimizer and training
     @_quiet
-    def optimizer_step(self, grads: dict[str, np.ndarray | None], optimizer: str, lr: float
-                       ) -> dict[str, np.ndarray]:
-        a, flipped = self.adapter, self.names.transposed
-        before = self.params()  # copies: an optimizer under test may write into the values
+    def optimizer_step(self, grads: dict[str, np.ndarray | None], optimizer: str, lr: float,
+                       current: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """``current``: the weights as they are now, when the caller holds them already (a capture's
+        copies): the weights are then put back from copies of those, made once the step is done,
+        instead of from copies made before it (one copy of the model fewer at the step's peak)."""
+        a, flipped, stable = self.adapter, self.names.transposed, self.adapter.stable_arrays
+        before = self.params() if current is None else current  # copies: an optimizer may write into the values
         opt = self._optimizer(optimizer, lr)
         set_grad = a.set_grad
         for ref, theirs in self.names.params.items():
             g = grads.get(ref)
             if g is not None:
-                g = np.array(np.asarray(g).T if theirs in flipped else g, dtype=before[ref].dtype)
+                g = np.asarray(g).T if theirs in flipped else g
+                if stable:  # a framework that writes into no array it is given: read-only, not a copy
+                    g = np.asarray(g, dtype=before[ref].dtype).view()
+                    g.flags.writeable = False
+                else:
+                    g = np.array(g, dtype=before[ref].dtype)
             set_grad(theirs, g)
         opt.step()
-        if not a.stable_arrays:
+        del opt  # its state is done with
+        if not stable:
             after = self.params()
-            self.load(before)
+            self.load(before)  # copies
             a.zero_grad()
             return after
         # the stepped values as the optimizer left them: putting the copies back replaces them, so
@@ -654,7 +663,8 @@ class AdapterSide(Side):
         for ref, theirs in self.names.params.items():
             value = np.asarray(to_numpy(named[theirs]))
             after[ref] = value.T if theirs in flipped else value
-            set_parameter(theirs, before[ref].T if theirs in flipped else before[ref])
+            old = before[ref] if current is None else np.array(before[ref])
+            set_parameter(theirs, old.T if theirs in flipped else old)
         a.zero_grad()  # the step's gradients are done with: let them go now
         return after
 

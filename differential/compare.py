@@ -220,7 +220,57 @@ def compare_many(pairs: list[tuple[np.ndarray | None, np.ndarray | None, np.ndar
     return results
 
 
+def verdicts(pairs: list[tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, float]]) -> list[bool]:
+    """``[compare(a, e, noise, scale).match for ...]`` without the metrics, for checks that need only
+    the verdict (the optimizer step's parameters, the gradient-flow table).
+
+    The float64 pairs of finite values are judged a few at a time (`_CHUNK` values): their values
+    laid end to end, the tolerance model applied element by element with each pair's own scale
+    (the same operations, in the same order, as `compare`), and each pair's mismatches counted over
+    its segment. Many small tensors cost a few numpy calls instead of a dozen each, and the
+    temporaries stay small. Anything else (a missing side, shapes that differ, an empty tensor, a
+    float32 noise floor, a NaN or Inf) goes to `compare`."""
+    out: list[bool | None] = [None] * len(pairs)
+    chunk: list[int] = []  # the pairs judged together next
+    size = 0
+    for i, (a, e, n, _) in enumerate(pairs):
+        if a is not None and e is not None and n is None and np.shape(a) == np.shape(e) and np.size(e) > 0:
+            chunk.append(i)
+            size += np.size(e)
+            if size >= _CHUNK:
+                _judge_together(pairs, chunk, out)
+                chunk, size = [], 0
+        else:
+            out[i] = compare(*pairs[i]).match
+    if chunk:
+        _judge_together(pairs, chunk, out)
+    return out  # type: ignore[return-value]
+
+
+def _judge_together(pairs: list[tuple], chunk: list[int], out: list[bool | None]) -> None:
+    """`verdicts` for the pairs at positions ``chunk`` (finite or not, same shapes, not empty, no noise)."""
+    sizes = np.fromiter((np.size(pairs[i][1]) for i in chunk), dtype=np.int64, count=len(chunk))
+    starts = np.zeros(len(chunk), dtype=np.int64)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    a = np.concatenate([np.ravel(pairs[i][0]) for i in chunk], dtype=np.float64)
+    e = np.concatenate([np.ravel(pairs[i][1]) for i in chunk], dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # a NaN or Inf makes its segment go to `compare`
+        diff = np.subtract(a, e, out=a)
+        np.abs(diff, out=diff)
+        abs_e = np.abs(e, out=e)
+        worst = np.maximum.reduceat(diff, starts)
+        scale = np.maximum(np.maximum.reduceat(abs_e, starts), [float(pairs[i][3]) for i in chunk])
+        allowed = np.multiply(abs_e, RTOL64, out=abs_e)
+        allowed += np.repeat(ATOL64 * scale, sizes)
+        bad = np.logical_or.reduceat(diff > allowed, starts)
+    # a NaN or Inf (or a NaN scale given, which `compare` ignores): `compare` decides
+    finite = np.isfinite(worst) & np.isfinite(scale)
+    for k, i in enumerate(chunk):
+        out[i] = not bad[k] if finite[k] else compare(*pairs[i]).match
+
+
 _FIELDS = tuple(f.name for f in fields(Metrics))
 _TINY = np.finfo(np.float64).tiny
 _NO_NANS = (0, 0, 0, 0)
 _max = np.maximum.reduce  # ndarray.max without its Python wrapper
+_CHUNK = 1 << 13  # values `verdicts` judges together: its temporaries stay small (and in the cache)

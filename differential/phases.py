@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from differential.capture import Capture
-from differential.compare import compare, compare_many, matches_zero
+from differential.compare import compare, matches_zero, verdicts
 from differential.diagnose import display_path
 from differential.localize import Check, ModuleResult
 from differential.sides import Side
@@ -101,17 +101,17 @@ def gradient_flow(results: dict[str, ModuleResult], actual: Capture, expected: C
     Every yes/no column is judged against the reference with the report's tolerance model, so a
     "no" is always a disagreement: a gradient that is zero where the reference's is zero too (up
     to round-off, e.g. a key-projection bias) is not "missing"."""
-    verdicts: dict[str, bool] = {}
+    agree: dict[str, bool] = {}
     for res in results.values():
         base = res.path.split("#")[0]
         for check in res.param_grad:
             short = check.tensor[len("param_grad["):-1]
             name = f"{base}.{short}" if base else short
-            verdicts[name] = verdicts.get(name, True) and check.match
-    rest = [name for name in expected.param_grads if name not in verdicts]
+            agree[name] = agree.get(name, True) and check.match
+    rest = [name for name in expected.param_grads if name not in agree]
     pairs = [(actual.param_grads.get(n), expected.param_grads[n], noise.param_grads.get(n) if noise else None,
               _grad_scale(n, expected)) for n in rest]
-    verdicts.update({n: m.match for n, m in zip(rest, compare_many(pairs), strict=True)})
+    agree.update(zip(rest, verdicts(pairs), strict=True))
     rows = []
     for name, ref in expected.param_grads.items():
         got = actual.param_grads.get(name)
@@ -121,7 +121,7 @@ def gradient_flow(results: dict[str, ModuleResult], actual: Capture, expected: C
         rows.append({"parameter": name, "has_grad": got is not None or ref is None, "nonzero": nonzero,
                      "norm": None if got is None else math.sqrt(float(np.vdot(got, got))),
                      "reference_norm": None if ref is None else math.sqrt(float(np.vdot(ref, ref))),
-                     "matches_reference": verdicts[name]})
+                     "matches_reference": agree[name]})
     return rows
 
 
@@ -141,14 +141,15 @@ def optimizer_phase(actual_side: Side, oracle_side: Side, noise_side: Side | Non
     """One optimizer step with the reference's gradients on both sides, compared parameter by
     parameter; plus the naive question "did the weight change after a step with its own gradients".
     A "no" in a row is a disagreement: a parameter the reference's step leaves (numerically)
-    unchanged may stay unchanged here too."""
+    unchanged may stay unchanged here too. Returns a check (metrics and both updates) for every
+    parameter whose update disagrees, and one row per parameter."""
     # Each step's parameters are reduced to what the checks need as soon as it returns (a step holds
     # a copy of every parameter, and the scratch optimizer's flat state and temporaries on top)
     before, ref_grads, kind, lr = actual.params, expected.param_grads, options.optimizer, options.lr
-    own_stepped = actual_side.optimizer_step(actual.param_grads, kind, lr)
+    own_stepped = actual_side.optimizer_step(actual.param_grads, kind, lr, current=before)
     changed_by_own = {n: bool(np.not_equal(a, before[n]).any()) for n, a in own_stepped.items()}
     del own_stepped
-    stepped = actual_side.optimizer_step(ref_grads, kind, lr)
+    stepped = actual_side.optimizer_step(ref_grads, kind, lr, current=before)
     updates = {n: None if a is None else a - before[n] for n, a in stepped.items()}
     del stepped
     ref_updates = {n: a - expected.params[n] for n, a in oracle_side.optimizer_step(ref_grads, kind, lr).items()}
@@ -157,15 +158,18 @@ def optimizer_phase(actual_side: Side, oracle_side: Side, noise_side: Side | Non
         {n: a - before[n] for n, a in noise_side.optimizer_step(ref_grads, kind, lr).items()}
     pairs = [(updates.get(n), ref_updates[n], noise_updates[n], 0.0) for n in names]
     checks, rows = [], []
-    for name, m in zip(names, compare_many(pairs), strict=True):
-        update, ref_update = updates.get(name), ref_updates[name]
-        checks.append(Check(f"param[{name}]", m, update, ref_update))
+    # the verdicts alone for every parameter; the metrics (and the arrays) only where they disagree,
+    # which is all a finding reads
+    for name, pair, agrees in zip(names, pairs, verdicts(pairs), strict=True):
+        update, ref_update = pair[0], pair[1]
+        if not agrees:
+            checks.append(Check(f"param[{name}]", compare(*pair), update, ref_update))
         changed = changed_by_own.get(name, False)
         updated = update is not None and bool(update.any())
         if not (changed and updated):  # a "no" stands only where the reference step moves it (past round-off)
             stays = matches_zero(ref_update, noise_updates[name])
             changed, updated = changed or stays, updated or stays
-        rows.append({"parameter": name, "changed_after_step": changed, "update_matches_reference": m.match,
+        rows.append({"parameter": name, "changed_after_step": changed, "update_matches_reference": agrees,
                      "updated_by_optimizer": updated, "reference_updated": bool(ref_update.any())})
     return checks, rows
 
@@ -193,9 +197,10 @@ def training_phase(actual_side: Side, oracle_side: Side, noise_side: Side | None
         # gradient is zero up to round-off (a key bias under softmax) moves by Adam-amplified round-off
         # on each side, far below anything a fault does but far above its own tiny values
         scale = max((float(np.max(np.abs(p), initial=0.0)) for p in ref_params[step].values()), default=0.0)
-        bad = [n for n in ref_params[step]
-               if not compare(params[step][n], ref_params[step][n],
-                              None if noise_params is None else noise_params[step][n], scale).match]
+        names = list(ref_params[step])
+        agree = verdicts([(params[step][n], ref_params[step][n],
+                           None if noise_params is None else noise_params[step][n], scale) for n in names])
+        bad = [n for n, ok in zip(names, agree, strict=True) if not ok]
         if bad:
             first, what = step + 1, f"parameter {bad[0]}"
             break

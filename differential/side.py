@@ -121,10 +121,11 @@ class Side:
     def source(self, path: str) -> str:
         raise NotImplementedError
 
-    def optimizer_step(self, grads: dict[str, np.ndarray | None], optimizer: str, lr: float
-                       ) -> dict[str, np.ndarray]:
+    def optimizer_step(self, grads: dict[str, np.ndarray | None], optimizer: str, lr: float,
+                       current: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """One step of a fresh optimizer from the current weights with the given gradients (None:
-        no gradient); returns the new weights and restores the old ones."""
+        no gradient); returns the new weights and restores the old ones. ``current`` (optional): the
+        current weights, when the caller holds them already; a side may restore from them."""
         raise NotImplementedError
 
     def train_steps(self, batches: list[tuple[np.ndarray, np.ndarray]], optimizer: str, lr: float

@@ -294,8 +294,9 @@ class TorchSide(Side):
 
         return TorchOptimizer(list(self.model.parameters()) if params is None else params, optimizer, lr)
 
-    def optimizer_step(self, grads, optimizer, lr):
-        """One fresh optimizer's step on copies of the parameters (the model is never touched). The
+    def optimizer_step(self, grads, optimizer, lr, current=None):
+        """One fresh optimizer's step on copies of the parameters (the model is never touched, so
+        there is nothing to restore and ``current`` is not needed). The
         parameters with a gradient are stepped as flat buffers, one per dtype and device: torch's
         update is elementwise, so that gives the bits a step parameter by parameter gives
         (tests/differential/test_flat_optimizer_step.py), in a few tensor calls instead of a few per

@@ -18,6 +18,8 @@ Where = slice | np.ndarray  # the flat positions of the parameters being updated
 
 
 class Optimizer:
+    weight_decay = 0.0  # each optimizer sets its own
+
     def __init__(self, params: Iterable[Tensor], lr: float) -> None:
         self.params = list(params)
         if not self.params:
@@ -47,16 +49,22 @@ class Optimizer:
             where = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in live])
         params = [self.params[i] for i in live]
         grad = np.concatenate([p.grad.reshape(-1) for p in params], dtype=self.dtype)  # (N,)
-        value = np.concatenate([p.data.reshape(-1) for p in params], dtype=self.dtype)  # (N,)
-        new = value - self.update(live, where, grad, value)
+        value = np.concatenate([p.data.reshape(-1) for p in params], dtype=self.dtype) if self.weight_decay else None
+        update = self.update(live, where, grad, value)
+        del grad, value  # the update may sit in the gradient's buffer
         start = 0
-        for p in params:  # each parameter gets a fresh array (a view of `new`): old ones stay as they were
-            p.data = new[start:start + p.size].reshape(p.shape).astype(p.dtype, copy=False)
-            start += p.size
+        for p in params:  # each parameter gets a fresh array: old ones stay as they were
+            stop = start + p.size
+            # value - update in the state's dtype, parameter by parameter: no flat copy of the values
+            new = np.subtract(p.data.reshape(-1), update[start:stop], dtype=self.dtype)
+            p.data = new.reshape(p.shape).astype(p.dtype, copy=False)
+            start = stop
 
-    def update(self, live: list[int], where: Where, grad: np.ndarray, value: np.ndarray) -> np.ndarray:
-        """The amount to subtract from ``value``: the flat values of parameters ``live`` (indices
-        into ``self.params``), which sit at positions ``where`` of the flat state."""
+    def update(self, live: list[int], where: Where, grad: np.ndarray, value: np.ndarray | None) -> np.ndarray:
+        """The amount to subtract from the flat values of parameters ``live`` (indices into
+        ``self.params``), which sit at positions ``where`` of the flat state. ``grad`` is the step's
+        own flat copy of their gradients (the update may be computed into it); ``value`` their flat
+        values, given only when weight decay needs them."""
         raise NotImplementedError
 
     def _per_element(self, per_param: list[float], live: list[int]) -> float | np.ndarray:
@@ -111,18 +119,43 @@ class Adam(Optimizer):
         self.steps = [0] * len(self.params)
 
     def update(self, live, where, grad, value):
+        # block by block and in place: the same operations in the same order as the formulas in the
+        # docstring (so the same bits), with one small temporary instead of a flat array per operation
         if self.weight_decay:
             grad = grad + self.weight_decay * value
         for i in live:
             self.steps[i] += 1
-        m = self.m[where] + (1 - self.beta1) * (grad - self.m[where])  # torch's lerp form
-        v = self.beta2 * self.v[where] + (1 - self.beta2) * grad * grad
-        if isinstance(where, slice):
-            self.m, self.v = m, v
-        else:
-            self.m[where], self.v[where] = m, v
+        whole = isinstance(where, slice)
+        m = self.m if whole else self.m[where]
+        v = self.v if whole else self.v[where]
         # Python floats, not numpy float64 scalars: those would promote float32 parameters
         step_size = self._per_element([self.lr / (1 - self.beta1 ** self.steps[i]) for i in live], live)
         root2 = self._per_element([math.sqrt(1 - self.beta2 ** self.steps[i]) for i in live], live)
-        denom = np.sqrt(v) / root2 + self.eps
-        return step_size * m / denom
+        b1, b2, eps = self.beta1, self.beta2, self.eps
+        t = np.empty(min(_BLOCK, grad.size), dtype=grad.dtype)
+        for lo in range(0, grad.size, _BLOCK):
+            hi = min(lo + _BLOCK, grad.size)
+            g, mb, vb, tb = grad[lo:hi], m[lo:hi], v[lo:hi], t[:hi - lo]
+            np.subtract(g, mb, out=tb)
+            tb *= 1 - b1
+            mb += tb  # torch's lerp form: m + (1 - b1) * (g - m)
+            vb *= b2
+            np.multiply(g, 1 - b2, out=tb)
+            tb *= g
+            vb += tb  # b2 * v + (1 - b2) * g * g
+            np.sqrt(vb, out=tb)
+            tb /= _part(root2, lo, hi)
+            tb += eps  # the denominator
+            np.multiply(mb, _part(step_size, lo, hi), out=g)  # the gradient is done with
+            g /= tb
+        if not whole:
+            self.m[where], self.v[where] = m, v
+        return grad
+
+
+_BLOCK = 1 << 14  # values an in-place update works on at a time: its temporary stays small
+
+
+def _part(x: float | np.ndarray, lo: int, hi: int) -> float | np.ndarray:
+    """Values ``lo:hi`` of a per-element array, or the one value every element shares."""
+    return x if isinstance(x, float) else x[lo:hi]

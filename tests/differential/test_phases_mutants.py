@@ -340,7 +340,8 @@ class _StepSide:
         self.p, self.rate, self.frozen, self.dropped = params, rate, frozen, dropped
         self.asked: list[tuple[str, float]] = []
 
-    def optimizer_step(self, grads: dict[str, np.ndarray | None], optimizer: str, lr: float) -> dict[str, np.ndarray]:
+    def optimizer_step(self, grads: dict[str, np.ndarray | None], optimizer: str, lr: float,
+                       current: Any = None) -> dict[str, np.ndarray]:
         self.asked.append((optimizer, lr))
         out = {}
         for name, w in self.p.items():
@@ -364,7 +365,7 @@ def test_optimizer_phase_rows() -> None:
     options = ReportOptions(optimizer="sgd", lr=0.5)
 
     class Mixed:  # the side under test: the "scaled" parameter moves twice as far
-        def optimizer_step(self, g: Any, optimizer: str, lr: float) -> dict[str, np.ndarray]:
+        def optimizer_step(self, g: Any, optimizer: str, lr: float, current: Any = None) -> dict[str, np.ndarray]:
             out = mine.optimizer_step(g, optimizer, lr)
             if g.get("scaled") is not None:
                 out["scaled"] = params["scaled"] - 2 * lr * g["scaled"]
@@ -372,7 +373,8 @@ def test_optimizer_phase_rows() -> None:
 
     checks, rows = phases.optimizer_phase(Mixed(), ref, None, actual, expected, None, options)
     assert mine.asked == [("sgd", 0.5), ("sgd", 0.5)] and ref.asked == [("sgd", 0.5)]
-    assert [c.tensor for c in checks] == [f"param[{n}]" for n in names]
+    # a check (metrics and both updates) for each disagreeing update only
+    assert [c.tensor for c in checks] == ["param[frozen]", "param[dropped]", "param[scaled]"]
     by = {r["parameter"]: r for r in rows}
     assert [r["parameter"] for r in rows] == list(names)
     assert by["ok"] == {"parameter": "ok", "changed_after_step": True, "update_matches_reference": True,
@@ -390,11 +392,11 @@ def test_optimizer_phase_rows() -> None:
                               "reference_updated": True}
     assert by["scaled"]["update_matches_reference"] is False and by["scaled"]["changed_after_step"] is True
     check = {c.tensor: c for c in checks}
-    np.testing.assert_array_equal(check["param[ok]"].actual, [-0.25, 0.25])
-    np.testing.assert_array_equal(check["param[ok]"].expected, [-0.25, 0.25])
     np.testing.assert_array_equal(check["param[scaled]"].actual, [-0.5, 0.5])
-    assert check["param[dropped]"].actual is None and check["param[scaled]"].match is False
-    assert check["param[ok]"].match is True
+    np.testing.assert_array_equal(check["param[scaled]"].expected, [-0.25, 0.25])
+    np.testing.assert_array_equal(check["param[frozen]"].actual, [0.0, 0.0])
+    assert check["param[dropped]"].actual is None and check["param[dropped]"].metrics.missing == "actual"
+    assert not any(c.match for c in checks) and check["param[scaled]"].metrics.max_abs == 0.25
 
 
 def test_optimizer_phase_measures_updates_from_each_sides_own_weights() -> None:
@@ -407,8 +409,7 @@ def test_optimizer_phase_measures_updates_from_each_sides_own_weights() -> None:
     actual = _capture(params=mine_p, param_grads=grads)
     checks, rows = phases.optimizer_phase(_StepSide(mine_p), _StepSide(ref_p), None, actual, expected, None,
                                           ReportOptions(optimizer="sgd", lr=0.25))
-    assert checks[0].match and rows[0]["update_matches_reference"] is True
-    np.testing.assert_array_equal(checks[0].expected, [-0.25, -0.25])
+    assert checks == [] and rows[0]["update_matches_reference"] is True
 
 
 def test_optimizer_phase_with_noise() -> None:
@@ -424,14 +425,14 @@ def test_optimizer_phase_with_noise() -> None:
     noise_z = _StepSide({"z": params["z"]}, rate=0.0)  # float32 noise: z's step rounds away entirely
 
     class Noise:
-        def optimizer_step(self, g: Any, optimizer: str, lr: float) -> dict[str, np.ndarray]:
+        def optimizer_step(self, g: Any, optimizer: str, lr: float, current: Any = None) -> dict[str, np.ndarray]:
             return {**noise.optimizer_step(g, optimizer, lr), **noise_z.optimizer_step(g, optimizer, lr)}
 
     checks, rows = phases.optimizer_phase(mine, _StepSide(params), Noise(), actual, expected, None, options)
-    assert [c.match for c in checks] == [True, True]
+    assert checks == [] and [r["update_matches_reference"] for r in rows] == [True, True]
     assert rows[1]["changed_after_step"] is True and rows[1]["updated_by_optimizer"] is True
     checks, rows = phases.optimizer_phase(mine, _StepSide(params), None, actual, expected, None, options)
-    assert [c.match for c in checks] == [False, False]
+    assert [c.tensor for c in checks] == ["param[w]", "param[z]"] and not any(c.match for c in checks)
     assert rows[1]["changed_after_step"] is False and rows[1]["updated_by_optimizer"] is False
 
 
@@ -540,12 +541,12 @@ def test_optimizer_phase_tiny_updates_have_no_unit_floor() -> None:
     actual = _capture(params=dict(params), param_grads=grads)
 
     class Off:  # w's second entry moves by 5e-10 where the reference's does not; z never moves
-        def optimizer_step(self, g: Any, optimizer: str, lr: float) -> dict[str, np.ndarray]:
+        def optimizer_step(self, g: Any, optimizer: str, lr: float, current: Any = None) -> dict[str, np.ndarray]:
             return {"w": params["w"] - lr * g["w"] - np.array([0.0, 5e-10]), "z": params["z"].copy()}
 
     checks, rows = phases.optimizer_phase(Off(), _StepSide(params), None, actual, expected, None,
                                           ReportOptions(optimizer="sgd", lr=1.0))
-    assert [c.match for c in checks] == [False, False]
+    assert [c.tensor for c in checks] == ["param[w]", "param[z]"] and not any(c.match for c in checks)
     assert rows[1]["changed_after_step"] is False and rows[1]["updated_by_optimizer"] is False
 
 
@@ -557,7 +558,7 @@ def test_optimizer_phase_noise_is_measured_from_the_weights_before_the_step() ->
     # the scratch side leaves w unchanged; the reference's float32 step moves it as the float64 one does
     checks, rows = phases.optimizer_phase(_StepSide(params, frozen=("w",)), _StepSide(params), _StepSide(params),
                                           actual, expected, None, ReportOptions(optimizer="sgd", lr=1.0))
-    assert checks[0].match is False and rows[0]["update_matches_reference"] is False
+    assert checks[0].tensor == "param[w]" and not checks[0].match and rows[0]["update_matches_reference"] is False
 
 
 def test_training_phase_far_loss_errors_with_noise() -> None:
