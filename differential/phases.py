@@ -147,7 +147,8 @@ def optimizer_phase(actual_side: Side, oracle_side: Side, noise_side: Side | Non
     # a copy of every parameter, and the scratch optimizer's flat state and temporaries on top)
     before, ref_grads, kind, lr = actual.params, expected.param_grads, options.optimizer, options.lr
     own_stepped = actual_side.optimizer_step(actual.param_grads, kind, lr, current=before)
-    changed_by_own = {n: bool(np.not_equal(a, before[n]).any()) for n, a in own_stepped.items()}
+    changed_by_own = dict(zip(own_stepped, _differ_each(list(own_stepped.values()),
+                                                        [before[n] for n in own_stepped]), strict=True))
     del own_stepped
     stepped = actual_side.optimizer_step(ref_grads, kind, lr, current=before)
     updates = {n: None if a is None else a - before[n] for n, a in stepped.items()}
@@ -158,21 +159,45 @@ def optimizer_phase(actual_side: Side, oracle_side: Side, noise_side: Side | Non
         {n: a - before[n] for n, a in noise_side.optimizer_step(ref_grads, kind, lr).items()}
     pairs = [(updates.get(n), ref_updates[n], noise_updates[n], 0.0) for n in names]
     checks, rows = [], []
+    moved = _differ_each([updates.get(n) for n in names])
+    ref_moved = _differ_each([ref_updates[n] for n in names])
     # the verdicts alone for every parameter; the metrics (and the arrays) only where they disagree,
     # which is all a finding reads
-    for name, pair, agrees in zip(names, pairs, verdicts(pairs), strict=True):
+    for k, (name, pair, agrees) in enumerate(zip(names, pairs, verdicts(pairs), strict=True)):
         update, ref_update = pair[0], pair[1]
         if not agrees:
             checks.append(Check(f"param[{name}]", compare(*pair), update, ref_update))
-        changed = changed_by_own.get(name, False)
-        updated = update is not None and bool(update.any())
+        changed, updated = changed_by_own.get(name, False), moved[k]
         if not (changed and updated):  # a "no" stands only where the reference step moves it (past round-off)
             stays = matches_zero(ref_update, noise_updates[name])
             changed, updated = changed or stays, updated or stays
         rows.append({"parameter": name, "changed_after_step": changed, "update_matches_reference": agrees,
-                     "updated_by_optimizer": updated, "reference_updated": bool(ref_update.any())})
+                     "updated_by_optimizer": updated, "reference_updated": ref_moved[k]})
     return checks, rows
 
+
+def _differ_each(arrays: list[np.ndarray | None], others: list[np.ndarray | None] | None = None) -> list[bool]:
+    """``[bool(np.not_equal(x, y).any()) ...]`` for the pairs of ``arrays`` and ``others``; without
+    ``others`` (or where one is None), whether each array has a value that is not 0. None and empty
+    arrays are False. Pairs of one shape are judged all at once, laid end to end (a few numpy calls,
+    not two per parameter); any other pair on its own."""
+    out = [False] * len(arrays)
+    together = []
+    for i, x in enumerate(arrays):
+        if x is None or np.size(x) == 0:
+            continue
+        y = None if others is None else others[i]
+        if others is None or (y is not None and np.shape(x) == np.shape(y)):
+            together.append(i)
+        else:
+            out[i] = bool(np.not_equal(x, 0 if y is None else y).any())
+    if together:
+        starts = np.cumsum([0] + [np.size(arrays[i]) for i in together[:-1]])
+        flat = np.concatenate([np.ravel(arrays[i]) for i in together])
+        differs = flat != 0 if others is None else flat != np.concatenate([np.ravel(others[i]) for i in together])
+        for i, d in zip(together, np.logical_or.reduceat(differs, starts), strict=True):
+            out[i] = bool(d)
+    return out
 
 def training_phase(actual_side: Side, oracle_side: Side, noise_side: Side | None,
                     batches: list[tuple[np.ndarray, np.ndarray]], options: ReportOptions) -> dict[str, Any]:

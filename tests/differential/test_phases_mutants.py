@@ -568,3 +568,24 @@ def test_training_phase_far_loss_errors_with_noise() -> None:
     noise = _TrainSide([1.0 + 1e-7, 2.0], [{"a": np.array([1.0])}, {"a": np.array([2.0])}])
     out = phases.training_phase(mine, ref, noise, BATCHES[:2], ReportOptions(steps=2))
     assert (out["first_divergent_step"], out["first_divergent_what"]) == (1, "loss")
+
+
+def test_differ_each_equals_the_per_array_formulas() -> None:
+    """The flags the optimizer step's rows are built from, judged all at once, are what each array
+    gives on its own: NaN, infinities, signed zeros, dtypes mixed, shapes that differ, None, empty."""
+    rng = np.random.default_rng(5)
+    base = [rng.standard_normal(s) for s in [(3, 2), (4,), (), (2, 2)]]
+    arrays = [b.copy() for b in base] + [np.zeros(3), np.array([np.nan]), np.array([np.inf, 1.0]),
+                                         np.array([-0.0, 0.0]), np.zeros(0), None, np.ones(3, np.float32)]
+    others = [b.copy() for b in base] + [np.zeros(3), np.array([np.nan]), np.array([np.inf, 1.0]),
+                                         np.array([0.0, 0.0]), np.zeros(0), np.ones(2), np.ones(3)]
+    arrays[0][1, 1] = np.nextafter(arrays[0][1, 1], np.inf)  # one value apart
+    others[3] = np.ones(2)  # a shape that differs: judged on its own (broadcast)
+    others[6] = None  # judged against zeros
+    want = [False if x is None else bool(np.not_equal(x, 0 if y is None else y).any())
+            for x, y in zip(arrays, others, strict=True)]
+    assert phases._differ_each(arrays, others) == want
+    assert want[:4] == [True, False, False, True] and want[5:8] == [True, True, False]
+    nonzero = [False if x is None else bool(np.any(x)) for x in arrays]
+    assert phases._differ_each(arrays) == nonzero
+    assert nonzero[4:] == [False, True, True, False, False, False, True]
