@@ -153,7 +153,7 @@ class Adam(Optimizer):
         return grad
 
 
-_BLOCK = 1 << 14  # values an in-place update works on at a time: its temporary stays small
+_BLOCK = 1 << 12  # values an in-place update works on at a time: its temporary stays small (and in the cache)
 
 
 def _part(x: float | np.ndarray, lo: int, hi: int) -> float | np.ndarray:
