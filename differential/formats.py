@@ -374,11 +374,19 @@ def _same(flag: bool | None) -> str:
     return "not checked" if flag is None else ("matches" if flag else "DIFFERS")
 
 
+def implementation_name(report: Report) -> str:
+    """The implementation under test as its user knows it: ``class`` or ``functional`` for a bundled
+    model, the adapter's class for a user's model (its ``impl`` option is just "adapter")."""
+    if report.adapter:
+        return report.adapter["adapter"].rpartition(".")[2]
+    return report.options["impl"]
+
+
 def summary_line(report: Report) -> str:
     """The report in one line: the verdict, and the first finding with its place in the code."""
     if report.verdict == "match":
         whole = str(_match_panel(report).renderable).startswith("everything")
-        return (f"scratchdiff: match — {report.options['impl']} agrees with {report.options['against']} on "
+        return (f"scratchdiff: match — {implementation_name(report)} agrees with {report.options['against']} on "
                 + ("everything compared" if whole else "every phase that could be checked (some could not: see above)"))
     n = len(report.findings)
     d = report.first_divergence
@@ -391,8 +399,9 @@ def format_text(report: Report, width: int = 120, color: bool = False) -> str:
     tree and the detail tables first, then the verdict and the findings, then `summary_line`, so
     the answer is where the eye lands after the command."""
     opts = report.options
-    header = Text(f"scratchdiff: {opts['impl']} vs {opts['against']}, {opts['dtype']}, seed {opts['seed']}, "
-                  f"batch {opts['batch_size']}, {opts['model']['num_layers']} layer(s)", style="bold")
+    header = Text(f"scratchdiff: {implementation_name(report)} vs {opts['against']}, {opts['dtype']}, "
+                  f"seed {opts['seed']}, batch {opts['batch_size']}, {opts['model']['num_layers']} layer(s)",
+                  style="bold")
     parts: list[Any] = [header, _tree(report)] if report.modules else [header]  # none: the run stopped early
     parts.append(Text(_forward_and_loss_line(report)))
     tr = report.training

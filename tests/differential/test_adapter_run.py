@@ -187,6 +187,15 @@ def test_runs_are_quiet_through_the_python_api(capsys: pytest.CaptureFixture[str
     assert page.index("forward on", heading) < page.index("<h2>Text report</h2>")
 
 
+def test_header_and_summary_name_the_adapters_class() -> None:
+    report = run_report(ReportOptions(adapter=TinyflowAdapter(Reverser()), batch_size=BATCH))
+    text = format_text(report, width=200)
+    assert text.startswith("scratchdiff: TinyflowAdapter vs torch, float64, seed 0")
+    assert text.rstrip().endswith("scratchdiff: match — TinyflowAdapter agrees with torch on everything compared")
+    bundled = format_text(run_report(ReportOptions(batch_size=BATCH)), width=200)
+    assert bundled.startswith("scratchdiff: class vs torch") and "match — class agrees with torch" in bundled
+
+
 # --- JSON names modules by path ------------------------------------------------------------------
 
 def test_json_names_modules_by_path_with_display_names_beside() -> None:
