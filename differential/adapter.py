@@ -422,7 +422,8 @@ def _resolve_names(adapter: Adapter, config: TransformerConfig, reference: Any, 
         elif target is None:
             continue
         elif target not in ref_modules:
-            problems.append(f"unknown reference module: {shown} maps to {target!r}, which the reference lacks")
+            problems.append(f"unknown reference module: {shown} maps to {target!r}, which the reference lacks"
+                            + (_flag_hint(target, config, present=False) if reference is None else ""))
         elif target in modules:
             problems.append(f"duplicate: modules {modules[target] or '(model)'} and {shown} both map to {target!r}")
         else:
@@ -442,7 +443,8 @@ def _resolve_names(adapter: Adapter, config: TransformerConfig, reference: Any, 
         if target is None:
             continue
         if target not in ref_params:
-            problems.append(f"unknown reference parameter: {theirs!r} maps to {target!r}, which the reference lacks")
+            problems.append(f"unknown reference parameter: {theirs!r} maps to {target!r}, which the reference lacks"
+                            + (_flag_hint(target, config, present=False) if reference is None else ""))
             continue
         if target in params:
             problems.append(f"duplicate: parameters {params[target]!r} and {theirs!r} both map to {target!r}")
@@ -460,8 +462,7 @@ def _resolve_names(adapter: Adapter, config: TransformerConfig, reference: Any, 
                 " (stored (in, out)? list it in transposed)" if shape[::-1] == ref_params[target] else ""
             problems.append(f"shape mismatch: {theirs!r} -> {target!r}: the reference has {ref_params[target]}, "
                             f"yours is {shape}{how}")
-    problems += [f"missing: the reference parameter {name!r} (shape {shape}) has no counterpart in your model"
-                 for name, shape in ref_params.items() if name not in params]
+    problems += _missing(ref_params, params, None if reference is not None else config)
     problems += [f"transposed entry {entry!r} matches none of your parameters" for entry in adapter.transposed
                  if not any(_Table({entry: ""}, []).lookup(t) is not _NO_ENTRY for t in params.values())]
     if problems:
@@ -469,6 +470,44 @@ def _resolve_names(adapter: Adapter, config: TransformerConfig, reference: Any, 
         raise InputError(f"cannot compare {type(adapter).__name__} with the reference: {len(problems)} problem"
                          f"{'s' if len(problems) > 1 else ''}\n{lines}")
     return Names(modules, params, frozenset(transposed), tuple(m for m in ref_modules if m not in modules))
+
+
+def _missing(ref_params: dict[str, tuple[int, ...]], params: dict[str, str], config: TransformerConfig | None
+             ) -> list[str]:
+    """The lines for reference parameters with no counterpart. Against the bundled reference
+    (``config`` given), whole blocks past the last one your model has are one line that says so
+    (your factory built fewer blocks than the run asks for), and a missing final LayerNorm or
+    separate head names the flag that leaves it out."""
+    missing = [(name, shape) for name, shape in ref_params.items() if name not in params]
+    lines = []
+    if config is not None:
+        yours = {int(m.group(1)) for name in params if (m := _IN_BLOCK.match(name))}
+        past = [name for name, _ in missing if (m := _IN_BLOCK.match(name)) and int(m.group(1)) >= len(yours)]
+        if past and yours == set(range(len(yours))) and len(yours) < config.num_layers:
+            n = len(yours)
+            lines.append(f"missing: blocks.{n} to blocks.{config.num_layers - 1} ({len(past)} reference parameters): "
+                         f"your model has {n} block{'s' if n != 1 else ''} and the run asks for {config.num_layers} "
+                         f"(a factory that takes no argument builds the size it likes: take AdapterOptions and "
+                         f"build options.layers blocks, or run with --layers {n})")
+            missing = [(name, shape) for name, shape in missing if name not in past]
+    lines += [f"missing: the reference parameter {name!r} (shape {shape}) has no counterpart in your model"
+              + ("" if config is None else _flag_hint(name, config, present=True)) for name, shape in missing]
+    return lines
+
+
+_IN_BLOCK = re.compile(r"blocks\.(\d+)\.")
+
+
+def _flag_hint(target: str, config: TransformerConfig, present: bool) -> str:
+    """For a reference name the run's architecture has (``present``) or lacks: the flag that would
+    change that, where one does (a final LayerNorm, a head of its own)."""
+    if target.split(".")[0] == "ln_f":
+        return " (if your model has no final LayerNorm, run with --no-final-norm)" if present else \
+            " (the run's architecture has no final LayerNorm: run with --final-norm)"
+    if target.split(".")[0] == "head":
+        return " (if your head reuses the token embedding's weight, run with --tie-head)" if present else \
+            " (the run's architecture ties the head to the token embedding: run with --no-tie-head)"
+    return ""
 
 
 # --- the run an adapter is built for, and what the user's code prints -------------------------

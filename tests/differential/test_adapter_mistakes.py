@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,41 @@ def test_the_cli_says_it_in_one_line_and_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "FloatLoss.loss_and_backward returned float" in lines[0], done.stderr
+
+
+# --- a model built for another architecture than the run's --------------------------------------
+
+def _built(**fields: Any) -> ClassModelAdapter:
+    return ClassModelAdapter(AdapterOptions(replace(MODEL, **fields)))
+
+
+def _problems(adapter: Adapter, **fields: Any) -> list[str]:
+    with pytest.raises(InputError) as caught:
+        run_report(ReportOptions(adapter=adapter, batch_size=8, model=replace(MODEL, **fields)))
+    return str(caught.value).splitlines()[1:]
+
+
+def test_fewer_blocks_than_the_run_asks_for_is_one_line_naming_layers() -> None:
+    lines = _problems(_built(num_layers=1), num_layers=3)
+    per_block = len([n for n in dict(_built(num_layers=1).named_parameters()) if n.startswith("blocks.0.")])
+    assert lines == [f"  missing: blocks.1 to blocks.2 ({2 * per_block} reference parameters): your model has 1 block "
+                     "and the run asks for 3 (a factory that takes no argument builds the size it likes: take "
+                     "AdapterOptions and build options.layers blocks, or run with --layers 1)"]
+
+
+def test_a_missing_final_norm_or_head_names_the_flag() -> None:
+    lines = _problems(_built(final_norm=False, tie_head=True), final_norm=True, tie_head=False)
+    assert lines == [
+        "  missing: the reference parameter 'ln_f.weight' (shape (32,)) has no counterpart in your model (if your "
+        "model has no final LayerNorm, run with --no-final-norm)",
+        "  missing: the reference parameter 'ln_f.bias' (shape (32,)) has no counterpart in your model (if your "
+        "model has no final LayerNorm, run with --no-final-norm)",
+        "  missing: the reference parameter 'head.weight' (shape (10, 32)) has no counterpart in your model (if your "
+        "head reuses the token embedding's weight, run with --tie-head)"]
+
+
+def test_a_final_norm_the_run_lacks_names_the_flag() -> None:
+    lines = _problems(_built(final_norm=True), final_norm=False)
+    assert lines[0] == ("  unknown reference module: ln_f maps to 'ln_f', which the reference lacks (the run's "
+                        "architecture has no final LayerNorm: run with --final-norm)")
+    assert len(lines) == 3 and all(line.endswith("run with --final-norm)") for line in lines)
