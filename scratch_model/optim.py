@@ -21,7 +21,8 @@ class Optimizer:
     weight_decay = 0.0  # each optimizer sets its own
 
     def __init__(self, params: Iterable[Tensor], lr: float) -> None:
-        self.params = list(params)
+        seen: set[int] = set()  # a tensor listed twice (a tied weight under both its names) is stepped once
+        self.params = [p for p in params if not (id(p) in seen or seen.add(id(p)))]
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
         if not lr > 0:

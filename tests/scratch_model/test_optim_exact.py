@@ -79,3 +79,15 @@ def test_a_step_leaves_the_old_parameter_arrays_alone() -> None:
     p.grad = np.ones(3)
     Adam([p], lr=0.1).step()
     assert np.array_equal(old, np.ones(3)) and not np.array_equal(p.data, old)
+
+
+def test_a_tensor_listed_twice_is_stepped_once() -> None:
+    """A tied weight listed under both of its names (as many parameter walks list it) takes one step."""
+    once, twice = Tensor(np.arange(4.0), requires_grad=True), Tensor(np.arange(4.0), requires_grad=True)
+    other = Tensor(np.ones(2), requires_grad=True)
+    opt_once, opt_twice = Adam([once, other], lr=0.1), Adam([twice, other, twice], lr=0.1)
+    for opt, p in ((opt_once, once), (opt_twice, twice)):
+        p.grad, other.grad = np.full(4, 0.5), np.ones(2)
+        other.data = np.ones(2)
+        opt.step()
+    assert np.array_equal(once.data, twice.data) and not np.array_equal(once.data, np.arange(4.0))
