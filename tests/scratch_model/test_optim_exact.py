@@ -1,7 +1,8 @@
 """The flat, in-place Adam step gives, to the last bit, what its formulas give written out plainly per
 parameter (a new array per operation, in torch's order): working in place and on one flat buffer is a
-matter of memory, never of arithmetic. In one block and in many, float64 and float32, with weight decay, and with parameters
-that skip a step (no gradient) so that the state is updated through an index, not a slice."""
+matter of memory, never of arithmetic. In one block and in many, float64 and float32, with weight
+decay, and with parameters that skip a step (no gradient) so that the state is updated through an
+index, not a slice."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from scratch_model.autograd import Tensor
 from scratch_model import optim
+from scratch_model.autograd import Tensor
 from scratch_model.optim import Adam
 
 SHAPES = [(4, 3), (7,), (), (2, 2, 2)]
