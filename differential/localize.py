@@ -15,6 +15,7 @@ Rules (module calls are ordered as they ran):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -146,18 +147,26 @@ def children(path: str, calls: dict[str, Call]) -> list[Call]:
     behind an unrecorded list is still a child of the model)."""
     if "#" in path:
         return []
-    return _children_index(calls).get(path, [])
+    return [calls[p] for p in _child_paths(tuple(calls)).get(path, ())]
 
 
 def _children_index(calls: dict[str, Call]) -> dict[str, list[Call]]:
-    """`children` of every recorded call at once (one pass; a walk over all modules asks each)."""
-    recorded = {p.split("#")[0] for p in calls}
-    index: dict[str, list[Call]] = {}
-    for p, c in calls.items():
+    """`children` of every recorded call at once (a walk over all modules asks each)."""
+    return {parent: [calls[p] for p in kids] for parent, kids in _child_paths(tuple(calls)).items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _child_paths(paths: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The paths of `children` of every call in ``paths`` (entry order), by parent: worked out once
+    per set of recorded calls (every description of a container asks for its children, and a report
+    describes a container once per finding it is the origin of)."""
+    recorded = {p.split("#")[0] for p in paths}
+    index: dict[str, list[str]] = {}
+    for p in paths:
         parent = parent_call(p, recorded)
         if parent is not None and parent != p and "#" not in parent:
-            index.setdefault(parent, []).append(c)
-    return index
+            index.setdefault(parent, []).append(p)
+    return {parent: tuple(kids) for parent, kids in index.items()}
 
 
 def forward_origin(results: dict[str, ModuleResult], expected: Capture) -> Origin | None:

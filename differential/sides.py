@@ -250,15 +250,26 @@ class TorchSide(Side):
         torch = self.torch
         self.model.zero_grad(set_to_none=True)
         base = path.split("#")[0]
-        module = self.model.get_submodule(base) if base else self.model
+        module = self._module(base)
         args = [torch.tensor(np.asarray(x), dtype=self.tdtype, device=self.device, requires_grad=True)
                 for x in inputs]
         out = first_tensor(module(*(args or [self._tokens(tokens)]), **mask_kwargs(module.forward, self.mask)))
         if grad_output is not None and out.requires_grad:
             out.backward(torch.as_tensor(np.asarray(grad_output), dtype=self.tdtype, device=self.device))
-        own = {n: self._grad(p) for n, p in self.model.named_parameters()
-               if _within(n, base) or base in self.users.get(n, ())}
+        own = {n: self._grad(p) for n, p in self._charged(base)}
         return self._np(out), [self._grad(a) for a in args], own
+
+    def _charged(self, base: str) -> list[tuple[str, Any]]:
+        """(name, parameter) of the parameters a module run alone answers for: those inside it and the
+        shared ones it holds, in the model's order; worked out for every module in one pass."""
+        index = getattr(self, "_charged_params", None)
+        if index is None:
+            index = self._charged_params = {}
+            for name, p in self.model.named_parameters():
+                parts = name.split(".")
+                for owner in {"", *(".".join(parts[:k]) for k in range(1, len(parts))), *self.users.get(name, ())}:
+                    index.setdefault(owner, []).append((name, p))
+        return index.get(base, [])
 
     def source(self, path: str) -> str:
         """The module's forward, or, for a module of torch's own (nn.Linear), the line of the
@@ -377,11 +388,6 @@ _NO_FORWARD = object()
 # question comes back for every table row and every report of a process (zoo, sweep, three-way),
 # like `source_location`, whose answers are kept the same way
 _call_site = functools.lru_cache(maxsize=4096)(child_line)
-
-
-def _within(name: str, base: str) -> bool:
-    """Whether parameter ``name`` lives inside the module at ``base`` ("" is the whole model)."""
-    return not base or name.startswith(base + ".")
 
 
 def crash_location(error: BaseException) -> str:
