@@ -193,7 +193,7 @@ def _run_report(options: ReportOptions, watch: Stopwatch) -> Report:
     watch.lap("localize and diagnose")
     found = [] if not searching else \
         _independent_findings(results, loss, loss_cut, optimizer_checks, actual_side, oracle_side, actual, expected,
-                              noise, options, targets, forced, not_checked)
+                              noise, options, targets, forced, not_checked, first)
     isolated = None
     if options.isolated:
         isolated = [d for d in found if d.module not in ("(loss)", "(data)") and d.phase != "optimizer"
@@ -292,15 +292,24 @@ def _force(results: dict[str, Any], actual_side: Side, actual: Capture, expected
 def _independent_findings(results: dict[str, Any], loss: dict[str, Any], loss_cut: Divergence | None,
                           optimizer_checks: list, actual_side: Side, oracle_side: Side, actual: Capture,
                           expected: Capture, noise: Capture | None, options: ReportOptions, targets: np.ndarray,
-                          forced: dict[str, fnd.Forced], not_checked: dict[str, str]) -> list[Divergence]:
+                          forced: dict[str, fnd.Forced], not_checked: dict[str, str],
+                          first: Divergence | None = None) -> list[Divergence]:
     """Every root cause, by teacher forcing (see differential.findings); checks that cannot run are
-    added to ``not_checked``."""
+    added to ``not_checked``. ``first``: the joint run's first divergence, which `fnd.merge` keeps
+    over any finding in the same module and phase."""
     breaks = [fnd.refine_cut(o, forced) for o in graph_breaks(results, expected, actual)]
     origins = breaks + fnd.module_origins(forced, results, expected, breaks, actual)
     if expected.tied:  # shared parameters, left out of teacher forcing: each holder's share alone
         origins += tied.shared_origins(actual_side, oracle_side, expected, actual, noise, phases.batches(options)[0][0])
-    found = [describe.describe(o, results, actual_side, oracle_side, actual, expected, options, forced)
-             for o in origins]
+    # merge keeps one finding per module and phase (the first divergence's, else the earliest): an origin
+    # whose finding it would drop is not described (a description may re-run the module for an op check),
+    # except in the isolated view, which lists every one
+    found, described = [], set() if first is None else {(first.module, first.phase)}
+    for o in origins:
+        key = (display_path(o.path), o.phase)
+        if options.isolated or key not in described:
+            described.add(key)
+            found.append(describe.describe(o, results, actual_side, oracle_side, actual, expected, options, forced))
     scratch_loss, reference_loss = actual_side.loss_source(), oracle_side.loss_source()
     if loss_cut is not None and loss_cut.kind == diagnose.GRAPH_BREAK:
         found.append(loss_cut)
