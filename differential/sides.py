@@ -67,6 +67,13 @@ class _FreeModels:
 
 _REFERENCES = _FreeModels(most_bytes=64 * 2**20)
 
+# what a side finds out about the structure of a bundled reference model (its parameters by name, the
+# modules it records, the shared parameters), kept while the model lives: a side's model is its own
+# copy, whose structure never changes, and one given back for reuse is as built (`_give_back_as_built`),
+# so the next side that takes it need not walk the module tree again. Nothing kept refers to the
+# model itself (its submodules do not refer to it), or it would never be let go of
+_STRUCTURES: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
 
 def _give_back_as_built(key: Any, model: Any, size: int) -> None:
     """Give a dead side's reference model back, unless something was left on it (a hook, a wrapped
@@ -105,11 +112,35 @@ class TorchSide(Side):
             weakref.finalize(self, _give_back_as_built, key, *taken).atexit = False
         else:
             self.model = prepared(module, self.tdtype, device)
-        self.users = users_of(self.model.named_parameters(remove_duplicate=False))
+        self._facts = _STRUCTURES.setdefault(self.model, {}) if module is None else {}
+        if "users" not in self._facts:
+            self._facts["users"] = users_of(self.model.named_parameters(remove_duplicate=False))
+        self.users = self._facts["users"]
         self.load(arrays)
 
+    def _named(self) -> dict[str, Any]:
+        """The model's parameters by name, found once per model (see `_STRUCTURES`)."""
+        named = self._facts.get("named")
+        if named is None:
+            named = self._facts["named"] = dict(self.model.named_parameters())
+        return named
+
     def params(self) -> dict[str, np.ndarray]:
-        return {n: p.detach().cpu().numpy().copy() for n, p in self.model.named_parameters()}
+        """Copies of the parameters: on the CPU in one dtype (the reference), one copy of them all
+        whose parts are the arrays (one torch call instead of a few per parameter)."""
+        named = self._named()
+        torch = self.torch
+        dtypes = {(p.dtype, p.device.type) for p in named.values()}
+        if len(dtypes) != 1 or next(iter(dtypes))[1] != "cpu":
+            return {n: p.detach().cpu().numpy().copy() for n, p in named.items()}
+        with torch.no_grad():
+            flat = torch.cat([p.reshape(-1) for p in named.values()]).numpy()
+        out, start = {}, 0
+        for n, p in named.items():
+            size = p.numel()
+            out[n] = flat[start:start + size].reshape(p.shape)
+            start += size
+        return out
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
         """Strictly (names, shapes, finite values), through the weight bridge; arrays are cast to
@@ -117,7 +148,7 @@ class TorchSide(Side):
         from differential.weights import load_into_torch
 
         load_into_torch(self.model, _cast_floats(arrays, self.dtype))
-        for p in self.model.parameters():
+        for p in self._named().values():
             p.grad = None
 
     def _tokens(self, tokens: np.ndarray) -> Any:
@@ -127,17 +158,9 @@ class TorchSide(Side):
         """The logits of the whole model (a user's model may return them first in a tuple)."""
         return first_tensor(self.model(self._tokens(tokens), **mask_kwargs(self.model.forward, self.mask)))
 
-    def _log(self) -> CallLog:
+    def _log(self, aliases: _Aliases | None = None) -> CallLog:
         torch = self.torch
-
-        def alias(x: Any) -> Any:
-            if not x.requires_grad:
-                return x
-            a = x.view_as(x)
-            a.retain_grad()
-            return a
-
-        log = CallLog(is_tensor=lambda x: isinstance(x, torch.Tensor), alias=alias,
+        log = CallLog(is_tensor=lambda x: isinstance(x, torch.Tensor), alias=(aliases or _Aliases()).make,
                       requires_grad=lambda x: bool(getattr(x, "requires_grad", False)))
         log.float_dtype = lambda x: x.is_floating_point()  # type: ignore[method-assign]
         return log
@@ -164,7 +187,8 @@ class TorchSide(Side):
         recorded, named = self._recording()
         for p in named.values():
             p.grad = None  # zero_grad(set_to_none=True)
-        log = self._log()
+        aliases = _Aliases()
+        log = self._log(aliases)
         tensor_type = self.torch.Tensor
 
         def leave(path: str, out: Any) -> None:
@@ -189,10 +213,11 @@ class TorchSide(Side):
             logits = self._forward(tokens)
         finally:
             restore()
+        aliases.settle()
         logits.retain_grad()
         loss = self._loss(logits, targets)
         loss.backward()
-        calls = finish_calls(log, self._recorded, self._recorded_grad)
+        calls = finish_calls(log, self._recorded, aliases.grad_or(self._recorded_grad))
         self._stacks = {path.split("#")[0]: c.stack for path, c in reversed(calls.items())}
         self._sources: dict[str, str] = {}  # source() follows the stacks just recorded
         # the gradients as torch left them: every backward here starts from zero_grad(set_to_none=True),
@@ -205,10 +230,11 @@ class TorchSide(Side):
     def _recording(self) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
         """The recorded modules (path, module) and the parameters by name (found once: the side's
         model is its own copy, whose structure never changes)."""
-        known = getattr(self, "_recording_plan", None)
-        if known is None:
-            known = self._recording_plan = (recorded_modules(self.model), dict(self.model.named_parameters()))
-        return known
+        known = self._facts.get("recorded")
+        if known is None:  # kept without the model itself, which holds them (see `_STRUCTURES`)
+            known = self._facts["recorded"] = [(path, None if m is self.model else m)
+                                               for path, m in recorded_modules(self.model)]
+        return [(path, self.model if m is None else m) for path, m in known], self._named()
 
     def loss_on(self, logits, targets):
         given = self.torch.tensor(np.asarray(logits), dtype=self.tdtype, device=self.device, requires_grad=True)
@@ -348,6 +374,64 @@ class TorchSide(Side):
             losses.append(float(loss.item()))
             snapshots.append(self.params())
         return losses, snapshots
+
+
+class _Aliases:
+    """The identity views the capture puts on module inputs (``make``), and the gradient each
+    receives: the gradient through one use of a tensor, as torch's full backward hooks define it.
+
+    A hook on the view's backward node hands over the gradient as it is (``retain_grad`` would clone
+    every one, the capture's largest cost in the backward; a tensor hook costs more to register).
+    Nothing writes into a gradient the hook holds: the engine adds into a buffer in place only when
+    no one else refers to it. An alias changed in place during the forward (a module's in-place op
+    on its input, or on what it views) keeps its gradient as ``retain_grad`` would: ``settle`` asks
+    for it then, and it wins where it arrives."""
+
+    def __init__(self) -> None:
+        self.grads: dict[int, Any] = {}  # id(alias) -> the gradients its node received (None until then)
+        self.made: list[tuple[Any, int]] = []  # (alias, its version when made)
+        self.changed: list[Any] = []
+
+    def make(self, x: Any) -> Any:
+        if not x.requires_grad:
+            return x
+        a = x.view_as(x)
+        node = a.grad_fn
+        if node is None:  # no graph is recorded (a forward under no_grad): torch says why
+            a.retain_grad()
+            return a
+        key = id(a)
+        self.grads[key] = None
+        node.register_prehook(functools.partial(self.grads.__setitem__, key))
+        self.made.append((a, a._version))
+        return a
+
+    def settle(self) -> None:
+        """Once the forward is done: ``retain_grad`` on every alias changed in place since it was made."""
+        self.changed = [a for a, version in self.made if a._version != version]
+        for a in self.changed:
+            a.retain_grad()
+
+    def grad_or(self, other: Callable[[Any], np.ndarray | None]) -> Callable[[Any], np.ndarray | None]:
+        """The capture's gradient of a tensor: an alias's from here, anything else's from ``other``."""
+        grads, changed = self.grads, {id(a) for a in self.changed}
+
+        def grad(t: Any) -> np.ndarray | None:
+            key = id(t)
+            if key not in grads:
+                return other(t)
+            g = grads[key]
+            g = t.grad if key in changed and t.grad is not None else None if g is None else g[0]
+            if g is None:
+                return None
+            # contiguous, as retain_grad keeps it; a view only of the whole of another gradient (a child
+            # alias's, or the output's), which nothing writes into either
+            base = g._base
+            if g.is_cpu and g.is_contiguous() and (base is None or base.numel() == g.numel()):
+                return g.numpy()
+            return TorchSide._np(g)
+
+        return grad
 
 
 def _record_forwards(recorded: list[tuple[str, Any]], enter: Callable[[str, tuple], tuple],
