@@ -4,6 +4,8 @@ pair's own scale or a careful-path case would show if it leaked into a neighbour
 
 from __future__ import annotations
 
+import warnings
+
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
@@ -61,7 +63,9 @@ def test_verdicts_equal_compare_pair_by_pair(seed: int, chunk: int, monkeypatch:
     monkeypatch.setattr(compare_module, "_CHUNK", chunk)
     pairs = _pairs(seed, 300)
     expected = [compare(*p).match for p in pairs]
-    assert verdicts(pairs) == expected
+    with warnings.catch_warnings(), np.errstate(all="warn", under="ignore"):
+        warnings.simplefilter("error")  # no floating-point warning escapes from the pairs judged together
+        assert verdicts(pairs) == expected
     assert 0 < sum(expected) < len(expected)  # both verdicts are there to get wrong
 
 
@@ -86,3 +90,22 @@ def test_verdicts_property(data: st.DataObject, count: int) -> None:
             a = e + delta * np.abs(e) + delta
         pairs.append((a, e, None, data.draw(st.sampled_from([0.0, 1e-2, 10.0]))))
     assert verdicts(pairs) == [compare(*p).match for p in pairs]
+
+
+def test_only_what_cannot_be_judged_together_goes_to_compare(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finite float64 pairs of one shape (one value included) never reach `compare`; a NaN, a noise
+    floor, a missing side or differing shapes reach it once each."""
+    called: list[int] = []
+    real = compare_module.compare
+
+    def counting(a, e, noise=None, scale=0.0):
+        called.append(1)
+        return real(a, e, noise, scale)
+
+    monkeypatch.setattr(compare_module, "compare", counting)
+    rng = np.random.default_rng(2)
+    plain = [(rng.standard_normal(s), rng.standard_normal(s), None, 0.0) for s in [(3, 2), (1,), (), (5,)]]
+    assert verdicts(plain) == [False] * 4 and called == []
+    others = [(np.array([np.nan]), np.zeros(1), None, 0.0), (np.ones(2), np.ones(2), np.ones(2), 0.0),
+              (None, np.ones(2), None, 0.0), (np.ones(3), np.ones(2), None, 0.0)]
+    assert verdicts(plain[:1] + others) == [False, False, True, False, False] and len(called) == 4
