@@ -158,9 +158,17 @@ class TorchSide(Side):
         """The logits of the whole model (a user's model may return them first in a tuple)."""
         return first_tensor(self.model(self._tokens(tokens), **mask_kwargs(self.model.forward, self.mask)))
 
-    def _log(self, aliases: _Aliases | None = None) -> CallLog:
+    def _log(self) -> CallLog:
         torch = self.torch
-        log = CallLog(is_tensor=lambda x: isinstance(x, torch.Tensor), alias=(aliases or _Aliases()).make,
+
+        def alias(x: Any) -> Any:
+            if not x.requires_grad:
+                return x
+            a = x.view_as(x)
+            a.retain_grad()
+            return a
+
+        log = CallLog(is_tensor=lambda x: isinstance(x, torch.Tensor), alias=alias,
                       requires_grad=lambda x: bool(getattr(x, "requires_grad", False)))
         log.float_dtype = lambda x: x.is_floating_point()  # type: ignore[method-assign]
         return log
@@ -187,8 +195,7 @@ class TorchSide(Side):
         recorded, named = self._recording()
         for p in named.values():
             p.grad = None  # zero_grad(set_to_none=True)
-        aliases = _Aliases()
-        log = self._log(aliases)
+        log = self._log()
         tensor_type = self.torch.Tensor
 
         def leave(path: str, out: Any) -> None:
@@ -213,11 +220,10 @@ class TorchSide(Side):
             logits = self._forward(tokens)
         finally:
             restore()
-        aliases.settle()
         logits.retain_grad()
         loss = self._loss(logits, targets)
         loss.backward()
-        calls = finish_calls(log, self._recorded, aliases.grad_or(self._recorded_grad))
+        calls = finish_calls(log, self._recorded, self._recorded_grad)
         self._stacks = {path.split("#")[0]: c.stack for path, c in reversed(calls.items())}
         self._sources: dict[str, str] = {}  # source() follows the stacks just recorded
         # the gradients as torch left them: every backward here starts from zero_grad(set_to_none=True),
@@ -374,64 +380,6 @@ class TorchSide(Side):
             losses.append(float(loss.item()))
             snapshots.append(self.params())
         return losses, snapshots
-
-
-class _Aliases:
-    """The identity views the capture puts on module inputs (``make``), and the gradient each
-    receives: the gradient through one use of a tensor, as torch's full backward hooks define it.
-
-    A hook on the view's backward node hands over the gradient as it is (``retain_grad`` would clone
-    every one, the capture's largest cost in the backward; a tensor hook costs more to register).
-    Nothing writes into a gradient the hook holds: the engine adds into a buffer in place only when
-    no one else refers to it. An alias changed in place during the forward (a module's in-place op
-    on its input, or on what it views) keeps its gradient as ``retain_grad`` would: ``settle`` asks
-    for it then, and it wins where it arrives."""
-
-    def __init__(self) -> None:
-        self.grads: dict[int, Any] = {}  # id(alias) -> the gradients its node received (None until then)
-        self.made: list[tuple[Any, int]] = []  # (alias, its version when made)
-        self.changed: list[Any] = []
-
-    def make(self, x: Any) -> Any:
-        if not x.requires_grad:
-            return x
-        a = x.view_as(x)
-        node = a.grad_fn
-        if node is None:  # no graph is recorded (a forward under no_grad): torch says why
-            a.retain_grad()
-            return a
-        key = id(a)
-        self.grads[key] = None
-        node.register_prehook(functools.partial(self.grads.__setitem__, key))
-        self.made.append((a, a._version))
-        return a
-
-    def settle(self) -> None:
-        """Once the forward is done: ``retain_grad`` on every alias changed in place since it was made."""
-        self.changed = [a for a, version in self.made if a._version != version]
-        for a in self.changed:
-            a.retain_grad()
-
-    def grad_or(self, other: Callable[[Any], np.ndarray | None]) -> Callable[[Any], np.ndarray | None]:
-        """The capture's gradient of a tensor: an alias's from here, anything else's from ``other``."""
-        grads, changed = self.grads, {id(a) for a in self.changed}
-
-        def grad(t: Any) -> np.ndarray | None:
-            key = id(t)
-            if key not in grads:
-                return other(t)
-            g = grads[key]
-            g = t.grad if key in changed and t.grad is not None else None if g is None else g[0]
-            if g is None:
-                return None
-            # contiguous, as retain_grad keeps it; a view only of the whole of another gradient (a child
-            # alias's, or the output's), which nothing writes into either
-            base = g._base
-            if g.is_cpu and g.is_contiguous() and (base is None or base.numel() == g.numel()):
-                return g.numpy()
-            return TorchSide._np(g)
-
-        return grad
 
 
 def _record_forwards(recorded: list[tuple[str, Any]], enter: Callable[[str, tuple], tuple],

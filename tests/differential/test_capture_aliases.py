@@ -1,9 +1,7 @@
 """The torch capture's module input gradients: the gradient through one module's use of a tensor, as
-torch's full backward hooks define it, also where a module changes its input in place."""
+torch's full backward hooks define it."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -11,7 +9,6 @@ import torch
 
 from differential.implementations import make_side
 from differential.report import initial_weights
-from differential.sides import _Aliases
 from differential.user_reference import recorded_modules
 from differential.weights import load_into_torch
 from scratch_model.config import TransformerConfig, arch
@@ -43,48 +40,3 @@ def test_input_gradients_are_torchs_full_backward_hook_gradients(config: Transfo
             np.testing.assert_allclose(got, want.numpy(), rtol=1e-12, atol=1e-15, err_msg=path)
             compared += 1
     assert compared >= 10 * config.num_layers  # every block's modules take a float input
-
-
-def _none(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return (a * 3 * torch.arange(4.0, dtype=a.dtype)).sum()
-
-
-def _in_place_on_the_alias(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # ReLU(inplace=True) on its input
-    return (torch.relu_(a) * torch.arange(4.0, dtype=a.dtype)).sum()
-
-
-def _in_place_on_its_base(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # the caller changes x afterwards
-    y = a * 3
-    x.mul_(5)
-    return (y * torch.arange(4.0, dtype=a.dtype)).sum() + (x * 7).sum()
-
-
-def _used_after_its_base_changed(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    y = a * 3
-    x.mul_(5)
-    return (y * torch.arange(4.0, dtype=a.dtype)).sum() + (a * 11).sum()
-
-
-@pytest.mark.parametrize("use", [_none, _in_place_on_the_alias, _in_place_on_its_base, _used_after_its_base_changed])
-def test_an_alias_gets_the_gradient_retain_grad_gives(use: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-                                                      ) -> None:
-    def run(make: Callable[[torch.Tensor], torch.Tensor], after: Callable[[], None]) -> torch.Tensor:
-        w = torch.tensor([-1.0, 0.5, 2.0, -3.0], dtype=torch.float64, requires_grad=True)
-        x = w * 2.0
-        a = make(x)
-        loss = use(a, x)
-        after()
-        loss.backward()
-        return a
-
-    def retained(x: torch.Tensor) -> torch.Tensor:
-        a = x.view_as(x)
-        a.retain_grad()
-        return a
-
-    want = run(retained, lambda: None).grad
-    aliases = _Aliases()
-    alias = run(aliases.make, aliases.settle)
-    got = aliases.grad_or(lambda t: pytest.fail("an alias's gradient is the aliases' own"))(alias)
-    assert want is not None and got is not None
-    np.testing.assert_array_equal(got, want.numpy())
