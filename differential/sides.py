@@ -28,7 +28,7 @@ from scratch_model.config import TransformerConfig
 
 def _cast_floats(arrays: dict[str, np.ndarray], dtype: str) -> dict[str, Any]:
     """Float arrays in a side's dtype; anything else as given, for the strict check to report."""
-    return {n: a.astype(dtype, copy=False) if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)
+    return {n: a.astype(dtype, copy=False) if isinstance(a, np.ndarray) and a.dtype.kind == "f"  # np.floating
             else a for n, a in arrays.items()}
 
 
