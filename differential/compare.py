@@ -231,27 +231,54 @@ def verdicts(pairs: list[tuple[np.ndarray | None, np.ndarray | None, np.ndarray 
     """``[compare(a, e, noise, scale).match for ...]`` without the metrics, for checks that need only
     the verdict (the optimizer step's parameters, the gradient-flow table).
 
-    The float64 pairs of finite values are judged a few at a time (`_CHUNK` values): their values
+    Small float64 pairs of finite values are judged a few at a time (`_CHUNK` values): their values
     laid end to end, the tolerance model applied element by element with each pair's own scale
     (the same operations, in the same order, as `compare`), and each pair's mismatches counted over
     its segment. Many small tensors cost a few numpy calls instead of a dozen each, and the
-    temporaries stay small. Anything else (a missing side, shapes that differ, an empty tensor, a
-    float32 noise floor, a NaN or Inf) goes to `compare`."""
+    temporaries stay small. A large pair is judged alone (`agrees`); anything else (a missing side,
+    shapes that differ, an empty tensor, a float32 noise floor, a NaN or Inf) goes to `compare`."""
     out: list[bool | None] = [None] * len(pairs)
     chunk: list[int] = []  # the pairs judged together next
     size = 0
     for i, (a, e, n, _) in enumerate(pairs):
-        if a is not None and e is not None and n is None and np.shape(a) == np.shape(e) and np.size(e) > 0:
+        if a is not None and e is not None and n is None and np.shape(a) == np.shape(e) and 0 < np.size(e) < _ALONE:
             chunk.append(i)
             size += np.size(e)
             if size >= _CHUNK:
                 _judge_together(pairs, chunk, out)
                 chunk, size = [], 0
         else:
-            out[i] = compare(*pairs[i]).match
+            out[i] = agrees(*pairs[i])
     if chunk:
         _judge_together(pairs, chunk, out)
     return out  # type: ignore[return-value]
+
+
+def agrees(actual: np.ndarray | None, expected: np.ndarray | None, noise: np.ndarray | None = None,
+           scale: float = 0.0) -> bool:
+    """``compare(actual, expected, noise, scale).match`` without the metrics: for finite float64 values,
+    the few passes the verdict needs (most pairs of a report stop at the first: every difference
+    within the scale's round-off). Anything else (a missing side, shapes that differ, an empty
+    tensor, a float32 noise floor, a NaN or Inf) goes to `compare`."""
+    if actual is None or expected is None or noise is not None:
+        return compare(actual, expected, noise, scale).match
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape or a.size == 0:
+        return compare(actual, expected, noise, scale).match
+    with np.errstate(invalid="ignore", over="ignore"):  # a NaN or Inf goes to `compare`
+        diff = np.subtract(a.reshape(-1), e.reshape(-1))
+        np.abs(diff, out=diff)
+        abs_e = np.abs(e.reshape(-1))
+    worst, top = _peak(diff), _peak(abs_e)
+    if not (math.isfinite(worst) and math.isfinite(top) and math.isfinite(scale)):
+        return compare(actual, expected, noise, scale).match
+    floor = ATOL64 * max(top, scale)
+    if worst <= floor:
+        return True
+    allowed = np.multiply(abs_e, RTOL64, out=abs_e)
+    allowed += floor
+    return not np.any(diff > allowed)
 
 
 def _judge_together(pairs: list[tuple], chunk: list[int], out: list[bool | None]) -> None:
@@ -280,3 +307,4 @@ _FIELDS = tuple(f.name for f in fields(Metrics))
 _TINY = np.finfo(np.float64).tiny
 _NO_NANS = (0, 0, 0, 0)
 _CHUNK = 1 << 13  # values `verdicts` judges together: its temporaries stay small (and in the cache)
+_ALONE = 1 << 10  # a pair this large is judged alone (`agrees`): laying it end to end with others costs more

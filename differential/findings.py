@@ -27,7 +27,7 @@ import numpy as np
 
 from differential import diagnose
 from differential.capture import Capture, parent_call
-from differential.compare import compare
+from differential.compare import agrees, compare
 from differential.diagnose import Divergence, display_path
 from differential.localize import Check, ModuleResult, Origin, relative_name
 
@@ -43,7 +43,8 @@ class NotAvailable(Exception):
 
 @dataclass
 class Forced:
-    """One module call run alone on the reference's inputs and output gradient."""
+    """One module call run alone on the reference's inputs and output gradient. Its check lists
+    hold only the checks that disagree (metrics and both arrays): a finding reads nothing else."""
 
     path: str
     forward: list[Check] = field(default_factory=list)
@@ -94,7 +95,7 @@ def force_modules(side: Side, expected: Capture, noise: Capture | None, tokens: 
             _mark(path, covered, recorded)
             continue
         forced.grads = grads
-        forced.forward.append(Check("output", compare(got, call.output, nz.output if nz else None), got, call.output))
+        forced.forward += _disagreement("output", got, call.output, nz.output if nz else None)
         if forced.bad("forward") is not None:
             _mark(path, covered, recorded)
         if call.grad_output is None:
@@ -105,16 +106,24 @@ def force_modules(side: Side, expected: Capture, noise: Capture | None, tokens: 
             if ref is None and g is None:
                 continue
             n = nz.grad_inputs[i] if nz and i < len(nz.grad_inputs) else None
-            forced.backward.append(Check(f"grad_input[{i}]", compare(g, ref, n, scale), g, ref))
+            forced.backward += _disagreement(f"grad_input[{i}]", g, ref, n, scale)
         for name in expected.direct_params(path):
             if name in expected.tied:
                 continue  # alone, a module gives only its own share of a shared gradient (differential.tied)
             ref = expected.param_grads[name]
             n = noise.param_grads.get(name) if noise else None
             g = grads.get(name)
-            forced.param_grad.append(Check(f"param_grad[{relative_name(name, path)}]", compare(g, ref, n, scale),
-                                           g, ref))
+            forced.param_grad += _disagreement(f"param_grad[{relative_name(name, path)}]", g, ref, n, scale)
     return out
+
+
+def _disagreement(tensor: str, actual: np.ndarray | None, expected: np.ndarray | None, noise: np.ndarray | None,
+                  scale: float = 0.0) -> list[Check]:
+    """The check of one tensor of a module run alone, if it disagrees (its verdict alone is the cheap
+    part of a comparison; the metrics are worked out only for a check a finding will read)."""
+    if agrees(actual, expected, noise, scale):
+        return []
+    return [Check(tensor, compare(actual, expected, noise, scale), actual, expected)]
 
 
 def refine_cut(origin: Origin, forced: dict[str, Forced]) -> Origin:

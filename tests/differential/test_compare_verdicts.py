@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from differential import compare as compare_module
-from differential.compare import ATOL64, RTOL64, compare, verdicts
+from differential.compare import ATOL64, RTOL64, agrees, compare, verdicts
 
 
 def _pairs(seed: int, count: int) -> list[tuple]:
@@ -21,6 +21,8 @@ def _pairs(seed: int, count: int) -> list[tuple]:
     out = []
     for i in range(count):
         shape = tuple(int(n) for n in rng.integers(1, 6, size=i % 4))  # 0-d included
+        if i % 17 == 0:
+            shape = (int(rng.integers(30, 70)), 40)  # large: judged alone
         e = rng.standard_normal(shape) * 10.0 ** int(rng.integers(-8, 8))
         kind = int(rng.integers(0, 12))
         if kind == 0:
@@ -69,6 +71,16 @@ def test_verdicts_equal_compare_pair_by_pair(seed: int, chunk: int, monkeypatch:
     assert 0 < sum(expected) < len(expected)  # both verdicts are there to get wrong
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_agrees_equals_compare(seed: int) -> None:
+    pairs = _pairs(seed, 300)
+    expected = [compare(*p).match for p in pairs]
+    with warnings.catch_warnings(), np.errstate(all="warn", under="ignore"):
+        warnings.simplefilter("error")
+        assert [agrees(*p) for p in pairs] == expected
+    assert 0 < sum(expected) < len(expected)
+
+
 def test_a_pairs_scale_stays_its_own() -> None:
     """The same small error passes beside a large-scale pair's allowance only if its own allows it."""
     big = (np.array([1e6, 2e6]), np.array([1e6, 2e6]), None, 0.0)
@@ -93,8 +105,8 @@ def test_verdicts_property(data: st.DataObject, count: int) -> None:
 
 
 def test_only_what_cannot_be_judged_together_goes_to_compare(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Finite float64 pairs of one shape (one value included) never reach `compare`; a NaN, a noise
-    floor, a missing side or differing shapes reach it once each."""
+    """Finite float64 pairs of one shape (one value included, large ones too) never reach `compare`;
+    a NaN, a noise floor, a missing side or differing shapes reach it once each."""
     called: list[int] = []
     real = compare_module.compare
 
@@ -104,8 +116,10 @@ def test_only_what_cannot_be_judged_together_goes_to_compare(monkeypatch: pytest
 
     monkeypatch.setattr(compare_module, "compare", counting)
     rng = np.random.default_rng(2)
-    plain = [(rng.standard_normal(s), rng.standard_normal(s), None, 0.0) for s in [(3, 2), (1,), (), (5,)]]
-    assert verdicts(plain) == [False] * 4 and called == []
+    plain = [(rng.standard_normal(s), rng.standard_normal(s), None, 0.0) for s in [(3, 2), (1,), (), (5,), (40, 40)]]
+    assert verdicts(plain) == [False] * 5 and called == []
+    big = rng.standard_normal((40, 40))
+    assert verdicts([(big * (1 + 1e-15), big, None, 0.0)]) == [True] and called == []
     others = [(np.array([np.nan]), np.zeros(1), None, 0.0), (np.ones(2), np.ones(2), np.ones(2), 0.0),
               (None, np.ones(2), None, 0.0), (np.ones(3), np.ones(2), None, 0.0)]
     assert verdicts(plain[:1] + others) == [False, False, True, False, False] and len(called) == 4
