@@ -126,15 +126,13 @@ class TorchSide(Side):
         return named
 
     def params(self) -> dict[str, np.ndarray]:
-        """Copies of the parameters: on the CPU in one dtype (the reference), one copy of them all
-        whose parts are the arrays (one torch call instead of a few per parameter)."""
+        """Copies of the parameters: on the CPU in one dtype (the reference), one numpy copy of them
+        all whose parts are the arrays (fewer calls per parameter)."""
         named = self._named()
-        torch = self.torch
         dtypes = {(p.dtype, p.device.type) for p in named.values()}
         if len(dtypes) != 1 or next(iter(dtypes))[1] != "cpu":
             return {n: p.detach().cpu().numpy().copy() for n, p in named.items()}
-        with torch.no_grad():
-            flat = torch.cat([p.reshape(-1) for p in named.values()]).numpy()
+        flat = np.concatenate([p.detach().numpy().reshape(-1) for p in named.values()])
         out, start = {}, 0
         for n, p in named.items():
             size = p.numel()
