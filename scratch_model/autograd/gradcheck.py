@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scratch_model.autograd.tensor import Tensor, no_grad, topological_order
+from scratch_model.autograd.tensor import Tensor, no_grad
 
 
 @dataclass(frozen=True)
@@ -84,17 +84,26 @@ def count_backward_calls(root: Tensor) -> Iterator[dict[int, int]]:
     """Count how often each node's backward runs while the block runs (one backward pass should
     run each exactly once); yields {id(node): calls}, filled in as the backward goes.
 
+    Nodes are counted as the backward reaches them, with no walk of the graph beforehand: the root
+    is wrapped at the start, and a node's parents when its own backward runs (before it runs, so a
+    backward that recurses into them is counted too). An engine reads a node's backward when it
+    calls it, after one of the node's children has run, so it always finds the counting wrapper.
+
     Holds nothing the backward would free: a node is reached through a weak reference, and its
     backward (with the arrays it saved) only through the counting wrapper the node holds, so
     memory falls during a counted backward as it does during any other."""
     counts: dict[int, int] = {}
     wrapped: list[weakref.ref] = []
-    for node in topological_order(root):
+
+    def wrap(node: Tensor) -> None:
         fn = node._backward  # noqa: SLF001
-        if fn is not None:
-            node._backward = _counted(counts, id(node), fn)  # noqa: SLF001
-            wrapped.append(weakref.ref(node))
-    node = fn = None  # the generator's frame outlives the yield: no strong reference to the graph
+        if fn is None or getattr(fn, "counts", None) is counts:
+            return  # a leaf, or counted already
+        node._backward = _counted(counts, id(node), fn, node._parents, wrap)  # noqa: SLF001
+        wrapped.append(weakref.ref(node))
+
+    wrap(root)
+    root = None  # the generator's frame outlives the yield: no strong reference to the graph
     try:
         yield counts
     finally:
@@ -105,9 +114,12 @@ def count_backward_calls(root: Tensor) -> Iterator[dict[int, int]]:
                 node._backward = node._backward.original  # noqa: SLF001
 
 
-def _counted(counts: dict[int, int], key: int, fn: Callable) -> Callable:
+def _counted(counts: dict[int, int], key: int, fn: Callable, parents: tuple[Tensor, ...],
+             wrap: Callable[[Tensor], None]) -> Callable:
     def run(g: np.ndarray):
         counts[key] = counts.get(key, 0) + 1
+        for parent in parents:  # the nodes this backward hands gradients to: counted from now on
+            wrap(parent)
         return fn(g)
 
     run.counts, run.original = counts, fn  # type: ignore[attr-defined]  # to put the original back
