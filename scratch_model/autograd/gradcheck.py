@@ -92,34 +92,43 @@ def count_backward_calls(root: Tensor) -> Iterator[dict[int, int]]:
     Holds nothing the backward would free: a node is reached through a weak reference, and its
     backward (with the arrays it saved) only through the counting wrapper the node holds, so
     memory falls during a counted backward as it does during any other."""
-    counts: dict[int, int] = {}
-    wrapped: list[weakref.ref] = []
-
-    def wrap(node: Tensor) -> None:
-        fn = node._backward  # noqa: SLF001
-        if fn is None or getattr(fn, "counts", None) is counts:
-            return  # a leaf, or counted already
-        node._backward = _counted(counts, id(node), fn, node._parents, wrap)  # noqa: SLF001
-        wrapped.append(weakref.ref(node))
-
-    wrap(root)
+    counter = _Counter()
+    counter.wrap(root)
     root = None  # the generator's frame outlives the yield: no strong reference to the graph
     try:
-        yield counts
+        yield counter.counts
     finally:
-        for ref in wrapped:
+        for ref in counter.wrapped:
             node = ref()
             # a backward that ran has freed its node (the engine swapped the wrapper out): leave it so
-            if node is not None and getattr(node._backward, "counts", None) is counts:  # noqa: SLF001
+            if node is not None and getattr(node._backward, "counts", None) is counter.counts:  # noqa: SLF001
                 node._backward = node._backward.original  # noqa: SLF001
 
 
-def _counted(counts: dict[int, int], key: int, fn: Callable, parents: tuple[Tensor, ...],
-             wrap: Callable[[Tensor], None]) -> Callable:
+class _Counter:
+    """The counts of one `count_backward_calls` block, and the nodes it wrapped (weakly). An object
+    rather than a closure, whose reference to itself (a wrapper wraps the next nodes) would be a
+    cycle: the capture that counts runs with the cyclic collector paused and must leave none."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.wrapped: list[weakref.ref] = []
+
+    def wrap(self, node: Tensor) -> None:
+        fn = node._backward  # noqa: SLF001
+        if fn is None or getattr(fn, "counts", None) is self.counts:
+            return  # a leaf, or counted already
+        node._backward = _counted(self, id(node), fn, node._parents)  # noqa: SLF001
+        self.wrapped.append(weakref.ref(node))
+
+
+def _counted(counter: _Counter, key: int, fn: Callable, parents: tuple[Tensor, ...]) -> Callable:
+    counts = counter.counts
+
     def run(g: np.ndarray):
         counts[key] = counts.get(key, 0) + 1
         for parent in parents:  # the nodes this backward hands gradients to: counted from now on
-            wrap(parent)
+            counter.wrap(parent)
         return fn(g)
 
     run.counts, run.original = counts, fn  # type: ignore[attr-defined]  # to put the original back
