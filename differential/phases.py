@@ -151,7 +151,7 @@ def optimizer_phase(actual_side: Side, oracle_side: Side, noise_side: Side | Non
                                                         [before[n] for n in own_stepped]), strict=True))
     del own_stepped
     stepped = actual_side.optimizer_step(ref_grads, kind, lr, current=before)
-    updates = {n: None if a is None else a - before[n] for n, a in stepped.items()}
+    updates = {n: a - before[n] for n, a in stepped.items()}
     del stepped
     ref_updates = {n: a - expected.params[n] for n, a in oracle_side.optimizer_step(ref_grads, kind, lr).items()}
     names = list(ref_updates)

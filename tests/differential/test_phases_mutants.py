@@ -581,11 +581,30 @@ def test_differ_each_equals_the_per_array_formulas() -> None:
                                          np.array([0.0, 0.0]), np.zeros(0), np.ones(2), np.ones(3)]
     arrays[0][1, 1] = np.nextafter(arrays[0][1, 1], np.inf)  # one value apart
     others[3] = np.ones(2)  # a shape that differs: judged on its own (broadcast)
-    others[6] = None  # judged against zeros
+    others[4] = others[6] = others[10] = None  # judged against zeros (all zero, and ones: not zero, not 1)
     want = [False if x is None else bool(np.not_equal(x, 0 if y is None else y).any())
             for x, y in zip(arrays, others, strict=True)]
     assert phases._differ_each(arrays, others) == want
-    assert want[:4] == [True, False, False, True] and want[5:8] == [True, True, False]
+    assert want[:4] == [True, False, False, True] and want[4:8] == [False, True, True, False] and want[10] is True
     nonzero = [False if x is None else bool(np.any(x)) for x in arrays]
     assert phases._differ_each(arrays) == nonzero
     assert nonzero[4:] == [False, True, True, False, False, False, True]
+
+
+def test_optimizer_phase_a_parameter_the_reference_leaves_is_no_no_in_its_row() -> None:
+    # its own gradient is None (its own step leaves it) and the step with the reference's (zero)
+    # gradient moves it where the reference's does not: a mismatch, but the row's two naive columns
+    # are "yes", since the reference's step leaves it unchanged too
+    params = {"w": np.array([1.0, 2.0])}
+    expected = _capture(params=dict(params), param_grads={"w": np.zeros(2)})
+    actual = _capture(params=dict(params), param_grads={"w": None})
+
+    class Drifts:
+        def optimizer_step(self, g: Any, optimizer: str, lr: float, current: Any = None) -> dict[str, np.ndarray]:
+            return {"w": params["w"] + (0.0 if g["w"] is None else 0.5)}
+
+    checks, rows = phases.optimizer_phase(Drifts(), _StepSide(params), None, actual, expected, None,
+                                          ReportOptions(optimizer="sgd", lr=1.0))
+    assert [c.tensor for c in checks] == ["param[w]"]
+    assert rows == [{"parameter": "w", "changed_after_step": True, "update_matches_reference": False,
+                     "updated_by_optimizer": True, "reference_updated": False}]
