@@ -608,3 +608,14 @@ def test_optimizer_phase_a_parameter_the_reference_leaves_is_no_no_in_its_row() 
     assert [c.tensor for c in checks] == ["param[w]"]
     assert rows == [{"parameter": "w", "changed_after_step": True, "update_matches_reference": False,
                      "updated_by_optimizer": True, "reference_updated": False}]
+
+
+def test_training_phase_judges_on_the_largest_parameter_not_on_a_unit_scale() -> None:
+    # every parameter below 1: a zero bias that drifts by 5e-10 is past 1e-9 of the largest (0.1),
+    # though within 1e-9 of 1
+    ref = _TrainSide([1.0], [{"w": np.array([0.1, -0.05]), "b": np.array([0.0])}])
+    mine = _TrainSide([1.0], [{"w": np.array([0.1, -0.05]), "b": np.array([5e-10])}])
+    out = phases.training_phase(mine, ref, None, BATCHES[:1], ReportOptions(steps=1))
+    assert (out["first_divergent_step"], out["first_divergent_what"]) == (1, "parameter b")
+    near = _TrainSide([1.0], [{"w": np.array([0.1, -0.05]), "b": np.array([5e-11])}])
+    assert phases.training_phase(near, ref, None, BATCHES[:1], ReportOptions(steps=1))["status"] == "match"
