@@ -22,7 +22,7 @@ from differential.capture import ROOT, Call, CallLog, Capture, ModuleCrash, coll
 from differential.errors import InputError
 from differential.findings import NotAvailable
 from differential.localize import ModuleResult, Origin, backward_origin, judge
-from differential.side import Side, source_location
+from differential.side import Side, charged_index, source_location
 from differential.tied import holders
 from scratch_model.config import TransformerConfig
 
@@ -433,18 +433,12 @@ class AdapterSide(Side):
                        logits_grad=logits_grad, logits_grad_known=self.full_backward)
 
     def _charged(self, base: str) -> list[tuple[str, str]]:
-        """(reference name, yours) of the parameters a module run alone answers for: those inside it and
-        the shared ones it holds, in the order of the name map. Worked out for every module in one pass
-        over the parameters (teacher forcing asks for each module once per report, and a filter over
-        every parameter per module was quadratic in the model's size)."""
+        """(reference name, yours) of the parameters a module run alone answers for (`charged_index`,
+        in the order of the name map, worked out once per side)."""
         index = self.__dict__.get("_charged_names")
         if index is None:
-            index = self._charged_names = {}
-            for ref, theirs in self.names.params.items():
-                parts = ref.split(".")
-                owners = {"", *(".".join(parts[:k]) for k in range(1, len(parts))), *self.users.get(ref, ())}
-                for owner in owners:
-                    index.setdefault(owner, []).append((ref, theirs))
+            index = self._charged_names = charged_index(((ref, (ref, theirs)) for ref, theirs in
+                                                         self.names.params.items()), self.users)
         return index.get(base, [])
 
     def _listed(self) -> set[str]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -20,6 +21,23 @@ from differential.localize import ModuleResult, Origin, backward_origin, judge
 from scratch_model.config import TransformerConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+_T = TypeVar("_T")
+
+
+def charged_index(params: Iterable[tuple[str, _T]], users: dict[str, tuple[str, ...]]) -> dict[str, list[_T]]:
+    """For every module path, the parameters a module run alone answers for, in the order given:
+    those inside it (the root, "", holds them all) and the shared ones it holds (``users``: reference
+    name -> the paths of the modules that hold it). ``params``: (reference name, what to list for it).
+    One pass over the parameters: teacher forcing asks for each module it runs, and a filter over
+    every parameter per module is quadratic in the model's size."""
+    index: dict[str, list[_T]] = {}
+    for name, item in params:
+        parts = name.split(".")
+        for owner in {"", *(".".join(parts[:k]) for k in range(1, len(parts))), *users.get(name, ())}:
+            index.setdefault(owner, []).append(item)
+    return index
 
 
 @functools.lru_cache(maxsize=1024)

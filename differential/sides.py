@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from differential.capture import CallLog, Capture, collector_paused, finish_calls
-from differential.side import PROJECT_ROOT, Side, child_line, source_location
+from differential.side import PROJECT_ROOT, Side, charged_index, child_line, source_location
 from differential.tied import users_of
 from differential.user_reference import first_tensor, recorded_modules
 from scratch_model.config import TransformerConfig
@@ -290,15 +290,11 @@ class TorchSide(Side):
         return self._np(out), [self._grad(a) for a in args], own
 
     def _charged(self, base: str) -> list[tuple[str, Any]]:
-        """(name, parameter) of the parameters a module run alone answers for: those inside it and the
-        shared ones it holds, in the model's order; worked out for every module in one pass."""
+        """(name, parameter) of the parameters a module run alone answers for (`charged_index`, in the
+        model's order, worked out once per side)."""
         index = getattr(self, "_charged_params", None)
         if index is None:
-            index = self._charged_params = {}
-            for name, p in self.model.named_parameters():
-                parts = name.split(".")
-                for owner in {"", *(".".join(parts[:k]) for k in range(1, len(parts))), *self.users.get(name, ())}:
-                    index.setdefault(owner, []).append((name, p))
+            index = self._charged_params = charged_index(((n, (n, p)) for n, p in self._named().items()), self.users)
         return index.get(base, [])
 
     def source(self, path: str) -> str:

@@ -727,3 +727,15 @@ def test_merge_never_lists_a_findings_own_module_in_also_in() -> None:
     assert len(merged) == 1
     assert merged[0].module not in merged[0].also_in
     assert sorted(merged[0].also_in) == sorted({"a", "b"} - {merged[0].module})
+
+
+def test_charged_index_lists_what_a_module_run_alone_answers_for() -> None:
+    from differential.side import charged_index
+
+    params = [("emb.weight", "E"), ("blocks.0.attn.q.weight", "Q"), ("blocks.0.ln.bias", "B"),
+              ("blocks.1.ln.bias", "C")]
+    index = charged_index(params, {"emb.weight": ("emb", "head")})  # a head tied to the embedding
+    assert index[""] == ["E", "Q", "B", "C"]
+    assert index["blocks"] == ["Q", "B", "C"] and index["blocks.0"] == ["Q", "B"] and index["blocks.1"] == ["C"]
+    assert index["blocks.0.attn"] == index["blocks.0.attn.q"] == ["Q"] and index["emb"] == index["head"] == ["E"]
+    assert "blocks.0.attn.q.weight" not in index and "blocks.0.a" not in index  # a prefix of names, not of text
