@@ -55,32 +55,23 @@ class TensorOnly(ClassModelAdapter):
     backward = Adapter.backward  # tensor() without backward()
 
 
-def test_identity_returning_its_argument() -> None:
-    with pytest.raises(InputError, match=r"^SameIdentity\.identity\(\) returned the tensor it was given: return a new"):
-        _report(SameIdentity(AdapterOptions(MODEL, "float64")))
-
-
-def test_a_loss_that_is_not_a_tensor() -> None:
-    with pytest.raises(InputError, match=r"^FloatLoss\.loss_and_backward returned float 2\.\d+: return your loss "
-                                         r"tensor"):
-        _report(FloatLoss(AdapterOptions(MODEL, "float64")))
+@pytest.mark.parametrize("adapter, message", [
+    (SameIdentity, r"^SameIdentity\.identity\(\) returned the tensor it was given: return a new"),
+    (FloatLoss, r"^FloatLoss\.loss_and_backward returned float 2\.\d+: return your loss tensor"),
+    (NoModules, r"^NoModules defines record_forward but not modules\(\)"),
+    (OneUnlisted, r"^your model recorded a call of module 'blocks\.0\.ffn', which your adapter's modules\(\) "
+                  r"does not list"),
+], ids=["identity returning its argument", "a loss that is not a tensor", "record_forward without modules",
+        "a recorded path modules does not list"])
+def test_the_mistake_is_named(adapter: type, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        _report(adapter(AdapterOptions(MODEL, "float64")))
 
 
 def test_check_ops_returning_something_else() -> None:
     with faults.activate("relu_backward_no_mask"), \
             pytest.raises(InputError, match=r"^TupleOps\.check_ops returned tuple \('relu_backward_passes_all'"):
         _report(TupleOps(AdapterOptions(MODEL, "float64")))
-
-
-def test_record_forward_without_modules() -> None:
-    with pytest.raises(InputError, match=r"^NoModules defines record_forward but not modules\(\)"):
-        _report(NoModules(AdapterOptions(MODEL, "float64")))
-
-
-def test_a_recorded_path_modules_does_not_list() -> None:
-    with pytest.raises(InputError, match=r"^your model recorded a call of module 'blocks\.0\.ffn', which your "
-                                         r"adapter's modules\(\) does not list"):
-        _report(OneUnlisted(AdapterOptions(MODEL, "float64")))
 
 
 def test_tensor_without_backward_says_which_is_missing() -> None:
