@@ -36,14 +36,19 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
 from bare_work import prepare  # this folder's bare_work.py
 
-from differential import faults
+from differential import faults, localize
+from differential import findings as fnd
+from differential.compare import verdicts
 from differential.implementations import make_side
 from differential.report import ReportOptions, Stopwatch, initial_weights, run_report
 from scratch_model.data import make_reversal_data
@@ -96,9 +101,13 @@ def main() -> None:
                     rows.append((layers, fault, *in_process(args, layers, fault)))
         memory = [(layers, *peak_memory(args, layers)) for layers in args.layers] if args.memory else []
     print(f"\nsummary ({args.repeats} interleaved runs each, medians; batch {args.batch_size}, float64):")
-    print(f"  {'layers':>6s}  {'fault':24s} {'bare ms':>8s} {'first-only':>11s} {'all findings':>13s}")
-    for layers, fault, bare, first, full in rows:
-        print(f"  {layers:6d}  {fault or 'none':24s} {bare * 1e3:8.2f} {first / bare:10.2f}x {full / bare:12.2f}x")
+    print(f"  {'layers':>6s}  {'fault':24s} {'bare ms':>8s} {'first-only':>11s} {'(floor)':>8s} {'all findings':>13s} "
+          f"{'(floor)':>8s}")
+    for layers, fault, bare, first, full, floor, floor_all in rows:
+        print(f"  {layers:6d}  {fault or 'none':24s} {bare * 1e3:8.2f} {first / bare:10.2f}x {floor / bare:7.2f}x "
+              f"{full / bare:12.2f}x {floor_all / bare:7.2f}x")
+    print("  floor, first-only: the two hooked captures, the optimizer-step check's three steps and the compared "
+          "pairs' verdicts, each timed alone; all findings: and the modules the report runs alone")
     if memory:
         print("\npeak memory (tracemalloc, numpy and Python allocations):")
         for layers, report_mb, step_mb, stages in memory:
@@ -127,6 +136,8 @@ def in_process(args: argparse.Namespace, layers: int, fault: str | None) -> tupl
         for side in sides.values():
             side.capture(tokens, targets)
 
+    steps, verdicts_alone = _floor_parts(sides, tokens, targets, options)
+
     stages: list[dict[str, float]] = []
 
     def report() -> None:
@@ -139,28 +150,26 @@ def in_process(args: argparse.Namespace, layers: int, fault: str | None) -> tupl
     def report_first() -> None:  # the first divergence only: no teacher forcing
         run_report(first_only)
 
+    jobs = {"bare": bare, "report": report, "report_first": report_first, "captures": captures,
+            "steps": steps, "verdicts": verdicts_alone, "alone": _forcing(options)}
     for _ in range(3):
-        bare()
-        report()
-        report_first()
-        captures()
+        for fn in jobs.values():
+            fn()
     stages.clear()
-    bare_times, report_times, first_times, capture_times = [], [], [], []
+    times: dict[str, list[float]] = {name: [] for name in jobs}
     collections = Collections()
     gc.callbacks.append(collections)
     try:
         for _ in range(args.repeats):
-            for name, fn, times in (("bare", bare, bare_times), ("report", report, report_times),
-                                    ("report_first", report_first, first_times), ("captures", captures, capture_times)):
+            for name, fn in jobs.items():
                 collections.job = name
                 start = time.perf_counter()
                 fn()
-                times.append(time.perf_counter() - start)
+                times[name].append(time.perf_counter() - start)
                 collections.job = None
     finally:
         gc.callbacks.remove(collections)
-    b, r = statistics.median(bare_times), statistics.median(report_times)
-    f = statistics.median(first_times)
+    b, r, f = (statistics.median(times[name]) for name in ("bare", "report", "report_first"))
     print(f"\nmodel: {layers} layer(s), batch {options.batch_size}, float64, fault {fault or 'none'}; "
           f"{args.repeats} runs each, interleaved")
     print(f"bare work (scratch + torch forward and backward): median {b * 1e3:.2f} ms")
@@ -168,20 +177,74 @@ def in_process(args: argparse.Namespace, layers: int, fault: str | None) -> tupl
     print(f"report, first divergence only (--first-only):     median {f * 1e3:.2f} ms")
     print(f"ratio report / bare: {r / b:.2f} (all findings), {f / b:.2f} (first only)  "
           f"(threads: torch {torch.get_num_threads()}, numpy's BLAS pinned alike; numpy {np.__version__})")
-    c = statistics.median(capture_times)
+    c, o, v = (statistics.median(times[name]) for name in ("captures", "steps", "verdicts"))
     print(f"floor: the two hooked captures alone, median {c * 1e3:.2f} ms = {c / b:.2f} x bare")
+    print(f"       the optimizer-step check's three steps alone {o * 1e3:.2f} ms = {o / b:.2f} x bare; "
+          f"the compared pairs' verdicts alone {v * 1e3:.2f} ms = {v / b:.2f} x bare")
+    m = statistics.median(times["alone"])
+    print(f"       together {(c + o + v) * 1e3:.2f} ms = {(c + o + v) / b:.2f} x bare: what a first-only report cannot "
+          "go below")
+    print(f"       the modules the report runs alone (all findings), alone: {m * 1e3:.2f} ms = {m / b:.2f} x bare; "
+          f"with the rest {(c + o + v + m) / b:.2f} x bare: what a report with all findings cannot go below")
     print("where the report's time goes (all findings, median per stage):")
     for stage in stages[0]:
         ms = statistics.median(s[stage] for s in stages) * 1e3
         print(f"  {stage:24s} {ms:7.2f} ms  {ms / (b * 1e3):5.2f} x bare")
     print("garbage collection (Python's cyclic collector; medians hide the full collections that come every few "
           "runs, so means):")
-    for name, label, times in (("bare", "bare work", bare_times), ("report", "report, all findings", report_times),
-                               ("report_first", "report, first only", first_times)):
-        print(f"  {label:22s} mean {statistics.mean(times) * 1e3:7.2f} ms, of which collecting "
+    for name, label in (("bare", "bare work"), ("report", "report, all findings"),
+                        ("report_first", "report, first only")):
+        print(f"  {label:22s} mean {statistics.mean(times[name]) * 1e3:7.2f} ms, of which collecting "
               f"{collections.seconds.get(name, 0.0) / args.repeats * 1e3:6.2f} ms; full collections per run "
               f"{collections.full.get(name, 0) / args.repeats:.2f}")
-    return b, f, r
+    return b, f, r, c + o + v, c + o + v + m
+
+
+def _floor_parts(sides: dict[str, Any], tokens: np.ndarray, targets: np.ndarray, options: ReportOptions
+                 ) -> tuple[Callable[[], None], Callable[[], None]]:
+    """Two jobs the report does beyond the bare work, each as the report does it but alone: the
+    optimizer-step check's three steps (the implementation's own gradients, the reference's, and
+    the reference's step), and the verdicts of every pair of tensors the report compares, found
+    once here by watching the report's comparison (`compare.verdicts`: the cheapest judgement of a
+    pair the tolerance model allows, with no metrics)."""
+    implementation, reference = sides["class"], sides["torch"]
+    expected, actual = reference.capture(tokens, targets), implementation.capture(tokens, targets)
+    seen: list[list[tuple]] = []
+    original = localize.compare_many
+
+    def watching(pairs: list[tuple]) -> Any:
+        seen.append(pairs)
+        return original(pairs)
+
+    with mock.patch.object(localize, "compare_many", watching):
+        implementation.judge(actual, expected, None)
+    pairs = list({tuple(map(id, p[:3])) + (p[3],): p for p in seen[0]}.values())  # each pair once, as compared
+
+    def steps() -> None:
+        implementation.optimizer_step(actual.param_grads, options.optimizer, options.lr, current=actual.params)
+        implementation.optimizer_step(expected.param_grads, options.optimizer, options.lr, current=actual.params)
+        reference.optimizer_step(expected.param_grads, options.optimizer, options.lr)
+
+    return steps, lambda: verdicts(pairs)
+
+
+def _forcing(options: ReportOptions) -> Callable[[], None]:
+    """The modules a report with all findings runs alone (teacher forcing), run alone again: found
+    once here by watching one report's call of `findings.force_modules`, whose arguments (the side,
+    the reference's capture, the paths) it keeps."""
+    seen: list[tuple[tuple, dict]] = []
+    original = fnd.force_modules
+
+    def watching(*args: Any, **kwargs: Any) -> Any:
+        seen.append((args, kwargs))
+        return original(*args, **kwargs)
+
+    with mock.patch.object(fnd, "force_modules", watching):
+        run_report(options)
+    if not seen:  # nothing disagreed: nothing runs alone
+        return lambda: None
+    args, kwargs = seen[0]
+    return lambda: original(*args, **kwargs)
 
 
 class Collections:
