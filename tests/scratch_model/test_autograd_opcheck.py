@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from scratch_model import autograd as ag
@@ -41,3 +43,26 @@ def test_each_backward_runs_once_per_pass() -> None:
     with count_backward_calls(z) as counts:
         z.backward()
     assert counts and set(counts.values()) == {1}
+
+
+def _masked_scores(half_backward: bool) -> Tensor:
+    """Scores plus a causal mask of -inf above the diagonal, through an op whose backward is right
+    (or, with ``half_backward``, half of what it should be)."""
+    mask = np.triu(np.full((4, 4), -np.inf), k=1)
+
+    @op
+    def add_mask(a):
+        factor = 0.5 if half_backward else 1.0
+        return a.data + mask, lambda g: (factor * g,)
+
+    return add_mask(leaf((2, 4, 4)))
+
+
+def test_an_output_with_infinite_values_is_judged_on_its_finite_part() -> None:
+    """A masked score is -inf: its difference quotient is NaN, and a sum holding one made every
+    comparison false, so the op passed unchecked (with numpy's 'invalid value' warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NaN made along the way
+        assert check_node(_masked_scores(False), np.random.default_rng(0)) is None
+        bad = check_node(_masked_scores(True), np.random.default_rng(0))
+    assert bad is not None and bad.op == "add_mask" and abs(bad.relative_error - 0.5) < 1e-4
