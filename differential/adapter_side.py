@@ -813,18 +813,17 @@ class AdapterSide(Side):
 
     # what the framework can tell about its own code (the optional hooks)
     @_quiet
-    def op_check(self, path: str, inputs: list[np.ndarray], tokens: np.ndarray,
-                 mask: np.ndarray | None) -> dict[str, str] | None:
+    def op_check(self, path: str, inputs: list[np.ndarray]) -> dict[str, str] | None:
         """The first op inside module ``path`` whose backward disagrees with finite differences, run
-        alone on ``inputs`` (`Adapter.check_ops`). Finite differences of float32 values are too coarse
-        to judge an op by: a float32 run checks on a float64 twin of the model (`float64_twin`), and
-        without one checks nothing."""
+        alone on ``inputs`` with its first call's other arguments (`Adapter.check_ops`). Finite
+        differences of float32 values are too coarse to judge an op by: a float32 run checks on a
+        float64 twin of the model (`float64_twin`), and without one checks nothing."""
         a = self.adapter
         if not _overrides(a, "check_ops") or not self.can_force or path.split("#")[0] not in self.arguments:
             return None
         if self.dtype != "float64":
             probe = self.float64_twin()
-            return None if probe is None else probe.op_check(path, inputs, tokens, mask)
+            return None if probe is None else probe.op_check(path, inputs)
         given, leaves = self._leaves(path, inputs)
         out = self._call_alone(path, given)
         if not a.is_tensor(out) or not a.requires_grad(out):

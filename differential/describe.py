@@ -86,7 +86,7 @@ def describe(origin: Origin, results: dict[str, ModuleResult], actual_side: Side
         hint += _where_the_chain_stops(actual_side, origin, actual, options)
     op = None
     if is_grad and "chain stops" not in hint:
-        op = _op_check(actual_side, origin.path, expected if origin.forced else actual, options)
+        op = _op_check(actual_side, origin.path, expected if origin.forced else actual)
         if op:
             hint += f"; inside it, the backward of `{op['op']}` ({op['source']}) disagrees with finite differences"
     metrics = check.metrics.to_dict() if check is not None else None
@@ -119,11 +119,8 @@ def _children_claim(path: str, phase: str, results: dict[str, ModuleResult], exp
 def _where_the_chain_stops(side: Side, origin: Origin, actual: Capture, options: ReportOptions) -> str:
     """Words naming the code that made the tensor where the gradient chain stops, if it can be found."""
     tokens, targets = phases.batches(options)[0]
-    site = None
-    if origin.culprit is not None:
-        site = side.creation_site(tokens, *origin.culprit)
-        if site and site.startswith("wrapper at scratch_model/autograd/"):
-            site = None  # an ordinary op result: the cut is elsewhere
+    # the cut tensor's maker when it was built from raw data (an op's result is none: the cut is elsewhere)
+    site = None if origin.culprit is None else side.creation_site(tokens, *origin.culprit)
     if site is None:
         call = actual.calls.get(origin.path)
         site = side.first_raw_tensor(tokens, targets, origin.path, call.inputs if call else [])
@@ -156,13 +153,11 @@ def _first_child_with_bad_input(path: str, phase: str, results: dict[str, Module
     return next((p for p in reversed(kids) if any(not c.match for c in results[p].backward[:1])), None)
 
 
-def _op_check(side: Side, path: str, actual: Capture, options: ReportOptions) -> dict[str, str] | None:
-    """Re-run the blamed module in float64 and check each of its ops' backward (where the side can)."""
+def _op_check(side: Side, path: str, actual: Capture) -> dict[str, str] | None:
+    """Re-run the blamed module in float64 on ``actual``'s inputs of it and check each of its ops'
+    backward (where the side can)."""
     call = actual.calls.get(path)
-    if call is None:
-        return None
-    tokens = phases.batches(options)[0][0]
-    return side.op_check(path, call.inputs, tokens, phases.mask(options, tokens.shape[1]))
+    return None if call is None else side.op_check(path, call.inputs)
 
 
 def loss_divergence(loss: dict[str, Any], actual: Capture, expected: Capture, options: ReportOptions,

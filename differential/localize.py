@@ -151,7 +151,8 @@ def children(path: str, calls: dict[str, Call]) -> list[Call]:
 
 
 def _children_index(calls: dict[str, Call]) -> dict[str, list[Call]]:
-    """`children` of every recorded call at once (a walk over all modules asks each)."""
+    """`children` of every recorded call at once (a walk over all modules asks each); a repeated call
+    ("x#2") has none in it, as in `children`."""
     return {parent: [calls[p] for p in kids] for parent, kids in _child_paths(tuple(calls)).items()}
 
 
@@ -207,7 +208,7 @@ def graph_breaks(results: dict[str, ModuleResult], expected: Capture, actual: Ca
             continue
         if not res.backward:
             continue  # gradients were not compared (a framework that keeps none on module outputs)
-        cut, culprit = _cut_children(call.path, results, expected, actual, kids_of)
+        cut, culprit = _cut_children(call.path, results, actual, kids_of.get(call.path, []))
         if cut:
             out.append(_cut_origin(call.path, res, cut, culprit))
     return out
@@ -225,14 +226,14 @@ def backward_origin(results: dict[str, ModuleResult], expected: Capture, actual:
         grad_out = res.backward[0] if res.backward else None
         if grad_out is None or not grad_out.match:
             continue
-        cut, culprit = _cut_children(call.path, results, expected, actual, kids_of)
+        cut, culprit = _cut_children(call.path, results, actual, kids_of.get(call.path, []))
         if cut:
             return _cut_origin(call.path, res, cut, culprit)
         skip = {f"grad_input[{i}]" for i in res.detached_inputs}
         bad_input = _first_bad(res.backward[1:], skip)
         if bad_input is not None:
             return Origin(call.path, "backward", bad_input,
-                          container_code=bool(kids_of.get(call.path)) and "#" not in call.path)
+                          container_code=bool(kids_of.get(call.path)))
         bad_param = _first_bad(res.param_grad)
         if bad_param is not None:
             return Origin(call.path, "param_grad", bad_param)
@@ -252,17 +253,16 @@ def _cut_origin(path: str, res: ModuleResult, cut: str, culprit: tuple[str, int 
     return Origin(path, "backward", bad, container_code=True, kind=diagnose.GRAPH_BREAK, reason=cut, culprit=culprit)
 
 
-def _cut_children(path: str, results: dict[str, ModuleResult], expected: Capture, actual: Capture,
-                  kids_of: dict[str, list[Call]] | None = None) -> tuple[str, tuple[str, int | str] | None]:
-    """Words on where ``path``'s own code cuts the graph between its children ("" if it does not),
-    and the cut tensor when it is a child's input.
+def _cut_children(path: str, results: dict[str, ModuleResult], actual: Capture, found: list[Call]
+                  ) -> tuple[str, tuple[str, int | str] | None]:
+    """Words on where ``path``'s own code cuts the graph between its ``found`` children (from
+    `_children_index`) ("" if it does not), and the cut tensor when it is a child's input.
 
     Two signs: a child's input that ``path`` built from raw data (it does not require grad and no
     module returned it), or a child's output that never reaches the loss (its gradient is None
     where the reference's is not) although the child itself kept its graph.
     """
     where = path or "the model"
-    found = children(path, expected.calls) if kids_of is None else [] if "#" in path else kids_of.get(path, [])
     kids = [(c, results[c.path], actual.calls.get(c.path)) for c in found]
     for child, res, got in kids:
         cut = [i for i in res.detached_inputs if got is not None and i < len(got.produced_by)

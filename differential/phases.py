@@ -179,8 +179,8 @@ def optimizer_phase(actual_side: Side, oracle_side: Side, noise_side: Side | Non
 def _differ_each(arrays: list[np.ndarray | None], others: list[np.ndarray | None] | None = None) -> list[bool]:
     """``[bool(np.not_equal(x, y).any()) ...]`` for the pairs of ``arrays`` and ``others``; without
     ``others`` (or where one is None), whether each array has a value that is not 0. None and empty
-    arrays are False. Pairs of one shape are judged all at once, laid end to end (a few numpy calls,
-    not two per parameter); any other pair on its own."""
+    arrays are False; an array of another shape than its pair differs from it. Pairs of one shape are
+    judged all at once, laid end to end (a few numpy calls, not two per parameter)."""
     out = [False] * len(arrays)
     together = []
     for i, x in enumerate(arrays):
@@ -190,7 +190,7 @@ def _differ_each(arrays: list[np.ndarray | None], others: list[np.ndarray | None
         if others is None or (y is not None and np.shape(x) == np.shape(y)):
             together.append(i)
         else:
-            out[i] = bool(np.not_equal(x, 0 if y is None else y).any())
+            out[i] = True if y is not None else bool(np.not_equal(x, 0).any())  # y of another shape: it differs
     if together:
         starts = np.cumsum([0] + [np.size(arrays[i]) for i in together[:-1]])
         flat = np.concatenate([np.ravel(arrays[i]) for i in together])

@@ -184,9 +184,9 @@ class Side:
         ``path`` alone on ``inputs``, or the loss when ``path`` is None: "function at file:line"."""
         return None
 
-    def op_check(self, path: str, inputs: list[np.ndarray], tokens: np.ndarray,
-                 mask: np.ndarray | None) -> dict[str, str] | None:
-        """Run module ``path`` alone in float64 on ``inputs`` and check each op's backward against
+    def op_check(self, path: str, inputs: list[np.ndarray]) -> dict[str, str] | None:
+        """Run module ``path`` alone in float64 on ``inputs`` (its other arguments as its first call had
+        them) and check each op's backward against
         finite differences: the first op that disagrees ({op, source, input, relative_error})."""
         return None
 

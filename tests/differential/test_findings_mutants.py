@@ -152,6 +152,35 @@ def test_force_modules_with_noise() -> None:
     assert [c.tensor for c in f.forward + f.backward + f.param_grad] == ["output", "grad_input[0]", "grad_input[1]"]
 
 
+def test_force_modules_a_gradient_where_the_reference_has_none_disagrees() -> None:
+    # the reference's input 0 gets no gradient (None); the module run alone gives one: a disagreement,
+    # with the expected side missing; input 1 is None on both sides: nothing to compare
+    expected = capture([call("m", 0, 0, inputs=[ONE, ONE], grad_inputs=[None, None])])
+    f = F.force_modules(AloneSide({"m": (ONE, [ONE, None], {})}), expected, None, None, ["m"])["m"]
+    assert [(c.tensor, c.match) for c in f.backward] == [("grad_input[0]", False)]
+    assert f.backward[0].metrics.missing == "expected" and f.backward[0].actual is ONE
+
+
+def test_force_modules_metrics_are_judged_as_the_verdict_was() -> None:
+    """A kept check's metrics come from the same comparison its verdict did: with the reference's
+    float32 run as the noise floor, and the output gradient's scale for the gradients."""
+    g_out = np.array([-300.0, 100.0])
+    expected = capture([call("m", 0, 0, grad_output=g_out)], {"m.w": ONE}, {"m.w": ONE})
+    noise = capture([call("m", 0, 0, output=ONE + 1e-6, grad_inputs=[ONE + 1e-6])], {"m.w": ONE},
+                    {"m.w": ONE + 1e-6})
+    bad = ONE + 1e-3  # far past the float32 floor (8e-6) and the scale's round-off (3e-7)
+    f = F.force_modules(AloneSide({"m": (bad, [bad], {"m.w": bad})}), expected, noise, None, ["m"])["m"]
+    out, grad_in, grad_w = f.forward[0], f.backward[0], f.param_grad[0]
+    assert out.metrics == compare(bad, ONE, noise.calls["m"].output)
+    assert grad_in.metrics == compare(bad, ONE, noise.calls["m"].grad_inputs[0], 300.0)
+    assert grad_w.metrics == compare(bad, ONE, noise.param_grads["m.w"], 300.0)
+    # the floor and the scale show in the ratio: without them it would be another number
+    assert out.metrics.tolerance_ratio != compare(bad, ONE).tolerance_ratio
+    f = F.force_modules(AloneSide({"m": (bad, [bad], {"m.w": bad})}), expected, None, None, ["m"])["m"]
+    assert f.backward[0].metrics == compare(bad, ONE, None, 300.0)
+    assert f.backward[0].metrics.tolerance_ratio != compare(bad, ONE).tolerance_ratio
+
+
 def test_force_modules_keeps_the_error_and_goes_on() -> None:
     expected = capture([call("a", 0, 0), call("b", 1, 1)])
     boom = ZeroDivisionError("division by zero")

@@ -28,15 +28,15 @@ def _captured(impl: str, seed: int, dtype: str) -> tuple[AdapterSide, list[np.nd
 def test_the_twin_follows_the_sides_weights() -> None:
     with faults.activate("sqrt_backward_no_half"):
         side, inputs, tokens = _captured("class", 0, "float32")
-        first = side.op_check(PATH, inputs, tokens, None)
+        first = side.op_check(PATH, inputs)
         assert first is not None and first["source"].startswith("differential/faults/ops.py:")
         twin = side.float64_twin()
         assert twin is not None and twin.dtype == "float64"
 
         side.load(seeded_weights(CONFIG, 1))
-        again = side.op_check(PATH, inputs, tokens, None)
+        again = side.op_check(PATH, inputs)
         other, _, _ = _captured("class", 1, "float32")
-        fresh = other.op_check(PATH, inputs, tokens, None)
+        fresh = other.op_check(PATH, inputs)
     assert side.float64_twin() is twin and again == fresh
     mine, twins = side.params(), twin.params()
     for name, value in mine.items():
@@ -51,7 +51,7 @@ def test_a_clean_model_passes_every_op_check_twice() -> None:
         side = make_side("functional", CONFIG, seeded_weights(CONFIG, 0), dtype)
         calls = side.capture(tokens, targets).calls
         for _ in range(2):
-            assert [side.op_check(p, calls[p].inputs, tokens, None) for p in ("blocks.0.attn", PATH)] == [None, None]
+            assert [side.op_check(p, calls[p].inputs) for p in ("blocks.0.attn", PATH)] == [None, None]
 
 
 def test_an_adapter_the_report_cannot_build_again_has_no_twin() -> None:
@@ -64,5 +64,5 @@ def test_an_adapter_the_report_cannot_build_again_has_no_twin() -> None:
         bare = AdapterSide(unknown, CONFIG, "float32", seeded_weights(CONFIG, 0))
         inputs = known.capture(tokens, targets).calls[PATH].inputs
         bare.capture(tokens, targets)
-        assert known.op_check(PATH, inputs, tokens, None) is not None
-        assert bare.float64_twin() is None and bare.op_check(PATH, inputs, tokens, None) is None
+        assert known.op_check(PATH, inputs) is not None
+        assert bare.float64_twin() is None and bare.op_check(PATH, inputs) is None

@@ -580,12 +580,15 @@ def test_differ_each_equals_the_per_array_formulas() -> None:
     others = [b.copy() for b in base] + [np.zeros(3), np.array([np.nan]), np.array([np.inf, 1.0]),
                                          np.array([0.0, 0.0]), np.zeros(0), np.ones(2), np.ones(3)]
     arrays[0][1, 1] = np.nextafter(arrays[0][1, 1], np.inf)  # one value apart
-    others[3] = np.ones(2)  # a shape that differs: judged on its own (broadcast)
+    others[3] = np.ones(2)  # a shape that differs: it differs, whatever the values
     others[4] = others[6] = others[10] = None  # judged against zeros (all zero, and ones: not zero, not 1)
-    want = [False if x is None else bool(np.not_equal(x, 0 if y is None else y).any())
-            for x, y in zip(arrays, others, strict=True)]
+    want = [False if x is None else True if y is not None and np.shape(x) != np.shape(y) else
+            bool(np.not_equal(x, 0 if y is None else y).any()) for x, y in zip(arrays, others, strict=True)]
     assert phases._differ_each(arrays, others) == want
     assert want[:4] == [True, False, False, True] and want[4:8] == [False, True, True, False] and want[10] is True
+    # equal values in another shape (broadcasting would call them equal), and shapes that do not broadcast
+    assert phases._differ_each([np.ones(1), np.ones(3), np.ones((2, 1))], [np.ones(2), np.ones(2), np.ones((2, 1))]) \
+        == [True, True, False]
     nonzero = [False if x is None else bool(np.any(x)) for x in arrays]
     assert phases._differ_each(arrays) == nonzero
     assert nonzero[4:] == [False, True, True, False, False, False, True]
