@@ -181,6 +181,16 @@ def test_force_modules_metrics_are_judged_as_the_verdict_was() -> None:
     assert f.backward[0].metrics.tolerance_ratio != compare(bad, ONE).tolerance_ratio
 
 
+def test_force_modules_judges_an_output_on_its_own_scale() -> None:
+    # an output of about 1e-3, 5e-10 off: beyond rtol |r| + atol max|r| (1e-10 + 1e-12), so it disagrees;
+    # only the gradients get the output gradient's scale (here 1, which would have allowed it)
+    small = np.array([1e-3, -1e-3])
+    expected = capture([call("m", 0, 0, output=small, grad_output=np.array([1.0, 1.0]))])
+    f = F.force_modules(AloneSide({"m": (small + 5e-10, [ONE], {})}), expected, None, None, ["m"])["m"]
+    assert [(c.tensor, c.match) for c in f.forward] == [("output", False)]
+    assert f.forward[0].metrics == compare(small + 5e-10, small)
+
+
 def test_force_modules_keeps_the_error_and_goes_on() -> None:
     expected = capture([call("a", 0, 0), call("b", 1, 1)])
     boom = ZeroDivisionError("division by zero")

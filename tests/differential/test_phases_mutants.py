@@ -570,6 +570,19 @@ def test_training_phase_far_loss_errors_with_noise() -> None:
     assert (out["first_divergent_step"], out["first_divergent_what"]) == (1, "loss")
 
 
+def test_training_with_an_empty_parameter_or_none_at_all() -> None:
+    """A parameter with no values (a zero-width layer of a user's model) has no largest value: the scale
+    of the rest stands; a model with no parameters has only its losses to compare."""
+    steps = [{"a": np.array([1.0]), "empty": np.zeros((0, 3))}] * 2
+    out = phases.training_phase(_TrainSide([1.0, 2.0], steps), _TrainSide([1.0, 2.0], steps), None, BATCHES[:2],
+                                ReportOptions(steps=2))
+    assert out["status"] == "match" and out["first_divergent_step"] is None
+    bare = [{}, {}]
+    out = phases.training_phase(_TrainSide([1.0, 2.0], bare), _TrainSide([1.0, 2.0], bare), None, BATCHES[:2],
+                                ReportOptions(steps=2))
+    assert out["status"] == "match"
+
+
 def test_differ_each_equals_the_per_array_formulas() -> None:
     """The flags the optimizer step's rows are built from, judged all at once, are what each array
     gives on its own: NaN, infinities, signed zeros, dtypes mixed, shapes that differ, None, empty."""
@@ -589,6 +602,7 @@ def test_differ_each_equals_the_per_array_formulas() -> None:
     # equal values in another shape (broadcasting would call them equal), and shapes that do not broadcast
     assert phases._differ_each([np.ones(1), np.ones(3), np.ones((2, 1))], [np.ones(2), np.ones(2), np.ones((2, 1))]) \
         == [True, True, False]
+    assert phases._differ_each([np.zeros(1)], [np.zeros(2)]) == [True]  # zeros, but in another shape
     nonzero = [False if x is None else bool(np.any(x)) for x in arrays]
     assert phases._differ_each(arrays) == nonzero
     assert nonzero[4:] == [False, True, True, False, False, False, True]
