@@ -125,21 +125,7 @@ def matches_zero(expected: np.ndarray, noise: np.ndarray | None = None, scale: f
     """``compare(np.zeros_like(expected), expected, noise, scale).match`` without the metrics: whether
     ``expected`` is zero up to the tolerance model (round-off of its scale)."""
     e = np.asarray(expected, dtype=np.float64)
-    if e.size == 0:
-        return True
-    if not math.isfinite(float(np.vdot(e, e))):
-        return compare(np.zeros_like(e), e, noise, scale).match  # the careful path decides
-    abs_e = np.abs(e.reshape(-1))
-    max_abs = _peak(abs_e)
-    scale = max(max_abs, scale)
-    if noise is not None:
-        return max_abs <= NOISE_FACTOR * _noise_error(noise, e) + FLOAT32_FLOOR * scale
-    floor = ATOL64 * scale
-    if max_abs <= floor:
-        return True
-    allowed = abs_e * RTOL64
-    allowed += floor
-    return not np.any(abs_e > allowed)
+    return agrees(np.zeros_like(e), e, noise, scale)
 
 
 def _ratio(diff: np.ndarray | float, allowed: np.ndarray | float) -> float:

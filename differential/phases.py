@@ -190,7 +190,7 @@ def _differ_each(arrays: list[np.ndarray | None], others: list[np.ndarray | None
         if others is None or (y is not None and np.shape(x) == np.shape(y)):
             together.append(i)
         else:
-            out[i] = True if y is not None else bool(np.not_equal(x, 0).any())  # y of another shape: it differs
+            out[i] = y is not None or bool(np.not_equal(x, 0).any())  # y of another shape: it differs
     if together:
         starts = np.cumsum([0] + [np.size(arrays[i]) for i in together[:-1]])
         flat = np.concatenate([np.ravel(arrays[i]) for i in together])
@@ -198,6 +198,7 @@ def _differ_each(arrays: list[np.ndarray | None], others: list[np.ndarray | None
         for i, d in zip(together, np.logical_or.reduceat(differs, starts), strict=True):
             out[i] = bool(d)
     return out
+
 
 def training_phase(actual_side: Side, oracle_side: Side, noise_side: Side | None,
                     batches: list[tuple[np.ndarray, np.ndarray]], options: ReportOptions) -> dict[str, Any]:

@@ -186,8 +186,8 @@ class Side:
 
     def op_check(self, path: str, inputs: list[np.ndarray]) -> dict[str, str] | None:
         """Run module ``path`` alone in float64 on ``inputs`` (its other arguments as its first call had
-        them) and check each op's backward against
-        finite differences: the first op that disagrees ({op, source, input, relative_error})."""
+        them) and check each op's backward against finite differences: the first op that disagrees
+        ({op, source, input, relative_error})."""
         return None
 
     def summary(self) -> dict[str, Any] | None:

@@ -339,7 +339,7 @@ class TorchSide(Side):
         (tests/differential/test_flat_optimizer_step.py), in a few tensor calls instead of a few per
         parameter."""
         torch = self.torch
-        named = dict(self.model.named_parameters())
+        named = self._named()
         groups: dict[tuple[Any, Any], list[str]] = {}
         for name, p in named.items():
             g = grads.get(name)
